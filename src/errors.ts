@@ -1,0 +1,41 @@
+/**
+ * Errors with a stable `code` and, where slotsync.c has one, PostgreSQL's own wording.
+ * One error handler maps codes to HTTP statuses (see service/errors.ts).
+ */
+export type ErrorCode =
+  | 'SLOTSYNC_CONFIG'
+  | 'SLOTSYNC_SETUP'
+  | 'SLOTSYNC_PRIMARY_IN_RECOVERY'
+  | 'SLOTSYNC_STANDBY_NOT_IN_RECOVERY'
+  | 'SLOTSYNC_CONCURRENT'
+  | 'SLOTSYNC_PROMOTION'
+  | 'SLOTSYNC_LOCK_TIMEOUT'
+  | 'SLOTSYNC_UNREACHABLE'
+  | 'SLOTSYNC_REGISTRY_CORRUPT'
+  | 'SLOTSYNC_REGISTRY_WRITE'
+  | 'SLOTSYNC_CYCLE';
+
+export class SlotSyncError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options?: { hint?: string; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'SlotSyncError';
+    this.code = code;
+    this.hint = options?.hint;
+  }
+}
+
+export function setupError(message: string, hint?: string): SlotSyncError {
+  return new SlotSyncError('SLOTSYNC_SETUP', message, hint === undefined ? {} : { hint });
+}
+
+export const PROMOTION_MESSAGE =
+  'cannot synchronize replication slots when standby promotion is ongoing';
+export const CONCURRENT_MESSAGE = 'cannot synchronize replication slots concurrently';
+
+/** The message of anything thrown, for reports and logs. */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

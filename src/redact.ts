@@ -1,0 +1,32 @@
+/** Connection strings and messages never carry passwords out of the process. */
+
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '*****';
+    for (const key of ['password', 'sslpassword']) {
+      if (parsed.searchParams.has(key)) parsed.searchParams.set(key, '*****');
+    }
+    return parsed.toString();
+  } catch {
+    return url.replace(/:\/\/([^:/@]*):[^@]*@/, '://$1:*****@');
+  }
+}
+
+/** Removes every given secret from a text (error messages can echo a connection string). */
+export function redactSecrets(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const secret of secrets) {
+    if (secret.length >= 3) out = out.split(secret).join('*****');
+  }
+  return out.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*):[^@\s]*@/g, '$1:*****@');
+}
+
+export function passwordOf(url: string): string | null {
+  try {
+    const parsed = new URL(url);
+    return parsed.password === '' ? null : decodeURIComponent(parsed.password);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,3 @@
+export async function serve(_config: unknown): Promise<void> {
+  throw new Error('not yet');
+}
