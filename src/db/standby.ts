@@ -156,3 +156,23 @@ export async function readLocalSlot(
   const row = result.rows[0];
   return row === undefined ? null : toLocalSlot(row.s);
 }
+
+/**
+ * Ends creations and advances still running for a slotsync process that died mid-cycle
+ * (kill -9). Called while holding the sync lock, before this cycle starts its own: any
+ * such statement then belongs to a process that is gone, and a creation finishing later
+ * would leave a copy nobody records.
+ */
+export async function terminateOrphanedStatements(pool: pg.Pool | pg.PoolClient): Promise<number> {
+  const result = await pool.query<{ n: number }>(
+    `SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid, 5000))::int AS n
+       FROM pg_catalog.pg_stat_activity
+      WHERE application_name = 'slotsync-standby'
+        AND pid <> pg_catalog.pg_backend_pid()
+        AND state = 'active'
+        AND (query LIKE '%pg_create_logical_replication_slot%'
+             OR query LIKE '%pg_replication_slot_advance%')
+        AND query NOT LIKE '%pg_stat_activity%'`,
+  );
+  return result.rows[0]?.n ?? 0;
+}

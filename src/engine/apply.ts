@@ -5,7 +5,8 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { primaryNow } from '../db/primary.js';
-import { advanceCopy, createCopy, dropCopy } from '../db/standby.js';
+import type { StandbyPools } from '../db/standby-pools.js';
+import { advanceCopy, createCopy, dropCopy, terminateOrphanedStatements } from '../db/standby.js';
 import { messageOf } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { formatLsn } from '../sync/lsn.js';
@@ -23,7 +24,7 @@ import { SnapshotPump } from './snapshot-pump.js';
 
 export interface ApplyDeps {
   primary: pg.Pool;
-  standby: pg.Pool;
+  standby: StandbyPools;
   registry: Registry;
   logger: Logger;
   concurrency: number;
@@ -56,7 +57,7 @@ export async function applyActions(
   // 1. drop_local_obsolete_slots() and copies of invalidated remote slots.
   const drops = ofKind('drop');
   const dropResults = await mapLimit(drops, deps.concurrency, (a) =>
-    dropCopy(deps.standby, a.name),
+    dropCopy(deps.standby.main, a.name),
   );
   drops.forEach((action, i) => {
     const result = dropResults[i];
@@ -129,14 +130,21 @@ export async function applyActions(
   //    leaves a record (adopted or retried later), never a copy owned by nobody.
   const creates = ofKind('create');
   const followUps: Action[] = [];
+  if (creates.length > 0 || actions.some((a) => a.kind === 'advance')) {
+    const ended = await terminateOrphanedStatements(deps.standby.main);
+    if (ended > 0) log.warn({ backends: ended }, 'ended statements left running by a slotsync process that died');
+  }
   if (creates.length > 0) {
+    // A retried intent that hits "already exists" is our own interrupted creation: keep the
+    // record so the next cycle adopts it, instead of leaving a copy owned by nobody.
+    const wasIntent = new Set(creates.filter((a) => entries.get(a.name)?.state === 'creating').map((a) => a.name));
     for (const action of creates) entries.set(action.name, intentEntry(action.remote, now()));
     await deps.registry.write(entries);
     dirty = false;
     const pump = new SnapshotPump(deps.primary, log, deps.onSnapshotRefused);
     pump.start();
     const results = await mapLimit(creates, deps.concurrency, async (action) => {
-      const client = await deps.standby.connect();
+      const client = await deps.standby.forDatabase(action.remote.database).connect();
       try {
         const lsn = await createCopy(
           client,
@@ -155,7 +163,7 @@ export async function applyActions(
       const result = results[i];
       if (result?.status !== 'fulfilled') {
         const message = messageOf(result?.reason);
-        if (/already exists/.test(message)) {
+        if (/already exists/.test(message) && !wasIntent.has(action.name)) {
           entries.delete(action.name); // someone else's slot appeared: never ours
           report({ name: action.name, action: 'conflict', state: 'conflict', reason: message });
         } else {
@@ -196,7 +204,7 @@ export async function applyActions(
     ...followUps.filter((a): a is Kind<'advance'> => a.kind === 'advance'),
   ];
   const advanceResults = await mapLimit(advances, deps.concurrency, (a) =>
-    advanceCopy(deps.standby, a.name, a.to),
+    advanceCopy(deps.standby.forDatabase(a.remote.database), a.name, a.to),
   );
   advances.forEach((action, i) => {
     const result = advanceResults[i];

@@ -6,6 +6,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { isConnectionError, unreachable } from '../db/errors.js';
 import { readPrimary } from '../db/primary.js';
+import type { StandbyPools } from '../db/standby-pools.js';
 import { lockAndReadStandby, readStandby, unlockSync } from '../db/standby.js';
 import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
@@ -17,7 +18,7 @@ import { applyActions } from './apply.js';
 
 export interface EngineDeps {
   primary: pg.Pool;
-  standby: pg.Pool;
+  standby: StandbyPools;
   registry: Registry;
   logger: Logger;
   /** The configured URLs, to name the server in connection errors (never logged as is). */
@@ -52,7 +53,7 @@ export interface CycleResult {
 export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
   const started = performance.now();
   const startedAt = new Date().toISOString();
-  const client = await deps.standby.connect().catch((error: unknown) => {
+  const client = await deps.standby.main.connect().catch((error: unknown) => {
     throw unreachable('SLOTSYNC_STANDBY_URL', deps.standbyUrl, error);
   });
   let locked = false;

@@ -2,6 +2,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pools.js';
+import { StandbyPools } from '../db/standby-pools.js';
 import { Registry } from '../registry/registry.js';
 import type { EngineDeps } from './cycle.js';
 
@@ -23,12 +24,12 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     max: 4,
     logger: logger.child({ component: 'primary-pool' }),
   });
-  // One connection holds the sync lock; the others create and advance copies in parallel.
-  const standby = createPool({
+  // One connection holds the sync lock; the others create and advance copies in parallel,
+  // over a pool per database (a logical slot belongs to its database).
+  const standby = new StandbyPools({
     ...common,
     url: config.standbyUrl,
-    role: 'standby',
-    max: config.concurrency + 2,
+    max: config.concurrency,
     logger: logger.child({ component: 'standby-pool' }),
   });
   return {

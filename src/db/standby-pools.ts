@@ -1,0 +1,48 @@
+/**
+ * Logical slots belong to a database: a copy must be created, and advanced, over a
+ * connection to its remote slot's database. One pool per database, made on first use.
+ */
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { createPool } from './pools.js';
+
+export interface StandbyPoolOptions {
+  url: string;
+  max: number;
+  statementTimeoutMs: number;
+  connectTimeoutMs: number;
+  logger: Logger;
+}
+
+export class StandbyPools {
+  /** The pool of the database named in the standby URL: lock, reads, drops. */
+  readonly main: pg.Pool;
+  readonly #byDatabase = new Map<string, pg.Pool>();
+  readonly #options: StandbyPoolOptions;
+  readonly #mainDatabase: string;
+
+  constructor(options: StandbyPoolOptions) {
+    this.#options = options;
+    this.#mainDatabase = decodeURIComponent(new URL(options.url).pathname.replace(/^\//, '')) || 'postgres';
+    // +2: the lock session and a reader stay available while copies are created.
+    this.main = createPool({ ...options, role: 'standby', max: options.max + 2 });
+    this.#byDatabase.set(this.#mainDatabase, this.main);
+  }
+
+  forDatabase(database: string): pg.Pool {
+    let pool = this.#byDatabase.get(database);
+    if (!pool) {
+      const url = new URL(this.#options.url);
+      url.pathname = `/${encodeURIComponent(database)}`;
+      url.searchParams.delete('dbname');
+      pool = createPool({ ...this.#options, url: url.toString(), role: 'standby' });
+      this.#byDatabase.set(database, pool);
+    }
+    return pool;
+  }
+
+  async end(): Promise<void> {
+    await Promise.allSettled([...this.#byDatabase.values()].map((pool) => pool.end()));
+    this.#byDatabase.clear();
+  }
+}

@@ -1,0 +1,203 @@
+/** Real PostgreSQL for integration tests: a cluster, the engine wired to it, invariant checks. */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { pino } from 'pino';
+import { type Cluster, type ClusterOptions, startCluster } from '../../src/cluster/cluster.js';
+import { createPool } from '../../src/db/pools.js';
+import { StandbyPools } from '../../src/db/standby-pools.js';
+import { type CycleResult, type EngineDeps, runCycle } from '../../src/engine/cycle.js';
+import { Registry } from '../../src/registry/registry.js';
+import { formatLsn, type Lsn, parseLsn, transactionIdPrecedes } from '../../src/sync/lsn.js';
+import type { SlotReport } from '../../src/sync/types.js';
+import { delay } from '../../src/util.js';
+
+export interface Harness {
+  cluster: Cluster;
+  stateDir: string;
+  deps: EngineDeps;
+  cycle(): Promise<CycleResult>;
+  /** The report of one slot in a cycle. */
+  slot(result: CycleResult, name: string): SlotReport;
+  invariants: InvariantChecker;
+  close(): Promise<void>;
+}
+
+export async function startHarness(options: ClusterOptions): Promise<Harness> {
+  const cluster = await startCluster(options);
+  const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-state-'));
+  const logger = pino({ level: process.env.SLOTSYNC_TEST_LOG ?? 'silent' });
+  const common = { statementTimeoutMs: 30_000, connectTimeoutMs: 5_000, logger };
+  const primaryUrl = cluster.primary.url('postgres', 'not-a-secret');
+  const standbyUrl = cluster.standby.url('postgres', 'not-a-secret');
+  const deps: EngineDeps = {
+    primary: createPool({ ...common, url: primaryUrl, role: 'primary', max: 4 }),
+    standby: new StandbyPools({ ...common, url: standbyUrl, max: 8 }),
+    registry: await Registry.open(stateDir),
+    logger,
+    primaryUrl,
+    standbyUrl,
+    concurrency: 8,
+    createTimeoutMs: 30_000,
+  };
+  const invariants = new InvariantChecker(cluster);
+  return {
+    cluster,
+    stateDir,
+    deps,
+    invariants,
+    cycle: async () => {
+      const result = await runCycle(deps);
+      await invariants.check();
+      return result;
+    },
+    slot: (result, name) => {
+      const found = result.report.slots.find((s) => s.name === name);
+      assert.ok(found, `slot ${name} is in the report: ${JSON.stringify(result.report.slots)}`);
+      return found;
+    },
+    close: async () => {
+      await Promise.allSettled([deps.primary.end(), deps.standby.end()]);
+      await cluster.stop();
+      await rm(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+interface Seen {
+  confirmed: Lsn | null;
+  restart: Lsn | null;
+  xmin: number | null;
+}
+
+/**
+ * Invariants 1 and 2 of DESIGN.md, checked on the standby after every cycle: no slot moves
+ * backwards (confirmed_flush, restart_lsn, catalog_xmin) and none is past replay.
+ */
+export class InvariantChecker {
+  readonly #seen = new Map<string, Seen>();
+  checks = 0;
+
+  constructor(private readonly cluster: Cluster) {}
+
+  async check(): Promise<void> {
+    const rows = await this.cluster.standby.sql<{
+      slot_name: string;
+      confirmed_flush_lsn: string | null;
+      restart_lsn: string | null;
+      catalog_xmin: string | null;
+      replay: string;
+    }>(
+      `SELECT slot_name, confirmed_flush_lsn::text, restart_lsn::text, catalog_xmin::text,
+              pg_last_wal_replay_lsn()::text AS replay
+         FROM pg_replication_slots WHERE slot_type = 'logical'`,
+    );
+    const present = new Set<string>();
+    for (const row of rows) {
+      present.add(row.slot_name);
+      const now: Seen = {
+        confirmed: parseLsn(row.confirmed_flush_lsn),
+        restart: parseLsn(row.restart_lsn),
+        xmin: row.catalog_xmin === null ? null : Number(row.catalog_xmin),
+      };
+      const replay = parseLsn(row.replay);
+      if (now.confirmed !== null) {
+        assert.ok(now.confirmed <= replay, `${row.slot_name}: confirmed ${formatLsn(now.confirmed)} is past replay ${row.replay}`);
+      }
+      const before = this.#seen.get(row.slot_name);
+      if (before) {
+        for (const key of ['confirmed', 'restart'] as const) {
+          const a = before[key];
+          const b = now[key];
+          if (a !== null && b !== null) {
+            assert.ok(b >= a, `${row.slot_name}: ${key} moved backwards ${formatLsn(a)} -> ${formatLsn(b)}`);
+          }
+        }
+        if (before.xmin !== null && now.xmin !== null) {
+          assert.ok(!transactionIdPrecedes(now.xmin, before.xmin), `${row.slot_name}: catalog_xmin moved backwards`);
+        }
+      }
+      this.#seen.set(row.slot_name, now);
+    }
+    for (const name of this.#seen.keys()) if (!present.has(name)) this.#seen.delete(name);
+    this.checks++;
+  }
+}
+
+/** Creates a logical slot on the primary (failover by default). */
+export async function createPrimarySlot(
+  cluster: Cluster,
+  name: string,
+  options: { plugin?: string; failover?: boolean; twoPhase?: boolean; database?: string } = {},
+): Promise<void> {
+  await cluster.primary.sql(
+    'SELECT pg_create_logical_replication_slot($1, $2, false, $3, $4)',
+    [name, options.plugin ?? 'pgoutput', options.twoPhase ?? false, options.failover ?? true],
+    options.database,
+  );
+}
+
+/** Moves a primary slot's confirmed_flush_lsn to the primary's current WAL position. */
+export async function advancePrimarySlot(cluster: Cluster, name: string): Promise<string> {
+  const [row] = await cluster.primary.sql<{ lsn: string }>(
+    `SELECT (pg_replication_slot_advance($1, pg_current_wal_lsn())).end_lsn::text AS lsn`,
+    [name],
+  );
+  return row?.lsn ?? '';
+}
+
+export async function writeRows(cluster: Cluster, rows = 100): Promise<void> {
+  await cluster.primary.sql('CREATE TABLE IF NOT EXISTS load (id bigserial primary key, payload text)');
+  await cluster.primary.sql(`INSERT INTO load (payload) SELECT md5(g::text) FROM generate_series(1, $1::int) g`, [rows]);
+}
+
+export async function slotRow(
+  server: Cluster['primary'],
+  name: string,
+): Promise<{ confirmed_flush_lsn: string; restart_lsn: string; catalog_xmin: string; invalidation_reason: string | null } | undefined> {
+  const [row] = await server.sql<{ confirmed_flush_lsn: string; restart_lsn: string; catalog_xmin: string; invalidation_reason: string | null }>(
+    `SELECT confirmed_flush_lsn::text, restart_lsn::text, catalog_xmin::text, invalidation_reason
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [name],
+  );
+  return row;
+}
+
+/** Polls `condition` until it holds (never a fixed sleep as synchronization). */
+export async function waitFor(
+  what: string,
+  condition: () => Promise<boolean>,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await condition()) return;
+    await delay(25);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** A replication connection, for commands that have no SQL function (ALTER_REPLICATION_SLOT). */
+export async function replicationCommand(cluster: Cluster, command: string): Promise<void> {
+  const client = new pg.Client({
+    connectionString: cluster.primary.url(),
+    replication: 'database',
+  } as pg.ClientConfig & { replication: string });
+  await client.connect();
+  try {
+    await client.query(command);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Drops every logical slot on the primary and lets a cycle drop the copies. */
+export async function resetSlots(h: Harness): Promise<void> {
+  await h.cluster.primary.sql(
+    `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT active`,
+  );
+  await h.cluster.waitForReplay();
+  await h.cycle();
+}

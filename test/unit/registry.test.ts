@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { Registry } from '../../src/registry/registry.js';
+import { parseLsn } from '../../src/sync/lsn.js';
+import { entry } from '../helpers/slots.js';
+
+const dirs: string[] = [];
+async function freshDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'slotsync-registry-'));
+  dirs.push(dir);
+  return dir;
+}
+after(async () => {
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+describe('ownership registry', () => {
+  it('starts empty, round-trips entries with LSNs over 64 bits', async () => {
+    const dir = await freshDir();
+    const registry = await Registry.open(dir);
+    assert.equal(registry.entries.size, 0);
+    const e = entry('a"b\\c', 'sync_ready', { confirmedFlushLsn: parseLsn('FFFFFFFF/1'), catalogXmin: 4294967290 });
+    await registry.write(new Map([[e.name, e]]));
+    const reopened = await Registry.open(dir);
+    assert.deepEqual(reopened.entries.get('a"b\\c'), e);
+    assert.deepEqual(await readdir(dir), ['registry.json'], 'no temporary file is left behind');
+  });
+
+  it('refuses corrupt content with a clear message instead of replacing it', async () => {
+    const dir = await freshDir();
+    await writeFile(join(dir, 'registry.json'), '{"format":"slotsync-registry","version":1,"slots":[{"name":');
+    await assert.rejects(Registry.open(dir), (error: Error & { code?: string }) => {
+      assert.equal(error.code, 'SLOTSYNC_REGISTRY_CORRUPT');
+      assert.match(error.message, /registry\.json is corrupt: it is not JSON/);
+      return true;
+    });
+    await writeFile(join(dir, 'registry.json'), '{"format":"slotsync-registry","version":1,"slots":[{"name":"x"}]}');
+    await assert.rejects(Registry.open(dir), /is corrupt: \/slots\/0/);
+    await writeFile(join(dir, 'registry.json'), JSON.stringify({ format: 'slotsync-registry', version: 1, slots: [{ ...entry('x', 'sync_ready'), createdLsn: 'nope', confirmedFlushLsn: null, restartLsn: null }] }));
+    await assert.rejects(Registry.open(dir), /is corrupt: invalid input syntax for type pg_lsn/);
+    assert.match(await readFile(join(dir, 'registry.json'), 'utf8'), /nope/, 'the corrupt file is kept for the operator');
+  });
+
+  it('sees a write made by another process (refresh)', async () => {
+    const dir = await freshDir();
+    const one = await Registry.open(dir);
+    const two = await Registry.open(dir);
+    await one.write(new Map([['a', entry('a', 'temporary')]]));
+    await two.refresh();
+    assert.equal(two.entries.get('a')?.state, 'temporary');
+  });
+
+  it('a kill -9 during writes leaves the old or the new content, never a broken file', async () => {
+    const dir = await freshDir();
+    const script = `
+      import { Registry } from ${JSON.stringify(new URL('../../src/registry/registry.ts', import.meta.url).pathname)};
+      const registry = await Registry.open(${JSON.stringify(dir)});
+      const big = (n) => new Map(Array.from({ length: 2000 }, (_, i) => ['slot' + i, {
+        name: 'slot' + i, database: 'postgres', plugin: 'pgoutput', twoPhase: false, state: 'sync_ready',
+        createdLsn: 1n, createdAt: null, confirmedFlushLsn: BigInt(n), restartLsn: null, catalogXmin: n,
+        remoteInvalidation: null, updatedAt: 'x' }]));
+      process.stdout.write('ready\\n');
+      for (let n = 1; ; n++) await registry.write(big(n));
+    `;
+    for (let round = 0; round < 5; round++) {
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+      await new Promise((r) => setTimeout(r, 150 + round * 37));
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      const reopened = await Registry.open(dir);
+      assert.ok(reopened.entries.size === 0 || reopened.entries.size === 2000, `round ${round}: ${reopened.entries.size}`);
+    }
+    const final = await Registry.open(dir);
+    assert.equal(final.entries.size, 2000, 'at least one write completed');
+  });
+
+  it('a failed write (read-only folder) keeps the old content and says why', async () => {
+    if (process.getuid?.() === 0) {
+      // root ignores permissions: use a path that cannot be a folder instead
+      const dir = await freshDir();
+      const registry = await Registry.open(dir);
+      await registry.write(new Map([['a', entry('a', 'temporary')]]));
+      await rm(dir, { recursive: true });
+      await writeFile(dir, 'not a folder');
+      await assert.rejects(registry.write(new Map()), /could not write the ownership registry/);
+      assert.equal(registry.entries.size, 1);
+      await rm(dir);
+      return;
+    }
+    const dir = await freshDir();
+    const registry = await Registry.open(dir);
+    await registry.write(new Map([['a', entry('a', 'temporary')]]));
+    const { chmod } = await import('node:fs/promises');
+    await chmod(dir, 0o500);
+    await assert.rejects(registry.write(new Map()), /could not write the ownership registry/);
+    await chmod(dir, 0o700);
+    assert.equal((await Registry.open(dir)).entries.size, 1);
+  });
+});
