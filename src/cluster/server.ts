@@ -131,8 +131,11 @@ export class PgServer {
     const child = this.#process;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     child.kill(mode === 'fast' ? 'SIGINT' : 'SIGQUIT');
-    const timeout = delay(30_000).then(() => 'timeout');
-    if ((await Promise.race([this.#exited, timeout])) === 'timeout') {
+    const giveUp = new AbortController();
+    const timeout = delay(30_000, giveUp.signal).then(() => 'timeout');
+    const first = await Promise.race([this.#exited, timeout]);
+    giveUp.abort();
+    if (first === 'timeout') {
       child.kill('SIGKILL');
       await this.#exited;
     }
