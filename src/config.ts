@@ -33,6 +33,7 @@ export const EnvSchema = Type.Object({
   SLOTSYNC_CREATE_TIMEOUT_MS: Int(100, 600_000, 60_000, 'timeout of one copy creation'),
   SLOTSYNC_CONNECT_TIMEOUT_MS: Int(100, 600_000, 5_000, 'timeout of one connection attempt'),
   SLOTSYNC_CONCURRENCY: Int(1, 64, 8, 'standby connections used to create and advance copies'),
+  SLOTSYNC_ENV_FILE: Type.Optional(Type.String({ description: 'file of KEY=VALUE lines overlaid on the environment, re-read on SIGHUP' })),
   SLOTSYNC_LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
       Type.Literal(level),
@@ -140,4 +141,30 @@ function checkPostgresUrl(variable: string, url: string, needsDatabase: boolean)
       `must name a database: replication slot synchronization requires "dbname" to be specified in ${redactUrl(url)}`,
     );
   }
+}
+
+/**
+ * The environment, overlaid with SLOTSYNC_ENV_FILE when set (KEY=VALUE lines, # comments).
+ * SIGHUP re-reads the file: the way to change a running service's configuration.
+ */
+export function readEnvironment(env: NodeJS.ProcessEnv, readFile: (path: string) => string): NodeJS.ProcessEnv {
+  const path = env.SLOTSYNC_ENV_FILE;
+  if (!path) return env;
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (error) {
+    throw configError('SLOTSYNC_ENV_FILE', `cannot be read: ${(error as Error).message}`);
+  }
+  const merged: NodeJS.ProcessEnv = { ...env };
+  for (const [index, rawLine] of text.split('\n').entries()) {
+    const line = rawLine.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const match = /^(?:export\s+)?([A-Z0-9_]+)\s*=\s*(.*)$/.exec(line);
+    if (!match) throw configError('SLOTSYNC_ENV_FILE', `line ${index + 1} is not KEY=VALUE`);
+    let value = match[2] ?? '';
+    if (/^(['"]).*\1$/.test(value)) value = value.slice(1, -1);
+    merged[match[1] as string] = value;
+  }
+  return merged;
 }

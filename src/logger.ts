@@ -1,7 +1,7 @@
 /** pino JSON logs; components take a child logger. Connection strings are redacted. */
 import { type Logger, pino } from 'pino';
 
-export function createLogger(level = 'info'): Logger {
+export function createLogger(level = 'info', fd: 1 | 2 = 2): Logger {
   return pino(
     {
       level,
@@ -19,6 +19,6 @@ export function createLogger(level = 'info'): Logger {
         censor: '*****',
       },
     },
-    pino.destination({ dest: 2, sync: false }),
+    pino.destination({ dest: fd, sync: fd === 2 }),
   );
 }

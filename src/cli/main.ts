@@ -4,7 +4,8 @@
  *   slotsync                run the service (API + worker)
  *   slotsync sync --once    run one sync cycle and print its report as JSON
  */
-import { loadConfig } from '../config.js';
+import { readFileSync } from 'node:fs';
+import { loadConfig, readEnvironment } from '../config.js';
 import { SlotSyncError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { redactSecrets } from '../redact.js';
@@ -30,7 +31,7 @@ async function main(argv: string[]): Promise<void> {
   const secrets = [process.env.SLOTSYNC_API_TOKEN ?? ''];
   let config: ReturnType<typeof loadConfig>;
   try {
-    config = loadConfig(process.env);
+    config = loadConfig(readEnvironment(process.env, (path) => readFileSync(path, 'utf8')));
   } catch (error) {
     fail(error, secrets);
   }

@@ -75,3 +75,30 @@ export async function primaryNow(pool: pg.Pool): Promise<Date> {
   if (row === undefined) throw new Error('the primary answered no row');
   return row.now;
 }
+
+export interface PrimaryProbe {
+  inRecovery: boolean;
+  versionNum: number;
+  physicalSlotExists: boolean;
+  synchronizedStandbySlots: string | null;
+}
+
+/** validate_remote_info() and synchronized_standby_slots, for /health (no slot list). */
+export async function probePrimary(pool: pg.Pool, primarySlotName: string): Promise<PrimaryProbe> {
+  const result = await pool.query<Omit<PrimaryRow, 'slots' | 'prepared' | 'now'>>(
+    `SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
+            pg_catalog.current_setting('server_version_num')::int AS version_num,
+            EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots
+                     WHERE slot_type = 'physical' AND slot_name = $1::text) AS physical_slot_exists,
+            pg_catalog.current_setting('synchronized_standby_slots', true) AS synchronized_standby_slots`,
+    [primarySlotName],
+  );
+  const row = result.rows[0];
+  if (row === undefined) throw new Error('the primary answered no row');
+  return {
+    inRecovery: row.in_recovery,
+    versionNum: row.version_num,
+    physicalSlotExists: row.physical_slot_exists,
+    synchronizedStandbySlots: row.synchronized_standby_slots,
+  };
+}

@@ -176,3 +176,22 @@ export async function terminateOrphanedStatements(pool: pg.Pool | pg.PoolClient)
   );
   return result.rows[0]?.n ?? 0;
 }
+
+export interface StandbyProbe extends StandbySettings {
+  inRecovery: boolean;
+  replayLsn: Lsn | null;
+  /** REPLICATION or superuser: needed to create, advance and drop slots. */
+  canManageSlots: boolean;
+}
+
+/** Settings and privileges only, for /health (no slot list). */
+export async function probeStandby(pool: pg.Pool): Promise<StandbyProbe> {
+  const result = await pool.query<StandbyRow & { can_manage_slots: boolean }>(
+    `SELECT true AS locked, ${SETTINGS}, NULL::json AS slots,
+            (SELECT rolreplication OR rolsuper FROM pg_catalog.pg_roles
+              WHERE rolname = current_user) AS can_manage_slots`,
+  );
+  const row = result.rows[0];
+  if (row === undefined) throw new Error('the standby answered no row');
+  return { ...toStandbyState(row), canManageSlots: row.can_manage_slots };
+}

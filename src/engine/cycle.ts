@@ -10,6 +10,7 @@ import type { StandbyPools } from '../db/standby-pools.js';
 import { lockAndReadStandby, readStandby, unlockSync } from '../db/standby.js';
 import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
+import { formatLsn } from '../sync/lsn.js';
 import { planCycle } from '../sync/plan.js';
 import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
@@ -45,6 +46,7 @@ export interface CycleResult {
   report: CycleReport;
   views: SlotView[];
   primarySlotName: string;
+  standbyReplayLsn: string | null;
   synchronizedStandbySlots: string | null;
   remote: RemoteSlot[];
   local: LocalSlot[];
@@ -108,6 +110,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       report,
       views: buildSlotViews(primary.slots, local, deps.registry.entries, applied.reports),
       primarySlotName: standby.primarySlotName,
+      standbyReplayLsn: formatLsn(standby.replayLsn),
       synchronizedStandbySlots: primary.synchronizedStandbySlots,
       remote: primary.slots,
       local,

@@ -1,3 +1,60 @@
-export async function serve(_config: unknown): Promise<void> {
-  throw new Error('not yet');
+/**
+ * The process entry of `slotsync` (serve): logger, service, HTTP listener, signals.
+ * SIGTERM/SIGINT: finish the in-flight cycle, close HTTP, then the pools (a second signal
+ * forces the exit). SIGHUP: re-read the configuration (slotsync_reread_config()).
+ */
+import { readFileSync } from 'node:fs';
+import closeWithGrace from 'close-with-grace';
+import { type Config, configError, loadConfig, readEnvironment } from '../config.js';
+import { messageOf } from '../errors.js';
+import { createLogger } from '../logger.js';
+import { redactSecrets, redactUrl } from '../redact.js';
+import { buildApp } from './app.js';
+import { isLoopback } from './plugins/auth.js';
+import { SlotSyncService } from './service.js';
+
+export async function serve(config: Config): Promise<void> {
+  if (!config.apiToken && !isLoopback(config.host)) {
+    throw configError('SLOTSYNC_API_TOKEN', `is required when SLOTSYNC_HOST (${config.host}) is not a loopback address`);
+  }
+  const logger = createLogger(config.logLevel, 1);
+  const service = await SlotSyncService.create(config, logger);
+  const app = await buildApp({ service });
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (error) {
+    await service.close();
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw configError('SLOTSYNC_PORT', `${config.port} on ${config.host} is already in use`);
+    }
+    throw error;
+  }
+  logger.info(
+    { primary: redactUrl(config.primaryUrl), standby: redactUrl(config.standbyUrl), worker: config.worker, stateDir: config.stateDir },
+    'slotsync listening',
+  );
+  service.start();
+
+  process.on('SIGHUP', () => {
+    let next: Config;
+    try {
+      next = loadConfig(readEnvironment(process.env, (path) => readFileSync(path, 'utf8')));
+    } catch (error) {
+      logger.error({ err: redactSecrets(messageOf(error), [config.apiToken ?? '']) }, 'configuration reload refused; the running configuration is kept');
+      return;
+    }
+    service
+      .reload(next)
+      .then((outcome) => logger.info({ outcome }, 'configuration reloaded'))
+      .catch((error) => logger.error({ err: messageOf(error) }, 'configuration reload failed'));
+  });
+
+  closeWithGrace({ delay: config.statementTimeoutMs + 10_000 }, async ({ signal, err }) => {
+    if (err) logger.error({ err: messageOf(err) }, 'stopping after an error');
+    logger.info({ signal }, 'stopping: finishing the in-flight cycle');
+    await service.worker.stop();
+    await app.close();
+    await service.close();
+    logger.info('stopped');
+  });
 }

@@ -1,0 +1,61 @@
+/**
+ * The HTTP app, a plain Fastify plugin a test can build and close; the process entry
+ * (server.ts) owns listening, signals and graceful close.
+ */
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import auth from './plugins/auth.js';
+import errors from './plugins/errors.js';
+import rateLimit from './plugins/rate-limit.js';
+import readRoutes from './routes/read.js';
+import syncRoutes from './routes/sync.js';
+import { Problem } from './schemas.js';
+import type { SlotSyncService } from './service.js';
+
+export const BODY_LIMIT_BYTES = 16 * 1024;
+
+export interface AppOptions {
+  service: SlotSyncService;
+  logger?: Logger;
+  /** POST /sync per client and second (bucket refills at this rate, bursts of twice it). */
+  syncRatePerSecond?: number;
+}
+
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const { service } = options;
+  const app = Fastify({
+    loggerInstance: (options.logger ?? service.logger.child({ component: 'http' })) as FastifyBaseLogger,
+    disableRequestLogging: false,
+    bodyLimit: BODY_LIMIT_BYTES,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+    return503OnClosing: true,
+  });
+  app.addSchema(Problem);
+  // A POST without a body means "no options": validate it as an empty object.
+  app.addHook('preValidation', async (request) => {
+    if (request.method === 'POST' && request.body == null) request.body = {};
+  });
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'slotsync',
+        description:
+          "Keeps a PostgreSQL physical standby ready to take over logical replication: copies the primary's failover slots and keeps them in step.",
+        version: '0.1.0',
+      },
+      components: {
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      },
+      security: [],
+    },
+  });
+  await app.register(errors, { secrets: () => [service.config.apiToken ?? ''] });
+  await app.register(auth, { token: () => service.config.apiToken, host: () => service.config.host });
+  await app.register(rateLimit, { perSecond: options.syncRatePerSecond ?? 5 });
+  await app.register(syncRoutes, { service });
+  await app.register(readRoutes, { service });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  return app;
+}

@@ -1,0 +1,179 @@
+/**
+ * The one shared sync context, slotsync.c's SlotSyncCtxStruct: whether a sync runs
+ * (`syncing`), whether promotion stopped syncing for good (`stopSignaled`), the worker's
+ * state and the last start time. Every sync — worker or API — goes through `withSyncLock()`:
+ * an async mutex here, the standby's advisory lock across processes (taken by the cycle).
+ * Routes read `snapshot`, an immutable record of the last cycle.
+ */
+import type { Logger } from 'pino';
+import { type CycleResult, runCycle } from '../engine/cycle.js';
+import type { Engine } from '../engine/engine.js';
+import {
+  CONCURRENT_MESSAGE,
+  messageOf,
+  PROMOTION_MESSAGE,
+  SlotSyncError,
+} from '../errors.js';
+import type { SlotView } from '../sync/view.js';
+import type { Metrics } from './metrics.js';
+import { Mutex } from './mutex.js';
+
+export type Trigger = 'worker' | 'api' | 'shutdown';
+export type WorkerState =
+  | 'running'
+  | 'disabled'
+  | 'stopped'
+  | 'stopped_promoted'
+  | 'stopped_shutdown'
+  | 'restarting';
+
+export interface Snapshot {
+  /** The last cycle that completed (its views are what GET /slots shows). */
+  lastResult: CycleResult | undefined;
+  lastResultAt: number | undefined;
+  lastSuccessAt: number | undefined;
+  lastError: { code: string; message: string; at: number } | undefined;
+  lastStartTime: number | undefined;
+  snapshotRefused: string | undefined;
+}
+
+export interface SyncOptions {
+  trigger: Trigger;
+  /** How long to wait for an in-flight cycle; 0 with nowait. */
+  waitMs: number;
+  nowait?: boolean;
+}
+
+export class SyncContext {
+  readonly #mutex = new Mutex();
+  readonly #logger: Logger;
+  readonly #metrics: Metrics;
+  #engine: Engine;
+  #stopSignaled = false;
+  #syncing = false;
+  #inFlight = 0;
+  #maxInFlight = 0;
+  workerState: WorkerState = 'stopped';
+  workerDetail: string | undefined;
+  #snapshot: Snapshot = {
+    lastResult: undefined,
+    lastResultAt: undefined,
+    lastSuccessAt: undefined,
+    lastError: undefined,
+    lastStartTime: undefined,
+    snapshotRefused: undefined,
+  };
+
+  constructor(engine: Engine, metrics: Metrics, logger: Logger) {
+    this.#engine = engine;
+    this.#metrics = metrics;
+    this.#logger = logger;
+    engine.deps.onSnapshotRefused = (message) => this.#update({ snapshotRefused: message });
+  }
+
+  get engine(): Engine {
+    return this.#engine;
+  }
+
+  get stopSignaled(): boolean {
+    return this.#stopSignaled;
+  }
+
+  get syncing(): boolean {
+    return this.#syncing;
+  }
+
+  /** The most cycles ever in flight at once (1 unless the lock is broken). */
+  get maxInFlight(): number {
+    return this.#maxInFlight;
+  }
+
+  get snapshot(): Readonly<Snapshot> {
+    return this.#snapshot;
+  }
+
+  /** check_and_set_sync_info() + synchronize_slots() + reset_syncing_flag(). */
+  async sync(options: SyncOptions): Promise<CycleResult> {
+    return this.withSyncLock(options, () => this.#runCycle(options.trigger));
+  }
+
+  /** Runs `fn` as the only sync in this process; refuses once promotion has started. */
+  async withSyncLock<T>(options: SyncOptions, fn: () => Promise<T>): Promise<T> {
+    if (this.#stopSignaled && options.trigger !== 'shutdown') {
+      throw new SlotSyncError('SLOTSYNC_PROMOTION', PROMOTION_MESSAGE);
+    }
+    if (options.nowait && this.#mutex.locked) {
+      throw new SlotSyncError('SLOTSYNC_CONCURRENT', CONCURRENT_MESSAGE);
+    }
+    const waitStarted = performance.now();
+    const release = await this.#mutex.acquire(
+      options.nowait ? 0 : options.waitMs,
+      () =>
+        new SlotSyncError(
+          'SLOTSYNC_LOCK_TIMEOUT',
+          `${CONCURRENT_MESSAGE}: the synchronization in progress did not finish within ${options.waitMs} ms`,
+        ),
+    );
+    this.#metrics.lockWait.observe((performance.now() - waitStarted) / 1000);
+    try {
+      if (this.#stopSignaled && options.trigger !== 'shutdown') {
+        throw new SlotSyncError('SLOTSYNC_PROMOTION', PROMOTION_MESSAGE);
+      }
+      this.#syncing = true;
+      this.#inFlight++;
+      this.#maxInFlight = Math.max(this.#maxInFlight, this.#inFlight);
+      this.#metrics.inFlight.set(this.#inFlight);
+      return await fn();
+    } finally {
+      this.#inFlight--;
+      this.#metrics.inFlight.set(this.#inFlight);
+      this.#syncing = false;
+      release();
+    }
+  }
+
+  /** ShutDownSlotSync(): from now on every sync is refused. */
+  signalStop(): void {
+    this.#stopSignaled = true;
+  }
+
+  /** Swaps the engine (configuration reload); the caller holds the sync lock. */
+  async replaceEngine(engine: Engine): Promise<void> {
+    const old = this.#engine;
+    engine.deps.onSnapshotRefused = (message) => this.#update({ snapshotRefused: message });
+    this.#engine = engine;
+    this.#update({ lastResult: undefined, lastResultAt: undefined, snapshotRefused: undefined });
+    await old.close();
+  }
+
+  /** Records an outcome produced outside a cycle (shutdown's final state). */
+  recordViews(views: SlotView[]): void {
+    const last = this.#snapshot.lastResult;
+    if (last) this.#update({ lastResult: { ...last, views }, lastResultAt: Date.now() });
+    this.#metrics.recordViews(views);
+  }
+
+  async #runCycle(trigger: Trigger): Promise<CycleResult> {
+    const started = Date.now();
+    this.#update({ lastStartTime: started });
+    const timer = this.#metrics.cycleDuration.startTimer({ trigger });
+    try {
+      const result = await runCycle(this.#engine.deps);
+      timer();
+      this.#metrics.recordCycle(trigger, 'success', result);
+      this.#update({ lastResult: result, lastResultAt: Date.now(), lastSuccessAt: Date.now(), lastError: undefined });
+      return result;
+    } catch (error) {
+      timer();
+      const code = error instanceof SlotSyncError ? error.code : 'SLOTSYNC_CYCLE';
+      this.#metrics.recordCycle(trigger, code === 'SLOTSYNC_CONCURRENT' ? 'concurrent' : 'error', undefined);
+      this.#update({ lastError: { code, message: messageOf(error), at: Date.now() } });
+      this.#logger.warn({ trigger, code, err: messageOf(error) }, 'sync cycle failed');
+      throw error;
+    }
+  }
+
+  #update(change: Partial<Snapshot>): void {
+    this.#snapshot = Object.freeze({ ...this.#snapshot, ...change });
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * GET /health: can the service do its job? Each check is named, with a status (pass, warn,
+ * fail) and a detail; any fail makes the answer 503. Warnings never do.
+ */
+import { type PrimaryProbe, probePrimary } from '../db/primary.js';
+import { probeStandby, type StandbyProbe } from '../db/standby.js';
+import { messageOf } from '../errors.js';
+import { redactSecrets } from '../redact.js';
+import { formatLsn } from '../sync/lsn.js';
+import { validatePrimary, validateStandby } from '../sync/validate.js';
+import type { SlotSyncService } from './service.js';
+
+export type CheckStatus = 'pass' | 'warn' | 'fail';
+export interface Check {
+  status: CheckStatus;
+  detail: string;
+}
+export interface HealthReport {
+  status: 'pass' | 'fail';
+  checks: Record<string, Check>;
+}
+
+const PROBE_TIMEOUT_MS = 3_000;
+
+function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${PROBE_TIMEOUT_MS} ms`)), PROBE_TIMEOUT_MS);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export async function checkHealth(service: SlotSyncService): Promise<HealthReport> {
+  const { deps } = service.context.engine;
+  const config = service.config;
+  const checks: Record<string, Check> = {};
+  const clean = (error: unknown) => redactSecrets(messageOf(error), [config.apiToken ?? '']);
+
+  let standby: StandbyProbe | undefined;
+  try {
+    standby = await withTimeout(probeStandby(deps.standby.main), 'the standby');
+    checks.standby = standby.inRecovery
+      ? { status: 'pass', detail: `reachable, in recovery, replayed up to ${formatLsn(standby.replayLsn) ?? 'unknown'}` }
+      : { status: 'fail', detail: 'reachable but not in recovery: the standby was promoted' };
+    checks.standby_privileges = standby.canManageSlots
+      ? { status: 'pass', detail: 'the standby role may create, advance and drop slots' }
+      : { status: 'fail', detail: 'the standby role needs REPLICATION to create, advance and drop slots' };
+  } catch (error) {
+    checks.standby = { status: 'fail', detail: `SLOTSYNC_STANDBY_URL: ${clean(error)}` };
+  }
+
+  let primary: PrimaryProbe | undefined;
+  try {
+    primary = await withTimeout(probePrimary(deps.primary, standby?.primarySlotName ?? ''), 'the primary');
+    checks.primary = { status: 'pass', detail: 'reachable' };
+  } catch (error) {
+    checks.primary = { status: 'fail', detail: `SLOTSYNC_PRIMARY_URL: ${clean(error)}` };
+  }
+
+  if (standby && primary) {
+    try {
+      validateStandby(standby);
+      validatePrimary(primary, standby);
+      checks.settings = { status: 'pass', detail: 'wal_level, hot_standby_feedback, primary_slot_name and primary_conninfo are valid' };
+    } catch (error) {
+      checks.settings = { status: 'fail', detail: messageOf(error) };
+    }
+    const named = (primary.synchronizedStandbySlots ?? '').split(',').map((s) => s.trim().replace(/^"|"$/g, ''));
+    checks.synchronized_standby_slots = named.includes(standby.primarySlotName)
+      ? { status: 'pass', detail: `the primary's synchronized_standby_slots names "${standby.primarySlotName}"` }
+      : {
+          status: 'warn',
+          detail: `the primary's synchronized_standby_slots does not name "${standby.primarySlotName}": logical subscribers may receive changes this standby has not replayed, and copies then wait (or are skipped) until it catches up`,
+        };
+  } else {
+    checks.settings = { status: 'fail', detail: 'cannot be checked while a server is unreachable' };
+  }
+
+  const state = service.context.workerState;
+  const detail = service.context.workerDetail;
+  checks.worker =
+    state === 'running'
+      ? { status: 'pass', detail: `running, naptime ${service.worker.naptimeMs} ms` }
+      : state === 'disabled'
+        ? { status: 'pass', detail: 'SLOTSYNC_WORKER=off: syncing is left to POST /sync' }
+        : state === 'stopped_promoted'
+          ? { status: 'fail', detail: detail ?? 'the standby was promoted; the worker stopped' }
+          : state === 'stopped_shutdown'
+            ? { status: 'fail', detail: 'stopped by POST /shutdown (promotion): no sync will run again in this process' }
+            : state === 'restarting'
+              ? { status: 'fail', detail: `the last cycle failed, restarting after ${config.restartIntervalMs} ms: ${clean(detail)}` }
+              : { status: 'fail', detail: 'not running' };
+
+  const snapshot = service.context.snapshot;
+  const now = Date.now();
+  const maxAge = Math.max(60_000, 3 * config.naptimeMaxMs + config.restartIntervalMs);
+  if (snapshot.lastError && (snapshot.lastSuccessAt ?? 0) < snapshot.lastError.at) {
+    checks.last_cycle = { status: 'fail', detail: `the last cycle failed ${Math.round((now - snapshot.lastError.at) / 1000)} s ago: ${clean(snapshot.lastError.message)}` };
+  } else if (snapshot.lastSuccessAt !== undefined) {
+    const age = now - snapshot.lastSuccessAt;
+    checks.last_cycle = {
+      status: config.worker && state === 'running' && age > maxAge ? 'fail' : 'pass',
+      detail: `last successful cycle ${(age / 1000).toFixed(1)} s ago`,
+    };
+  } else {
+    const waited = now - service.startedAt;
+    checks.last_cycle = {
+      status: config.worker && waited > maxAge ? 'fail' : config.worker ? 'warn' : 'pass',
+      detail: 'no cycle has completed yet',
+    };
+  }
+
+  const views = snapshot.lastResult?.views ?? [];
+  const conflicts = views.filter((v) => v.state === 'conflict').map((v) => v.name);
+  checks.conflicts = conflicts.length === 0
+    ? { status: 'pass', detail: 'no slot of the same name blocks a copy' }
+    : { status: 'fail', detail: `slots of the same name exist on the standby and are not slotsync's, so these are not protected: ${conflicts.join(', ')}` };
+
+  if (snapshot.snapshotRefused) {
+    checks.standby_snapshot = {
+      status: 'warn',
+      detail: `pg_log_standby_snapshot() is refused on the primary (${snapshot.snapshotRefused}): copies are still made but wait up to 15 s for the next running-xacts record. GRANT EXECUTE ON FUNCTION pg_log_standby_snapshot() to the primary role.`,
+    };
+  }
+
+  const failed = Object.values(checks).some((c) => c.status === 'fail');
+  return { status: failed ? 'fail' : 'pass', checks };
+}

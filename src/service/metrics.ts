@@ -1,0 +1,107 @@
+/**
+ * Prometheus metrics, on one Registry per app instance (never the global one: building the
+ * app twice in one process must not fail with "already registered").
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { CycleResult } from '../engine/cycle.js';
+import type { SlotView } from '../sync/view.js';
+
+const STATES = ['temporary', 'sync_ready', 'invalidated', 'conflict', 'absent'] as const;
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly cycles = new Counter({
+    name: 'slotsync_cycles_total',
+    help: 'Sync cycles by trigger (worker, api, shutdown) and outcome (success, error, concurrent)',
+    labelNames: ['trigger', 'outcome'],
+    registers: [this.registry],
+  });
+  readonly cycleDuration = new Histogram({
+    name: 'slotsync_cycle_duration_seconds',
+    help: 'Duration of sync cycles',
+    labelNames: ['trigger'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly lockWait = new Histogram({
+    name: 'slotsync_lock_wait_seconds',
+    help: 'Time spent waiting for the in-process sync lock',
+    buckets: [0.0001, 0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    registers: [this.registry],
+  });
+  readonly inFlight = new Gauge({
+    name: 'slotsync_cycles_in_flight',
+    help: 'Sync cycles running now (never more than 1)',
+    registers: [this.registry],
+  });
+  readonly slots = new Gauge({
+    name: 'slotsync_slots',
+    help: 'Failover slots of the primary by the state of their copy',
+    labelNames: ['state'],
+    registers: [this.registry],
+  });
+  readonly lagBytes = new Gauge({
+    name: 'slotsync_slot_lag_bytes',
+    help: "Bytes between the primary slot's confirmed_flush_lsn and its copy's",
+    labelNames: ['slot'],
+    registers: [this.registry],
+  });
+  readonly syncReady = new Gauge({
+    name: 'slotsync_slot_sync_ready',
+    help: '1 when the copy can be used after promotion',
+    labelNames: ['slot'],
+    registers: [this.registry],
+  });
+  readonly actions = new Counter({
+    name: 'slotsync_actions_total',
+    help: 'What cycles did to slots (created, advanced, ready, dropped, skipped, conflict, failed, unchanged)',
+    labelNames: ['action'],
+    registers: [this.registry],
+  });
+  readonly naptime = new Gauge({
+    name: 'slotsync_naptime_seconds',
+    help: "The worker's current naptime",
+    registers: [this.registry],
+  });
+  readonly lastSuccess = new Gauge({
+    name: 'slotsync_last_success_timestamp_seconds',
+    help: 'Unix time of the last successful cycle',
+    registers: [this.registry],
+  });
+  readonly workerRestarts = new Counter({
+    name: 'slotsync_worker_restarts_total',
+    help: 'Worker restarts after a failed cycle or a configuration change',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  readonly workerRunning = new Gauge({
+    name: 'slotsync_worker_running',
+    help: '1 while the background worker runs',
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'slotsync_' });
+    for (const state of STATES) this.slots.set({ state }, 0);
+  }
+
+  recordCycle(trigger: string, outcome: string, result: CycleResult | undefined): void {
+    this.cycles.inc({ trigger, outcome });
+    if (!result) return;
+    this.lastSuccess.set(Date.now() / 1000);
+    for (const slot of result.report.slots) this.actions.inc({ action: slot.action });
+    this.recordViews(result.views);
+  }
+
+  recordViews(views: readonly SlotView[]): void {
+    const counts = new Map<string, number>(STATES.map((s) => [s, 0]));
+    this.lagBytes.reset();
+    this.syncReady.reset();
+    for (const view of views) {
+      counts.set(view.state, (counts.get(view.state) ?? 0) + 1);
+      if (view.lag_bytes !== null) this.lagBytes.set({ slot: view.name }, view.lag_bytes);
+      this.syncReady.set({ slot: view.name }, view.sync_ready ? 1 : 0);
+    }
+    for (const [state, count] of counts) this.slots.set({ state }, count);
+  }
+}

@@ -1,0 +1,56 @@
+/** POST /sync and POST /shutdown: the calls an orchestrator makes. */
+import type { Static } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import type { SlotSyncService } from '../service.js';
+import { CycleReport, Problem, ShutdownBody, ShutdownResponse, SyncBody, SyncQuery } from '../schemas.js';
+
+const problems = {
+  400: Problem,
+  401: Problem,
+  403: Problem,
+  409: Problem,
+  413: Problem,
+  415: Problem,
+  429: Problem,
+  500: Problem,
+  503: Problem,
+};
+
+export default async function syncRoutes(app: FastifyInstance, options: { service: SlotSyncService }) {
+  const { service } = options;
+
+  app.post<{ Body: Static<typeof SyncBody> | undefined; Querystring: Static<typeof SyncQuery> }>(
+    '/sync',
+    {
+      schema: {
+        summary: 'Run one sync cycle now and answer its report',
+        description:
+          'Waits for an in-flight cycle (bounded by timeoutMs) and then runs its own. With nowait it answers 409 "cannot synchronize replication slots concurrently" at once; after POST /shutdown it answers 409 "cannot synchronize replication slots when standby promotion is ongoing".',
+        body: SyncBody,
+        querystring: SyncQuery,
+        response: { 200: CycleReport, ...problems },
+      },
+      config: { rateLimited: true },
+    },
+    async (request) => {
+      const nowait = request.body?.nowait ?? request.query.nowait ?? false;
+      const waitMs = request.body?.timeoutMs ?? service.config.syncWaitMs;
+      const result = await service.context.sync({ trigger: 'api', waitMs, nowait });
+      return result.report;
+    },
+  );
+
+  app.post<{ Body: Static<typeof ShutdownBody> | undefined }>(
+    '/shutdown',
+    {
+      schema: {
+        summary: 'Stop syncing for promotion',
+        description:
+          'Stops the worker, waits for an in-flight cycle, refuses every later sync, drops every copy that is not sync-ready and answers the final state of every slot. Idempotent. finalSync runs one last cycle first.',
+        body: ShutdownBody,
+        response: { 200: ShutdownResponse, ...problems },
+      },
+    },
+    async (request) => service.shutdown({ finalSync: request.body?.finalSync ?? false }),
+  );
+}

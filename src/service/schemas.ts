@@ -1,0 +1,109 @@
+/** TypeBox schemas for every route's input and every status it answers. */
+import { type TSchema, Type } from '@sinclair/typebox';
+
+const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+
+export const Problem = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.String({ description: "What went wrong, in PostgreSQL's wording where slotsync.c has one" }),
+    code: Type.String({ description: 'Stable error code, e.g. SLOTSYNC_PROMOTION' }),
+    hint: Type.Optional(Type.String()),
+  },
+  { $id: 'Problem', description: 'RFC 9457 problem details (application/problem+json)' },
+);
+
+export const ReportState = Type.Union(
+  ['temporary', 'sync_ready', 'invalidated', 'conflict', 'absent'].map((s) => Type.Literal(s)),
+);
+
+export const SlotReport = Type.Object({
+  name: Type.String(),
+  action: Type.Union(
+    ['created', 'advanced', 'ready', 'dropped', 'skipped', 'conflict', 'unchanged', 'failed'].map((s) => Type.Literal(s)),
+  ),
+  state: ReportState,
+  reason: Nullable(Type.String()),
+});
+
+export const CycleReport = Type.Object(
+  {
+    ok: Type.Boolean(),
+    startedAt: Type.String({ format: 'date-time' }),
+    durationMs: Type.Number(),
+    updated: Type.Boolean({ description: 'Whether any slot was created, advanced, marked ready or dropped' }),
+    slots: Type.Array(SlotReport),
+  },
+  { $id: 'CycleReport' },
+);
+
+const Positions = Type.Object({
+  confirmed_flush_lsn: Nullable(Type.String()),
+  restart_lsn: Nullable(Type.String()),
+  catalog_xmin: Nullable(Type.String()),
+});
+
+export const SlotView = Type.Object(
+  {
+    name: Type.String(),
+    plugin: Type.String(),
+    database: Type.String(),
+    two_phase: Type.Boolean(),
+    state: ReportState,
+    sync_ready: Type.Boolean({ description: 'The copy can be used after promotion' }),
+    local: Nullable(Positions),
+    remote: Nullable(Type.Composite([Positions, Type.Object({ invalidation_reason: Nullable(Type.String()) })])),
+    lag_bytes: Nullable(Type.Integer()),
+    reason: Nullable(Type.String()),
+  },
+  { $id: 'SlotView' },
+);
+
+export const SyncBody = Type.Object(
+  {
+    nowait: Type.Optional(Type.Boolean({ description: 'Answer 409 at once if a cycle is in flight' })),
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600_000, description: 'How long to wait for an in-flight cycle (default SLOTSYNC_SYNC_WAIT_MS)' })),
+  },
+  { additionalProperties: false },
+);
+
+export const SyncQuery = Type.Object(
+  { nowait: Type.Optional(Type.Boolean()) },
+  { additionalProperties: false },
+);
+
+export const ShutdownBody = Type.Object(
+  {
+    finalSync: Type.Optional(Type.Boolean({ description: 'Run one last cycle first (planned switchover, primary alive)' })),
+  },
+  { additionalProperties: false },
+);
+
+export const ShutdownResponse = Type.Object({
+  stopped: Type.Literal(true),
+  slots: Type.Array(SlotView),
+  dropped: Type.Array(Type.String(), { description: 'Copies dropped because they were not sync-ready' }),
+  final_sync: Nullable(CycleReport),
+  final_sync_error: Nullable(Type.String()),
+});
+
+export const SlotsResponse = Type.Object({
+  slots: Type.Array(SlotView),
+  generated_at: Nullable(Type.String({ format: 'date-time', description: 'When the last cycle produced this state' })),
+  age_ms: Nullable(Type.Integer({ description: 'Age of that state' })),
+  standby_replay_lsn: Nullable(Type.String()),
+});
+
+const Check = Type.Object({
+  status: Type.Union([Type.Literal('pass'), Type.Literal('warn'), Type.Literal('fail')]),
+  detail: Type.String(),
+});
+
+export const HealthResponse = Type.Object({
+  status: Type.Union([Type.Literal('pass'), Type.Literal('fail')]),
+  checks: Type.Record(Type.String(), Check),
+});
+
+export const LiveResponse = Type.Object({ status: Type.Literal('pass') });

@@ -1,0 +1,188 @@
+/**
+ * The service: one sync context, the worker, metrics, and the operations that change them
+ * (shutdown for promotion, configuration reload).
+ */
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { readStandby } from '../db/standby.js';
+import type { CycleReport } from '../engine/cycle.js';
+import { createEngine, type Engine } from '../engine/engine.js';
+import { messageOf } from '../errors.js';
+import { isOwnedCopy } from '../sync/rules.js';
+import type { RegistryEntry } from '../sync/types.js';
+import { buildSlotViews, type SlotView } from '../sync/view.js';
+import { mapLimit } from '../util.js';
+import { SyncContext } from './context.js';
+import { Metrics } from './metrics.js';
+import { Worker } from './worker.js';
+
+export interface ShutdownResult {
+  stopped: true;
+  slots: SlotView[];
+  dropped: string[];
+  final_sync: CycleReport | null;
+  final_sync_error: string | null;
+}
+
+export class SlotSyncService {
+  readonly metrics: Metrics;
+  readonly context: SyncContext;
+  readonly worker: Worker;
+  readonly logger: Logger;
+  readonly startedAt = Date.now();
+  #config: Config;
+  #shutdown: Promise<ShutdownResult> | undefined;
+
+  static async create(config: Config, logger: Logger, metrics = new Metrics()): Promise<SlotSyncService> {
+    const engine = await createEngine(config, logger);
+    return new SlotSyncService(config, engine, logger, metrics);
+  }
+
+  private constructor(config: Config, engine: Engine, logger: Logger, metrics: Metrics) {
+    this.#config = config;
+    this.logger = logger;
+    this.metrics = metrics;
+    this.context = new SyncContext(engine, metrics, logger.child({ component: 'context' }));
+    this.worker = new Worker(this.context, metrics, logger.child({ component: 'worker' }), config);
+    this.context.workerState = config.worker ? 'stopped' : 'disabled';
+  }
+
+  get config(): Config {
+    return this.#config;
+  }
+
+  start(): void {
+    if (this.#config.worker) this.worker.start();
+  }
+
+  /**
+   * slotsync_reread_config(): stop the worker when disabled, restart it when the connection
+   * or state settings changed, apply naptime bounds at once.
+   */
+  async reload(next: Config): Promise<'unchanged' | 'restarted' | 'stopped' | 'started'> {
+    const old = this.#config;
+    const connectionChanged =
+      old.primaryUrl !== next.primaryUrl || old.standbyUrl !== next.standbyUrl || old.stateDir !== next.stateDir ||
+      old.concurrency !== next.concurrency || old.statementTimeoutMs !== next.statementTimeoutMs ||
+      old.connectTimeoutMs !== next.connectTimeoutMs || old.createTimeoutMs !== next.createTimeoutMs;
+    if (old.host !== next.host || old.port !== next.port) {
+      this.logger.warn('SLOTSYNC_HOST and SLOTSYNC_PORT take effect at the next start');
+    }
+    this.#config = { ...next, host: old.host, port: old.port };
+    this.worker.setOptions(next);
+    if (this.context.stopSignaled) return 'unchanged';
+    if (old.worker && !next.worker) {
+      this.logger.info('replication slot synchronization worker will shut down because "SLOTSYNC_WORKER" is disabled');
+      await this.worker.stop('disabled');
+      if (connectionChanged) await this.#swapEngine(next);
+      return 'stopped';
+    }
+    if (connectionChanged) {
+      this.logger.info('replication slot synchronization worker will restart because of a parameter change');
+      const wasRunning = this.worker.running;
+      await this.worker.stop();
+      await this.#swapEngine(next);
+      if (next.worker) {
+        this.metrics.workerRestarts.inc({ reason: 'configuration' });
+        this.worker.start();
+      }
+      return wasRunning || next.worker ? 'restarted' : 'unchanged';
+    }
+    if (!old.worker && next.worker) {
+      this.worker.start();
+      return 'started';
+    }
+    return 'unchanged';
+  }
+
+  async #swapEngine(config: Config): Promise<void> {
+    const engine = await createEngine(config, this.logger);
+    await this.context.withSyncLock({ trigger: 'shutdown', waitMs: Number.POSITIVE_INFINITY }, () =>
+      this.context.replaceEngine(engine),
+    );
+  }
+
+  /**
+   * ShutDownSlotSync() for promotion: optionally one last cycle, then refuse every later
+   * sync, stop the worker, wait for an in-flight cycle, and drop every owned copy that is
+   * not sync-ready (in PostgreSQL those are temporary slots and vanish on promotion).
+   * Idempotent: later calls answer the same result.
+   */
+  shutdown(options: { finalSync: boolean }): Promise<ShutdownResult> {
+    if (!this.#shutdown) {
+      this.#shutdown = this.#doShutdown(options.finalSync).catch((error) => {
+        this.#shutdown = undefined; // the drop step can be retried; syncs stay refused
+        throw error;
+      });
+    }
+    return this.#shutdown;
+  }
+
+  async #doShutdown(finalSync: boolean): Promise<ShutdownResult> {
+    let finalReport: CycleReport | null = null;
+    let finalError: string | null = null;
+    if (finalSync && !this.context.stopSignaled) {
+      try {
+        finalReport = (await this.context.sync({ trigger: 'api', waitMs: this.#config.syncWaitMs })).report;
+      } catch (error) {
+        finalError = messageOf(error);
+      }
+    }
+    this.context.signalStop();
+    await this.worker.stop('stopped_shutdown');
+    this.context.workerState = 'stopped_shutdown';
+    const { slots, dropped } = await this.context.withSyncLock(
+      { trigger: 'shutdown', waitMs: Number.POSITIVE_INFINITY },
+      () => this.#dropNotReady(),
+    );
+    this.logger.info({ dropped }, 'slot synchronization stopped for promotion');
+    return { stopped: true, slots, dropped, final_sync: finalReport, final_sync_error: finalError };
+  }
+
+  async #dropNotReady(): Promise<{ slots: SlotView[]; dropped: string[] }> {
+    const { deps } = this.context.engine;
+    await deps.registry.refresh();
+    const before = await readStandby(deps.standby.main);
+    const localByName = new Map(before.slots.map((s) => [s.name, s]));
+    const entries = new Map<string, RegistryEntry>(deps.registry.entries);
+    const toDrop = [...entries.values()].filter((entry) => {
+      if (entry.state === 'sync_ready' || entry.state === 'invalidated') return false;
+      const local = localByName.get(entry.name);
+      return local !== undefined && isOwnedCopy(local, entry);
+    });
+    const results = await mapLimit(toDrop, deps.concurrency, (entry) =>
+      deps.standby.main.query('SELECT pg_catalog.pg_drop_replication_slot($1::name)', [entry.name]),
+    );
+    const dropped: string[] = [];
+    const failures: string[] = [];
+    toDrop.forEach((entry, i) => {
+      const result = results[i];
+      if (result?.status === 'fulfilled' || /does not exist/.test(messageOf(result?.status === 'rejected' ? result.reason : ''))) {
+        dropped.push(entry.name);
+        entries.delete(entry.name);
+      } else {
+        failures.push(`${entry.name}: ${messageOf(result?.status === 'rejected' ? result.reason : '')}`);
+      }
+    });
+    // Intents whose creation never happened leave nothing to drop.
+    for (const entry of [...entries.values()]) {
+      if (entry.state === 'creating' && !localByName.has(entry.name)) entries.delete(entry.name);
+    }
+    await deps.registry.write(entries);
+    if (failures.length > 0) {
+      throw new Error(`could not drop copies that are not sync-ready: ${failures.join('; ')}`);
+    }
+    const after = await readStandby(deps.standby.main);
+    const remote = this.context.snapshot.lastResult?.remote ?? [];
+    const slots = buildSlotViews(remote, after.slots, deps.registry.entries, []);
+    this.context.recordViews(slots);
+    return { slots, dropped };
+  }
+
+  /** Graceful stop: the worker first (finishing its cycle), then the pools. */
+  async close(): Promise<void> {
+    await this.worker.stop();
+    await this.context.withSyncLock({ trigger: 'shutdown', waitMs: Number.POSITIVE_INFINITY }, async () => undefined);
+    await this.context.engine.close();
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * The background worker, slotsync.c's ReplSlotSyncWorkerMain(): sync, then sleep the
+ * naptime (wait_for_slot_activity()); after a failed cycle wait the restart interval
+ * (SLOTSYNC_RESTART_INTERVAL_SEC); stop for good when the standby was promoted or
+ * promotion started. start() and stop() are idempotent and clear every timer they set.
+ */
+import type { Logger } from 'pino';
+import { messageOf, SlotSyncError } from '../errors.js';
+import { delay } from '../util.js';
+import type { SyncContext } from './context.js';
+import type { Metrics } from './metrics.js';
+import { nextNaptime } from './naptime.js';
+
+export interface WorkerOptions {
+  naptimeMinMs: number;
+  naptimeMaxMs: number;
+  restartIntervalMs: number;
+}
+
+export class Worker {
+  #options: WorkerOptions;
+  #abort: AbortController | undefined;
+  #loop: Promise<void> | undefined;
+  #naptime: number;
+
+  constructor(
+    private readonly context: SyncContext,
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+    options: WorkerOptions,
+  ) {
+    this.#options = options;
+    this.#naptime = options.naptimeMinMs;
+  }
+
+  get running(): boolean {
+    return this.#loop !== undefined;
+  }
+
+  get naptimeMs(): number {
+    return this.#naptime;
+  }
+
+  setOptions(options: WorkerOptions): void {
+    this.#options = options;
+    this.#naptime = Math.min(Math.max(this.#naptime, options.naptimeMinMs), options.naptimeMaxMs);
+  }
+
+  start(): void {
+    if (this.#loop || this.context.stopSignaled) return;
+    this.#abort = new AbortController();
+    this.#naptime = this.#options.naptimeMinMs;
+    this.context.workerState = 'running';
+    this.context.workerDetail = undefined;
+    this.metrics.workerRunning.set(1);
+    this.logger.info('slot sync worker started');
+    const signal = this.#abort.signal;
+    this.#loop = this.#run(signal).finally(() => {
+      this.#loop = undefined;
+      this.metrics.workerRunning.set(0);
+    });
+  }
+
+  /** Stops the loop; resolves once an in-flight cycle of the worker has finished. */
+  async stop(state: 'stopped' | 'disabled' | 'stopped_shutdown' = 'stopped'): Promise<void> {
+    this.#abort?.abort();
+    await this.#loop;
+    this.#abort = undefined;
+    if (this.context.workerState !== 'stopped_promoted') this.context.workerState = state;
+  }
+
+  async #run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        const result = await this.context.sync({ trigger: 'worker', waitMs: Number.POSITIVE_INFINITY });
+        this.#naptime = nextNaptime(this.#naptime, result.report.updated, this.#options.naptimeMinMs, this.#options.naptimeMaxMs);
+        this.metrics.naptime.set(this.#naptime / 1000);
+        if (this.context.workerState === 'restarting') this.context.workerState = 'running';
+        this.context.workerDetail = undefined;
+        await delay(this.#naptime, signal);
+      } catch (error) {
+        if (signal.aborted) return;
+        const code = error instanceof SlotSyncError ? error.code : undefined;
+        if (code === 'SLOTSYNC_PROMOTION') {
+          this.context.workerState = 'stopped_shutdown';
+          return;
+        }
+        if (code === 'SLOTSYNC_STANDBY_NOT_IN_RECOVERY') {
+          // The standby was promoted underneath us: stop, touch nothing on the new primary.
+          this.context.workerState = 'stopped_promoted';
+          this.context.workerDetail = 'the standby is no longer in recovery (promoted); the worker stopped and will not sync again';
+          this.logger.warn('standby is no longer in recovery: slot sync worker stopped');
+          return;
+        }
+        this.context.workerState = 'restarting';
+        this.context.workerDetail = messageOf(error);
+        this.metrics.workerRestarts.inc({ reason: 'error' });
+        this.#naptime = this.#options.naptimeMinMs;
+        this.logger.warn({ err: messageOf(error), restartInMs: this.#options.restartIntervalMs }, 'slot sync cycle failed; worker restarts after the restart interval');
+        await delay(this.#options.restartIntervalMs, signal);
+      }
+    }
+  }
+}
