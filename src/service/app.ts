@@ -26,17 +26,21 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { service } = options;
   const app = Fastify({
     loggerInstance: (options.logger ?? service.logger.child({ component: 'http' })) as FastifyBaseLogger,
-    disableRequestLogging: false,
     bodyLimit: BODY_LIMIT_BYTES,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
     return503OnClosing: true,
   });
   app.addSchema(Problem);
+  // Bodies are JSON or nothing: anything else is 415, not a string validated as an object.
+  app.removeContentTypeParser('text/plain');
   // A POST without a body means "no options": validate it as an empty object.
   app.addHook('preValidation', async (request) => {
     if (request.method === 'POST' && request.body == null) request.body = {};
   });
   await app.register(swagger, {
+    refResolver: {
+      buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`),
+    },
     openapi: {
       openapi: '3.0.3',
       info: {

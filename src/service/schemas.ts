@@ -107,3 +107,9 @@ export const HealthResponse = Type.Object({
 });
 
 export const LiveResponse = Type.Object({ status: Type.Literal('pass') });
+
+/** A response documented as application/problem+json. */
+export const problemResponse = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: Problem } },
+});

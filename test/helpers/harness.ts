@@ -201,3 +201,11 @@ export async function resetSlots(h: Harness): Promise<void> {
   await h.cluster.waitForReplay();
   await h.cycle();
 }
+
+/** Drops every logical slot on both servers, whoever made it (between service tests). */
+export async function wipeSlots(cluster: Cluster): Promise<void> {
+  const drop = `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT active`;
+  await cluster.primary.sql(drop);
+  await cluster.waitForReplay();
+  await cluster.standby.sql(drop);
+}

@@ -1,7 +1,7 @@
 /** GET routes: slots, health, liveness, metrics. Cheap: they read the last cycle's snapshot. */
 import type { FastifyInstance } from 'fastify';
 import { checkHealth } from '../health.js';
-import { HealthResponse, LiveResponse, Problem, SlotsResponse } from '../schemas.js';
+import { HealthResponse, LiveResponse, problemResponse, SlotsResponse } from '../schemas.js';
 import type { SlotSyncService } from '../service.js';
 
 export default async function readRoutes(app: FastifyInstance, options: { service: SlotSyncService }) {
@@ -12,7 +12,7 @@ export default async function readRoutes(app: FastifyInstance, options: { servic
     {
       schema: {
         summary: 'Every failover slot of the primary and its copy, as of the last cycle',
-        response: { 200: SlotsResponse, 500: Problem },
+        response: { 200: SlotsResponse, 500: problemResponse('Unexpected failure') },
       },
     },
     async () => {

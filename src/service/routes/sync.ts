@@ -2,18 +2,18 @@
 import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { SlotSyncService } from '../service.js';
-import { CycleReport, Problem, ShutdownBody, ShutdownResponse, SyncBody, SyncQuery } from '../schemas.js';
+import { CycleReport, ShutdownBody, ShutdownResponse, SyncBody, SyncQuery, problemResponse } from '../schemas.js';
 
 const problems = {
-  400: Problem,
-  401: Problem,
-  403: Problem,
-  409: Problem,
-  413: Problem,
-  415: Problem,
-  429: Problem,
-  500: Problem,
-  503: Problem,
+  400: problemResponse('Malformed request: bad JSON, unknown field, wrong type'),
+  401: problemResponse('Missing or wrong bearer token'),
+  403: problemResponse('No token configured and the API listens beyond loopback'),
+  409: problemResponse('Promotion has started, or another sync runs (nowait)'),
+  413: problemResponse('Body larger than 16 KiB'),
+  415: problemResponse('Body is not application/json'),
+  429: problemResponse('Too many POST /sync from this client'),
+  500: problemResponse('Unexpected failure'),
+  503: problemResponse('The setup is invalid, a server is unreachable, or the wait for an in-flight cycle timed out'),
 };
 
 export default async function syncRoutes(app: FastifyInstance, options: { service: SlotSyncService }) {

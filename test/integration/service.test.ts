@@ -1,0 +1,259 @@
+/**
+ * The HTTP service against real PostgreSQL 17 and 18, with supertest: every route's answers,
+ * the shared sync lock, shutdown for promotion, security and bad input.
+ */
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+import request from 'supertest';
+import { MAJORS } from '../../src/cluster/binaries.js';
+import { generateOpenApi } from '../../src/service/openapi.js';
+import { createPrimarySlot, type Harness, startHarness, waitFor, wipeSlots, writeRows } from '../helpers/harness.js';
+import { type ServiceUnderTest, startService, TOKEN } from '../helpers/service.js';
+
+it('the committed OpenAPI document is what the app generates (npm run openapi)', async () => {
+  const committed = await readFile(new URL('../../openapi/openapi.json', import.meta.url), 'utf8');
+  assert.equal(committed, await generateOpenApi());
+});
+
+for (const major of MAJORS) {
+  describe(`service on PostgreSQL ${major}`, () => {
+    let h: Harness;
+    let s: ServiceUnderTest | undefined;
+    before(async () => {
+      h = await startHarness({ major, synchronizedStandbySlots: true });
+    });
+    afterEach(async () => {
+      await s?.close();
+      s = undefined;
+      await wipeSlots(h.cluster);
+    });
+    after(async () => {
+      await h?.close();
+    });
+
+    it('GET /slots, /health, /health/live, /metrics answer from a real pair', async () => {
+      await createPrimarySlot(h.cluster, 'svc_slot', { plugin: 'test_decoding' });
+      await h.cluster.waitForReplay();
+      s = await startService(h.cluster);
+      const empty = await request(s.app.server).get('/slots').expect(200);
+      assert.deepEqual(empty.body.slots, []);
+      assert.equal(empty.body.age_ms, null);
+
+      await request(s.app.server).post('/sync').expect(200);
+      const slots = await request(s.app.server).get('/slots').expect(200);
+      const view = slots.body.slots.find((v: { name: string }) => v.name === 'svc_slot');
+      assert.equal(view.state, 'temporary');
+      assert.equal(view.sync_ready, false);
+      assert.equal(typeof view.local.confirmed_flush_lsn, 'string');
+      assert.equal(typeof view.remote.confirmed_flush_lsn, 'string');
+      assert.equal(typeof slots.body.age_ms, 'number');
+
+      const health = await request(s.app.server).get('/health').expect(200);
+      assert.equal(health.body.status, 'pass');
+      for (const check of ['primary', 'standby', 'settings', 'worker', 'last_cycle', 'synchronized_standby_slots']) {
+        assert.ok(health.body.checks[check], check);
+      }
+      assert.equal(health.body.checks.synchronized_standby_slots.status, 'pass');
+      await request(s.app.server).get('/health/live').expect(200, { status: 'pass' });
+
+      const metrics = await request(s.app.server).get('/metrics').expect(200);
+      assert.match(metrics.headers['content-type'] ?? '', /text\/plain/);
+      for (const name of [
+        'slotsync_cycles_total{trigger="api",outcome="success"} 1',
+        'slotsync_cycle_duration_seconds_bucket',
+        'slotsync_lock_wait_seconds_bucket',
+        'slotsync_slots{state="temporary"} 1',
+        'slotsync_slot_lag_bytes{slot="svc_slot"}',
+        'slotsync_slot_sync_ready{slot="svc_slot"} 0',
+        'slotsync_actions_total{action="created"} 1',
+        'slotsync_naptime_seconds',
+        'slotsync_last_success_timestamp_seconds',
+        'slotsync_worker_restarts_total',
+        'slotsync_process_resident_memory_bytes',
+      ]) {
+        assert.ok(metrics.text.includes(name), `metrics include ${name}`);
+      }
+    });
+
+    it('/health answers 503 naming the failed check when the primary is unreachable', async () => {
+      s = await startService(h.cluster, { SLOTSYNC_PRIMARY_URL: 'postgres://postgres:svc-secret-pw@127.0.0.1:1/postgres', SLOTSYNC_CONNECT_TIMEOUT_MS: '1000' });
+      const health = await request(s.app.server).get('/health').expect(503);
+      assert.equal(health.body.checks.primary.status, 'fail');
+      assert.match(health.body.checks.primary.detail, /SLOTSYNC_PRIMARY_URL: .*ECONNREFUSED/);
+      assert.doesNotMatch(JSON.stringify(health.body), /svc-secret-pw/);
+      const sync = await request(s.app.server).post('/sync').expect(503);
+      assert.equal(sync.headers['content-type'], 'application/problem+json; charset=utf-8');
+      assert.equal(sync.body.code, 'SLOTSYNC_UNREACHABLE');
+      assert.doesNotMatch(sync.text, /svc-secret-pw/);
+    });
+
+    it('POST /sync waits for an in-flight cycle (bounded), or answers 409 at once with nowait', async () => {
+      s = await startService(h.cluster);
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      let reached = false;
+      s.service.context.engine.deps.beforeApply = () => {
+        reached = true;
+        return gate;
+      };
+      const first = request(s.app.server).post('/sync').then((r) => r);
+      await waitFor('a cycle in flight', async () => reached);
+      s.service.context.engine.deps.beforeApply = undefined;
+      const nowait = await request(s.app.server).post('/sync?nowait=true').expect(409);
+      assert.equal(nowait.body.detail, 'cannot synchronize replication slots concurrently');
+      const nowaitBody = await request(s.app.server).post('/sync').send({ nowait: true }).expect(409);
+      assert.equal(nowaitBody.body.code, 'SLOTSYNC_CONCURRENT');
+      const timedOut = await request(s.app.server).post('/sync').send({ timeoutMs: 100 }).expect(503);
+      assert.match(timedOut.body.detail, /did not finish within 100 ms/);
+      assert.equal(timedOut.headers['retry-after'], '1');
+      const waiting = request(s.app.server).post('/sync').send({ timeoutMs: 20_000 }).then((r) => r);
+      open();
+      assert.equal((await first).status, 200);
+      assert.equal((await waiting).status, 200);
+    });
+
+    it('20 concurrent POST /sync while the worker runs: all answered, cycles never overlap', async () => {
+      for (let i = 0; i < 5; i++) await createPrimarySlot(h.cluster, `conc_${i}`, { plugin: 'test_decoding' });
+      await h.cluster.waitForReplay();
+      s = await startService(h.cluster, { SLOTSYNC_WORKER: 'on' });
+      const service = s.service;
+      await waitFor('the worker ran a cycle', async () => service.context.snapshot.lastSuccessAt !== undefined);
+      const traffic = setInterval(() => {
+        writeRows(h.cluster, 5).catch(() => undefined);
+      }, 10);
+      try {
+        const answers = await Promise.all(
+          Array.from({ length: 20 }, (_, i) =>
+            request(s?.app.server).post(i % 2 === 0 ? '/sync' : '/sync?nowait=true').then((r) => ({ i, status: r.status })),
+          ),
+        );
+        for (const { i, status } of answers) {
+          if (i % 2 === 0) assert.equal(status, 200, `request ${i}`);
+          else assert.ok(status === 200 || status === 409, `request ${i}: ${status}`);
+        }
+      } finally {
+        clearInterval(traffic);
+      }
+      assert.equal(service.context.maxInFlight, 1, 'never more than one cycle in flight');
+      const metrics = await request(s.app.server).get('/metrics').expect(200);
+      assert.match(metrics.text, /slotsync_cycles_total\{trigger="worker",outcome="success"\} [1-9]/);
+    });
+
+    it('POST /shutdown waits for the in-flight cycle, drops copies that are not sync-ready, keeps ready ones, then refuses syncs', async () => {
+      await createPrimarySlot(h.cluster, 'ready_one', { plugin: 'test_decoding' });
+      await createPrimarySlot(h.cluster, 'not_ready', { plugin: 'test_decoding' });
+      await writeRows(h.cluster, 10);
+      await h.cluster.waitForReplay();
+      s = await startService(h.cluster, { SLOTSYNC_API_TOKEN: TOKEN });
+      const auth = { Authorization: `Bearer ${TOKEN}` };
+      await request(s.app.server).post('/sync').set(auth).expect(200);
+      await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes('ready_one', NULL, NULL)`);
+      await h.cluster.waitForReplay();
+      const synced = await request(s.app.server).post('/sync').set(auth).expect(200);
+      assert.equal(synced.body.slots.find((r: { name: string }) => r.name === 'ready_one').state, 'sync_ready');
+      assert.equal(synced.body.slots.find((r: { name: string }) => r.name === 'not_ready').state, 'temporary');
+
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      let reached = false;
+      s.service.context.engine.deps.beforeApply = () => {
+        reached = true;
+        return gate;
+      };
+      const inFlight = request(s.app.server).post('/sync').set(auth).then((r) => r);
+      await waitFor('a cycle in flight', async () => reached);
+      let shutdownDone = false;
+      const shutdown = request(s.app.server).post('/shutdown').set(auth).then((r) => {
+        shutdownDone = true;
+        return r;
+      });
+      await waitFor('shutdown signaled', async () => s?.service.context.stopSignaled === true);
+      assert.equal(shutdownDone, false, 'shutdown waits for the in-flight cycle');
+      open();
+      assert.equal((await inFlight).status, 200);
+      const answer = await shutdown;
+      assert.equal(answer.status, 200);
+      assert.equal(answer.body.stopped, true);
+      assert.deepEqual(answer.body.dropped, ['not_ready']);
+      const states = Object.fromEntries(answer.body.slots.map((v: { name: string; state: string }) => [v.name, v.state]));
+      assert.equal(states.ready_one, 'sync_ready');
+      const left = await h.cluster.standby.sql<{ slot_name: string }>(`SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical'`);
+      assert.deepEqual(left.map((r) => r.slot_name), ['ready_one'], 'every slot left on the standby is sync-ready');
+
+      const refused = await request(s.app.server).post('/sync').set(auth).expect(409);
+      assert.equal(refused.body.detail, 'cannot synchronize replication slots when standby promotion is ongoing');
+      const again = await request(s.app.server).post('/shutdown').set(auth).expect(200);
+      assert.deepEqual(again.body, answer.body, 'idempotent');
+      const health = await request(s.app.server).get('/health').expect(503);
+      assert.equal(health.body.checks.worker.status, 'fail');
+    });
+
+    it('POST routes need the token (401 without or with a wrong one), compared whatever its length', async () => {
+      s = await startService(h.cluster, { SLOTSYNC_API_TOKEN: TOKEN });
+      for (const header of [undefined, 'Bearer wrong', `Bearer ${TOKEN}x`, `Basic ${TOKEN}`, 'Bearer ']) {
+        const r = request(s.app.server).post('/sync');
+        const answer = await (header === undefined ? r : r.set('Authorization', header)).expect(401);
+        assert.equal(answer.body.code, 'SLOTSYNC_UNAUTHORIZED');
+        assert.equal(answer.headers['www-authenticate'], 'Bearer realm="slotsync"');
+        assert.doesNotMatch(answer.text, new RegExp(TOKEN));
+      }
+      await request(s.app.server).post('/shutdown').expect(401);
+      await request(s.app.server).post('/sync').set('Authorization', `Bearer ${TOKEN}`).expect(200);
+      assert.equal(s.service.context.stopSignaled, false, 'a rejected shutdown changed nothing');
+    });
+
+    it('without a token, POST is refused when the API is configured beyond loopback', async () => {
+      s = await startService(h.cluster, { SLOTSYNC_HOST: '0.0.0.0' });
+      const answer = await request(s.app.server).post('/sync').expect(403);
+      assert.equal(answer.body.code, 'SLOTSYNC_FORBIDDEN');
+      await request(s.app.server).get('/slots').expect(200);
+    });
+
+    it('malformed, oversized and unknown input is answered 4xx as problem+json and changes nothing', async () => {
+      await createPrimarySlot(h.cluster, 'untouched', { plugin: 'test_decoding' });
+      await h.cluster.waitForReplay();
+      s = await startService(h.cluster);
+      const registryPath = join(s.stateDir, 'registry.json');
+      const cases: [string, () => request.Test, number][] = [
+        ['bad JSON', () => request(s?.app.server).post('/sync').set('content-type', 'application/json').send('{"nowait":'), 400],
+        ['unknown field', () => request(s?.app.server).post('/sync').send({ nowait: true, drop: 'everything' }), 400],
+        ['wrong type', () => request(s?.app.server).post('/sync').send({ timeoutMs: 'soon' }), 400],
+        ['negative timeout', () => request(s?.app.server).post('/sync').send({ timeoutMs: -1 }), 400],
+        ['unknown query', () => request(s?.app.server).post('/sync?force=1'), 400],
+        ['oversized', () => request(s?.app.server).post('/sync').set('content-type', 'application/json').send(`{"pad":"${'x'.repeat(20_000)}"}`), 413],
+        ['text body', () => request(s?.app.server).post('/sync').set('content-type', 'text/plain').send('sync please'), 415],
+        ['unknown shutdown field', () => request(s?.app.server).post('/shutdown').send({ finalSync: true, now: true }), 400],
+        ['unknown route', () => request(s?.app.server).get('/slots/../admin'), 404],
+        ['wrong method', () => request(s?.app.server).delete('/slots'), 404],
+      ];
+      for (const [what, send, status] of cases) {
+        const answer = await send();
+        assert.equal(answer.status, status, what);
+        assert.match(answer.headers['content-type'] ?? '', /^application\/problem\+json/, what);
+        assert.equal(answer.body.status, status, what);
+        assert.equal(typeof answer.body.detail, 'string', what);
+      }
+      await assert.rejects(readFile(registryPath), /ENOENT/, 'no cycle ran: nothing was recorded');
+      assert.equal(s.service.context.stopSignaled, false);
+      const copies = await h.cluster.standby.sql(`SELECT 1 FROM pg_replication_slots WHERE slot_type = 'logical'`);
+      assert.equal(copies.length, 0);
+    });
+
+    it('POST /sync is rate-limited per client with a clear 429', async () => {
+      s = await startService(h.cluster, {}, { syncRatePerSecond: 2 });
+      const statuses: number[] = [];
+      for (let i = 0; i < 8; i++) statuses.push((await request(s.app.server).post('/sync')).status);
+      assert.ok(statuses.includes(429), statuses.join(','));
+      const limited = await request(s.app.server).post('/sync');
+      assert.equal(limited.status, 429);
+      assert.match(limited.body.detail, /too many POST \/sync/);
+      assert.ok(Number(limited.headers['retry-after']) >= 1);
+    });
+  });
+}
