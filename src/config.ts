@@ -33,7 +33,11 @@ export const EnvSchema = Type.Object({
   SLOTSYNC_CREATE_TIMEOUT_MS: Int(100, 600_000, 60_000, 'timeout of one copy creation'),
   SLOTSYNC_CONNECT_TIMEOUT_MS: Int(100, 600_000, 5_000, 'timeout of one connection attempt'),
   SLOTSYNC_CONCURRENCY: Int(1, 64, 8, 'standby connections used to create and advance copies'),
-  SLOTSYNC_ENV_FILE: Type.Optional(Type.String({ description: 'file of KEY=VALUE lines overlaid on the environment, re-read on SIGHUP' })),
+  SLOTSYNC_ENV_FILE: Type.Optional(
+    Type.String({
+      description: 'file of KEY=VALUE lines overlaid on the environment, re-read on SIGHUP',
+    }),
+  ),
   SLOTSYNC_LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
       Type.Literal(level),
@@ -147,7 +151,10 @@ function checkPostgresUrl(variable: string, url: string, needsDatabase: boolean)
  * The environment, overlaid with SLOTSYNC_ENV_FILE when set (KEY=VALUE lines, # comments).
  * SIGHUP re-reads the file: the way to change a running service's configuration.
  */
-export function readEnvironment(env: NodeJS.ProcessEnv, readFile: (path: string) => string): NodeJS.ProcessEnv {
+export function readEnvironment(
+  env: NodeJS.ProcessEnv,
+  readFile: (path: string) => string,
+): NodeJS.ProcessEnv {
   const path = env.SLOTSYNC_ENV_FILE;
   if (!path) return env;
   let text: string;

@@ -23,7 +23,8 @@ export class StandbyPools {
 
   constructor(options: StandbyPoolOptions) {
     this.#options = options;
-    this.#mainDatabase = decodeURIComponent(new URL(options.url).pathname.replace(/^\//, '')) || 'postgres';
+    this.#mainDatabase =
+      decodeURIComponent(new URL(options.url).pathname.replace(/^\//, '')) || 'postgres';
     // +2: the lock session and a reader stay available while copies are created.
     this.main = createPool({ ...options, role: 'standby', max: options.max + 2 });
     this.#byDatabase.set(this.#mainDatabase, this.main);

@@ -5,8 +5,8 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { primaryNow } from '../db/primary.js';
-import type { StandbyPools } from '../db/standby-pools.js';
 import { advanceCopy, createCopy, dropCopy, terminateOrphanedStatements } from '../db/standby.js';
+import type { StandbyPools } from '../db/standby-pools.js';
 import { messageOf } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { formatLsn } from '../sync/lsn.js';
@@ -132,12 +132,18 @@ export async function applyActions(
   const followUps: Action[] = [];
   if (creates.length > 0 || actions.some((a) => a.kind === 'advance')) {
     const ended = await terminateOrphanedStatements(deps.standby.main);
-    if (ended > 0) log.warn({ backends: ended }, 'ended statements left running by a slotsync process that died');
+    if (ended > 0)
+      log.warn(
+        { backends: ended },
+        'ended statements left running by a slotsync process that died',
+      );
   }
   if (creates.length > 0) {
     // A retried intent that hits "already exists" is our own interrupted creation: keep the
     // record so the next cycle adopts it, instead of leaving a copy owned by nobody.
-    const wasIntent = new Set(creates.filter((a) => entries.get(a.name)?.state === 'creating').map((a) => a.name));
+    const wasIntent = new Set(
+      creates.filter((a) => entries.get(a.name)?.state === 'creating').map((a) => a.name),
+    );
     for (const action of creates) entries.set(action.name, intentEntry(action.remote, now()));
     await deps.registry.write(entries);
     dirty = false;

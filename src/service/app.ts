@@ -25,7 +25,8 @@ export interface AppOptions {
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { service } = options;
   const app = Fastify({
-    loggerInstance: (options.logger ?? service.logger.child({ component: 'http' })) as FastifyBaseLogger,
+    loggerInstance: (options.logger ??
+      service.logger.child({ component: 'http' })) as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT_BYTES,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
     return503OnClosing: true,
@@ -39,7 +40,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
   await app.register(swagger, {
     refResolver: {
-      buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`),
+      buildLocalReference: (json, _baseUri, _fragment, i) =>
+        typeof json.$id === 'string' ? json.$id : `def-${i}`,
     },
     openapi: {
       openapi: '3.0.3',
@@ -56,7 +58,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     },
   });
   await app.register(errors, { secrets: () => [service.config.apiToken ?? ''] });
-  await app.register(auth, { token: () => service.config.apiToken, host: () => service.config.host });
+  await app.register(auth, {
+    token: () => service.config.apiToken,
+    host: () => service.config.host,
+  });
   await app.register(rateLimit, { perSecond: options.syncRatePerSecond ?? 5 });
   await app.register(syncRoutes, { service });
   await app.register(readRoutes, { service });

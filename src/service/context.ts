@@ -8,12 +8,7 @@
 import type { Logger } from 'pino';
 import { type CycleResult, runCycle } from '../engine/cycle.js';
 import type { Engine } from '../engine/engine.js';
-import {
-  CONCURRENT_MESSAGE,
-  messageOf,
-  PROMOTION_MESSAGE,
-  SlotSyncError,
-} from '../errors.js';
+import { CONCURRENT_MESSAGE, messageOf, PROMOTION_MESSAGE, SlotSyncError } from '../errors.js';
 import type { SlotView } from '../sync/view.js';
 import type { Metrics } from './metrics.js';
 import { Mutex } from './mutex.js';
@@ -161,12 +156,21 @@ export class SyncContext {
       const result = await runCycle(this.#engine.deps);
       timer();
       this.#metrics.recordCycle(trigger, 'success', result);
-      this.#update({ lastResult: result, lastResultAt: Date.now(), lastSuccessAt: Date.now(), lastError: undefined });
+      this.#update({
+        lastResult: result,
+        lastResultAt: Date.now(),
+        lastSuccessAt: Date.now(),
+        lastError: undefined,
+      });
       return result;
     } catch (error) {
       timer();
       const code = error instanceof SlotSyncError ? error.code : 'SLOTSYNC_CYCLE';
-      this.#metrics.recordCycle(trigger, code === 'SLOTSYNC_CONCURRENT' ? 'concurrent' : 'error', undefined);
+      this.#metrics.recordCycle(
+        trigger,
+        code === 'SLOTSYNC_CONCURRENT' ? 'concurrent' : 'error',
+        undefined,
+      );
       this.#update({ lastError: { code, message: messageOf(error), at: Date.now() } });
       this.#logger.warn({ trigger, code, err: messageOf(error) }, 'sync cycle failed');
       throw error;

@@ -25,7 +25,10 @@ const PROBE_TIMEOUT_MS = 3_000;
 function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${PROBE_TIMEOUT_MS} ms`)), PROBE_TIMEOUT_MS);
+    timer = setTimeout(
+      () => reject(new Error(`${what} did not answer within ${PROBE_TIMEOUT_MS} ms`)),
+      PROBE_TIMEOUT_MS,
+    );
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
@@ -40,18 +43,27 @@ export async function checkHealth(service: SlotSyncService): Promise<HealthRepor
   try {
     standby = await withTimeout(probeStandby(deps.standby.main), 'the standby');
     checks.standby = standby.inRecovery
-      ? { status: 'pass', detail: `reachable, in recovery, replayed up to ${formatLsn(standby.replayLsn) ?? 'unknown'}` }
+      ? {
+          status: 'pass',
+          detail: `reachable, in recovery, replayed up to ${formatLsn(standby.replayLsn) ?? 'unknown'}`,
+        }
       : { status: 'fail', detail: 'reachable but not in recovery: the standby was promoted' };
     checks.standby_privileges = standby.canManageSlots
       ? { status: 'pass', detail: 'the standby role may create, advance and drop slots' }
-      : { status: 'fail', detail: 'the standby role needs REPLICATION to create, advance and drop slots' };
+      : {
+          status: 'fail',
+          detail: 'the standby role needs REPLICATION to create, advance and drop slots',
+        };
   } catch (error) {
     checks.standby = { status: 'fail', detail: `SLOTSYNC_STANDBY_URL: ${clean(error)}` };
   }
 
   let primary: PrimaryProbe | undefined;
   try {
-    primary = await withTimeout(probePrimary(deps.primary, standby?.primarySlotName ?? ''), 'the primary');
+    primary = await withTimeout(
+      probePrimary(deps.primary, standby?.primarySlotName ?? ''),
+      'the primary',
+    );
     checks.primary = { status: 'pass', detail: 'reachable' };
   } catch (error) {
     checks.primary = { status: 'fail', detail: `SLOTSYNC_PRIMARY_URL: ${clean(error)}` };
@@ -61,13 +73,21 @@ export async function checkHealth(service: SlotSyncService): Promise<HealthRepor
     try {
       validateStandby(standby);
       validatePrimary(primary, standby);
-      checks.settings = { status: 'pass', detail: 'wal_level, hot_standby_feedback, primary_slot_name and primary_conninfo are valid' };
+      checks.settings = {
+        status: 'pass',
+        detail: 'wal_level, hot_standby_feedback, primary_slot_name and primary_conninfo are valid',
+      };
     } catch (error) {
       checks.settings = { status: 'fail', detail: messageOf(error) };
     }
-    const named = (primary.synchronizedStandbySlots ?? '').split(',').map((s) => s.trim().replace(/^"|"$/g, ''));
+    const named = (primary.synchronizedStandbySlots ?? '')
+      .split(',')
+      .map((s) => s.trim().replace(/^"|"$/g, ''));
     checks.synchronized_standby_slots = named.includes(standby.primarySlotName)
-      ? { status: 'pass', detail: `the primary's synchronized_standby_slots names "${standby.primarySlotName}"` }
+      ? {
+          status: 'pass',
+          detail: `the primary's synchronized_standby_slots names "${standby.primarySlotName}"`,
+        }
       : {
           status: 'warn',
           detail: `the primary's synchronized_standby_slots does not name "${standby.primarySlotName}": logical subscribers may receive changes this standby has not replayed, and copies then wait (or are skipped) until it catches up`,
@@ -86,16 +106,26 @@ export async function checkHealth(service: SlotSyncService): Promise<HealthRepor
         : state === 'stopped_promoted'
           ? { status: 'fail', detail: detail ?? 'the standby was promoted; the worker stopped' }
           : state === 'stopped_shutdown'
-            ? { status: 'fail', detail: 'stopped by POST /shutdown (promotion): no sync will run again in this process' }
+            ? {
+                status: 'fail',
+                detail:
+                  'stopped by POST /shutdown (promotion): no sync will run again in this process',
+              }
             : state === 'restarting'
-              ? { status: 'fail', detail: `the last cycle failed, restarting after ${config.restartIntervalMs} ms: ${clean(detail)}` }
+              ? {
+                  status: 'fail',
+                  detail: `the last cycle failed, restarting after ${config.restartIntervalMs} ms: ${clean(detail)}`,
+                }
               : { status: 'fail', detail: 'not running' };
 
   const snapshot = service.context.snapshot;
   const now = Date.now();
   const maxAge = Math.max(60_000, 3 * config.naptimeMaxMs + config.restartIntervalMs);
   if (snapshot.lastError && (snapshot.lastSuccessAt ?? 0) < snapshot.lastError.at) {
-    checks.last_cycle = { status: 'fail', detail: `the last cycle failed ${Math.round((now - snapshot.lastError.at) / 1000)} s ago: ${clean(snapshot.lastError.message)}` };
+    checks.last_cycle = {
+      status: 'fail',
+      detail: `the last cycle failed ${Math.round((now - snapshot.lastError.at) / 1000)} s ago: ${clean(snapshot.lastError.message)}`,
+    };
   } else if (snapshot.lastSuccessAt !== undefined) {
     const age = now - snapshot.lastSuccessAt;
     checks.last_cycle = {
@@ -112,9 +142,13 @@ export async function checkHealth(service: SlotSyncService): Promise<HealthRepor
 
   const views = snapshot.lastResult?.views ?? [];
   const conflicts = views.filter((v) => v.state === 'conflict').map((v) => v.name);
-  checks.conflicts = conflicts.length === 0
-    ? { status: 'pass', detail: 'no slot of the same name blocks a copy' }
-    : { status: 'fail', detail: `slots of the same name exist on the standby and are not slotsync's, so these are not protected: ${conflicts.join(', ')}` };
+  checks.conflicts =
+    conflicts.length === 0
+      ? { status: 'pass', detail: 'no slot of the same name blocks a copy' }
+      : {
+          status: 'fail',
+          detail: `slots of the same name exist on the standby and are not slotsync's, so these are not protected: ${conflicts.join(', ')}`,
+        };
 
   if (snapshot.snapshotRefused) {
     checks.standby_snapshot = {

@@ -8,7 +8,9 @@ export const Problem = Type.Object(
     type: Type.String(),
     title: Type.String(),
     status: Type.Integer(),
-    detail: Type.String({ description: "What went wrong, in PostgreSQL's wording where slotsync.c has one" }),
+    detail: Type.String({
+      description: "What went wrong, in PostgreSQL's wording where slotsync.c has one",
+    }),
     code: Type.String({ description: 'Stable error code, e.g. SLOTSYNC_PROMOTION' }),
     hint: Type.Optional(Type.String()),
   },
@@ -22,7 +24,9 @@ export const ReportState = Type.Union(
 export const SlotReport = Type.Object({
   name: Type.String(),
   action: Type.Union(
-    ['created', 'advanced', 'ready', 'dropped', 'skipped', 'conflict', 'unchanged', 'failed'].map((s) => Type.Literal(s)),
+    ['created', 'advanced', 'ready', 'dropped', 'skipped', 'conflict', 'unchanged', 'failed'].map(
+      (s) => Type.Literal(s),
+    ),
   ),
   state: ReportState,
   reason: Nullable(Type.String()),
@@ -33,7 +37,9 @@ export const CycleReport = Type.Object(
     ok: Type.Boolean(),
     startedAt: Type.String({ format: 'date-time' }),
     durationMs: Type.Number(),
-    updated: Type.Boolean({ description: 'Whether any slot was created, advanced, marked ready or dropped' }),
+    updated: Type.Boolean({
+      description: 'Whether any slot was created, advanced, marked ready or dropped',
+    }),
     slots: Type.Array(SlotReport),
   },
   { $id: 'CycleReport' },
@@ -54,7 +60,9 @@ export const SlotView = Type.Object(
     state: ReportState,
     sync_ready: Type.Boolean({ description: 'The copy can be used after promotion' }),
     local: Nullable(Positions),
-    remote: Nullable(Type.Composite([Positions, Type.Object({ invalidation_reason: Nullable(Type.String()) })])),
+    remote: Nullable(
+      Type.Composite([Positions, Type.Object({ invalidation_reason: Nullable(Type.String()) })]),
+    ),
     lag_bytes: Nullable(Type.Integer()),
     reason: Nullable(Type.String()),
   },
@@ -63,8 +71,16 @@ export const SlotView = Type.Object(
 
 export const SyncBody = Type.Object(
   {
-    nowait: Type.Optional(Type.Boolean({ description: 'Answer 409 at once if a cycle is in flight' })),
-    timeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600_000, description: 'How long to wait for an in-flight cycle (default SLOTSYNC_SYNC_WAIT_MS)' })),
+    nowait: Type.Optional(
+      Type.Boolean({ description: 'Answer 409 at once if a cycle is in flight' }),
+    ),
+    timeoutMs: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 600_000,
+        description: 'How long to wait for an in-flight cycle (default SLOTSYNC_SYNC_WAIT_MS)',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -76,7 +92,9 @@ export const SyncQuery = Type.Object(
 
 export const ShutdownBody = Type.Object(
   {
-    finalSync: Type.Optional(Type.Boolean({ description: 'Run one last cycle first (planned switchover, primary alive)' })),
+    finalSync: Type.Optional(
+      Type.Boolean({ description: 'Run one last cycle first (planned switchover, primary alive)' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -84,14 +102,18 @@ export const ShutdownBody = Type.Object(
 export const ShutdownResponse = Type.Object({
   stopped: Type.Literal(true),
   slots: Type.Array(SlotView),
-  dropped: Type.Array(Type.String(), { description: 'Copies dropped because they were not sync-ready' }),
+  dropped: Type.Array(Type.String(), {
+    description: 'Copies dropped because they were not sync-ready',
+  }),
   final_sync: Nullable(CycleReport),
   final_sync_error: Nullable(Type.String()),
 });
 
 export const SlotsResponse = Type.Object({
   slots: Type.Array(SlotView),
-  generated_at: Nullable(Type.String({ format: 'date-time', description: 'When the last cycle produced this state' })),
+  generated_at: Nullable(
+    Type.String({ format: 'date-time', description: 'When the last cycle produced this state' }),
+  ),
   age_ms: Nullable(Type.Integer({ description: 'Age of that state' })),
   standby_replay_lsn: Nullable(Type.String()),
 });

@@ -15,7 +15,10 @@ import { SlotSyncService } from './service.js';
 
 export async function serve(config: Config): Promise<void> {
   if (!config.apiToken && !isLoopback(config.host)) {
-    throw configError('SLOTSYNC_API_TOKEN', `is required when SLOTSYNC_HOST (${config.host}) is not a loopback address`);
+    throw configError(
+      'SLOTSYNC_API_TOKEN',
+      `is required when SLOTSYNC_HOST (${config.host}) is not a loopback address`,
+    );
   }
   const logger = createLogger(config.logLevel, 1);
   const service = await SlotSyncService.create(config, logger);
@@ -30,7 +33,12 @@ export async function serve(config: Config): Promise<void> {
     throw error;
   }
   logger.info(
-    { primary: redactUrl(config.primaryUrl), standby: redactUrl(config.standbyUrl), worker: config.worker, stateDir: config.stateDir },
+    {
+      primary: redactUrl(config.primaryUrl),
+      standby: redactUrl(config.standbyUrl),
+      worker: config.worker,
+      stateDir: config.stateDir,
+    },
     'slotsync listening',
   );
   service.start();
@@ -40,7 +48,10 @@ export async function serve(config: Config): Promise<void> {
     try {
       next = loadConfig(readEnvironment(process.env, (path) => readFileSync(path, 'utf8')));
     } catch (error) {
-      logger.error({ err: redactSecrets(messageOf(error), [config.apiToken ?? '']) }, 'configuration reload refused; the running configuration is kept');
+      logger.error(
+        { err: redactSecrets(messageOf(error), [config.apiToken ?? '']) },
+        'configuration reload refused; the running configuration is kept',
+      );
       return;
     }
     service
@@ -49,12 +60,16 @@ export async function serve(config: Config): Promise<void> {
       .catch((error) => logger.error({ err: messageOf(error) }, 'configuration reload failed'));
   });
 
-  closeWithGrace({ delay: config.statementTimeoutMs + 10_000 }, async ({ signal, err }) => {
-    if (err) logger.error({ err: messageOf(err) }, 'stopping after an error');
-    logger.info({ signal }, 'stopping: finishing the in-flight cycle');
-    await service.worker.stop();
-    await app.close();
-    await service.close();
-    logger.info('stopped');
-  });
+  // SIGHUP reloads the configuration (above); close-with-grace would otherwise close on it.
+  closeWithGrace(
+    { delay: config.statementTimeoutMs + 10_000, skip: ['SIGHUP'] },
+    async ({ signal, err }) => {
+      if (err) logger.error({ err: messageOf(err) }, 'stopping after an error');
+      logger.info({ signal }, 'stopping: finishing the in-flight cycle');
+      await service.worker.stop();
+      await app.close();
+      await service.close();
+      logger.info('stopped');
+    },
+  );
 }

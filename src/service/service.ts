@@ -33,7 +33,11 @@ export class SlotSyncService {
   #config: Config;
   #shutdown: Promise<ShutdownResult> | undefined;
 
-  static async create(config: Config, logger: Logger, metrics = new Metrics()): Promise<SlotSyncService> {
+  static async create(
+    config: Config,
+    logger: Logger,
+    metrics = new Metrics(),
+  ): Promise<SlotSyncService> {
     const engine = await createEngine(config, logger);
     return new SlotSyncService(config, engine, logger, metrics);
   }
@@ -62,9 +66,13 @@ export class SlotSyncService {
   async reload(next: Config): Promise<'unchanged' | 'restarted' | 'stopped' | 'started'> {
     const old = this.#config;
     const connectionChanged =
-      old.primaryUrl !== next.primaryUrl || old.standbyUrl !== next.standbyUrl || old.stateDir !== next.stateDir ||
-      old.concurrency !== next.concurrency || old.statementTimeoutMs !== next.statementTimeoutMs ||
-      old.connectTimeoutMs !== next.connectTimeoutMs || old.createTimeoutMs !== next.createTimeoutMs;
+      old.primaryUrl !== next.primaryUrl ||
+      old.standbyUrl !== next.standbyUrl ||
+      old.stateDir !== next.stateDir ||
+      old.concurrency !== next.concurrency ||
+      old.statementTimeoutMs !== next.statementTimeoutMs ||
+      old.connectTimeoutMs !== next.connectTimeoutMs ||
+      old.createTimeoutMs !== next.createTimeoutMs;
     if (old.host !== next.host || old.port !== next.port) {
       this.logger.warn('SLOTSYNC_HOST and SLOTSYNC_PORT take effect at the next start');
     }
@@ -72,13 +80,17 @@ export class SlotSyncService {
     this.worker.setOptions(next);
     if (this.context.stopSignaled) return 'unchanged';
     if (old.worker && !next.worker) {
-      this.logger.info('replication slot synchronization worker will shut down because "SLOTSYNC_WORKER" is disabled');
+      this.logger.info(
+        'replication slot synchronization worker will shut down because "SLOTSYNC_WORKER" is disabled',
+      );
       await this.worker.stop('disabled');
       if (connectionChanged) await this.#swapEngine(next);
       return 'stopped';
     }
     if (connectionChanged) {
-      this.logger.info('replication slot synchronization worker will restart because of a parameter change');
+      this.logger.info(
+        'replication slot synchronization worker will restart because of a parameter change',
+      );
       const wasRunning = this.worker.running;
       await this.worker.stop();
       await this.#swapEngine(next);
@@ -123,7 +135,8 @@ export class SlotSyncService {
     let finalError: string | null = null;
     if (finalSync && !this.context.stopSignaled) {
       try {
-        finalReport = (await this.context.sync({ trigger: 'api', waitMs: this.#config.syncWaitMs })).report;
+        finalReport = (await this.context.sync({ trigger: 'api', waitMs: this.#config.syncWaitMs }))
+          .report;
       } catch (error) {
         finalError = messageOf(error);
       }
@@ -157,11 +170,16 @@ export class SlotSyncService {
     const failures: string[] = [];
     toDrop.forEach((entry, i) => {
       const result = results[i];
-      if (result?.status === 'fulfilled' || /does not exist/.test(messageOf(result?.status === 'rejected' ? result.reason : ''))) {
+      if (
+        result?.status === 'fulfilled' ||
+        /does not exist/.test(messageOf(result?.status === 'rejected' ? result.reason : ''))
+      ) {
         dropped.push(entry.name);
         entries.delete(entry.name);
       } else {
-        failures.push(`${entry.name}: ${messageOf(result?.status === 'rejected' ? result.reason : '')}`);
+        failures.push(
+          `${entry.name}: ${messageOf(result?.status === 'rejected' ? result.reason : '')}`,
+        );
       }
     });
     // Intents whose creation never happened leave nothing to drop.
@@ -182,7 +200,10 @@ export class SlotSyncService {
   /** Graceful stop: the worker first (finishing its cycle), then the pools. */
   async close(): Promise<void> {
     await this.worker.stop();
-    await this.context.withSyncLock({ trigger: 'shutdown', waitMs: Number.POSITIVE_INFINITY }, async () => undefined);
+    await this.context.withSyncLock(
+      { trigger: 'shutdown', waitMs: Number.POSITIVE_INFINITY },
+      async () => undefined,
+    );
     await this.context.engine.close();
   }
 }

@@ -72,8 +72,16 @@ export class Worker {
   async #run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       try {
-        const result = await this.context.sync({ trigger: 'worker', waitMs: Number.POSITIVE_INFINITY });
-        this.#naptime = nextNaptime(this.#naptime, result.report.updated, this.#options.naptimeMinMs, this.#options.naptimeMaxMs);
+        const result = await this.context.sync({
+          trigger: 'worker',
+          waitMs: Number.POSITIVE_INFINITY,
+        });
+        this.#naptime = nextNaptime(
+          this.#naptime,
+          result.report.updated,
+          this.#options.naptimeMinMs,
+          this.#options.naptimeMaxMs,
+        );
         this.metrics.naptime.set(this.#naptime / 1000);
         if (this.context.workerState === 'restarting') this.context.workerState = 'running';
         this.context.workerDetail = undefined;
@@ -88,7 +96,8 @@ export class Worker {
         if (code === 'SLOTSYNC_STANDBY_NOT_IN_RECOVERY') {
           // The standby was promoted underneath us: stop, touch nothing on the new primary.
           this.context.workerState = 'stopped_promoted';
-          this.context.workerDetail = 'the standby is no longer in recovery (promoted); the worker stopped and will not sync again';
+          this.context.workerDetail =
+            'the standby is no longer in recovery (promoted); the worker stopped and will not sync again';
           this.logger.warn('standby is no longer in recovery: slot sync worker stopped');
           return;
         }
@@ -96,7 +105,10 @@ export class Worker {
         this.context.workerDetail = messageOf(error);
         this.metrics.workerRestarts.inc({ reason: 'error' });
         this.#naptime = this.#options.naptimeMinMs;
-        this.logger.warn({ err: messageOf(error), restartInMs: this.#options.restartIntervalMs }, 'slot sync cycle failed; worker restarts after the restart interval');
+        this.logger.warn(
+          { err: messageOf(error), restartInMs: this.#options.restartIntervalMs },
+          'slot sync cycle failed; worker restarts after the restart interval',
+        );
         await delay(this.#options.restartIntervalMs, signal);
       }
     }

@@ -104,7 +104,10 @@ export class InvariantChecker {
       };
       const replay = parseLsn(row.replay);
       if (now.confirmed !== null) {
-        assert.ok(now.confirmed <= replay, `${row.slot_name}: confirmed ${formatLsn(now.confirmed)} is past replay ${row.replay}`);
+        assert.ok(
+          now.confirmed <= replay,
+          `${row.slot_name}: confirmed ${formatLsn(now.confirmed)} is past replay ${row.replay}`,
+        );
       }
       const before = this.#seen.get(row.slot_name);
       if (before) {
@@ -112,11 +115,17 @@ export class InvariantChecker {
           const a = before[key];
           const b = now[key];
           if (a !== null && b !== null) {
-            assert.ok(b >= a, `${row.slot_name}: ${key} moved backwards ${formatLsn(a)} -> ${formatLsn(b)}`);
+            assert.ok(
+              b >= a,
+              `${row.slot_name}: ${key} moved backwards ${formatLsn(a)} -> ${formatLsn(b)}`,
+            );
           }
         }
         if (before.xmin !== null && now.xmin !== null) {
-          assert.ok(!transactionIdPrecedes(now.xmin, before.xmin), `${row.slot_name}: catalog_xmin moved backwards`);
+          assert.ok(
+            !transactionIdPrecedes(now.xmin, before.xmin),
+            `${row.slot_name}: catalog_xmin moved backwards`,
+          );
         }
       }
       this.#seen.set(row.slot_name, now);
@@ -149,15 +158,33 @@ export async function advancePrimarySlot(cluster: Cluster, name: string): Promis
 }
 
 export async function writeRows(cluster: Cluster, rows = 100): Promise<void> {
-  await cluster.primary.sql('CREATE TABLE IF NOT EXISTS load (id bigserial primary key, payload text)');
-  await cluster.primary.sql(`INSERT INTO load (payload) SELECT md5(g::text) FROM generate_series(1, $1::int) g`, [rows]);
+  await cluster.primary.sql(
+    'CREATE TABLE IF NOT EXISTS load (id bigserial primary key, payload text)',
+  );
+  await cluster.primary.sql(
+    `INSERT INTO load (payload) SELECT md5(g::text) FROM generate_series(1, $1::int) g`,
+    [rows],
+  );
 }
 
 export async function slotRow(
   server: Cluster['primary'],
   name: string,
-): Promise<{ confirmed_flush_lsn: string; restart_lsn: string; catalog_xmin: string; invalidation_reason: string | null } | undefined> {
-  const [row] = await server.sql<{ confirmed_flush_lsn: string; restart_lsn: string; catalog_xmin: string; invalidation_reason: string | null }>(
+): Promise<
+  | {
+      confirmed_flush_lsn: string;
+      restart_lsn: string;
+      catalog_xmin: string;
+      invalidation_reason: string | null;
+    }
+  | undefined
+> {
+  const [row] = await server.sql<{
+    confirmed_flush_lsn: string;
+    restart_lsn: string;
+    catalog_xmin: string;
+    invalidation_reason: string | null;
+  }>(
     `SELECT confirmed_flush_lsn::text, restart_lsn::text, catalog_xmin::text, invalidation_reason
        FROM pg_replication_slots WHERE slot_name = $1`,
     [name],

@@ -40,12 +40,18 @@ for (const major of MAJORS) {
       else await h.cluster.standby.sql(`ALTER SYSTEM SET ${name} = '${value}'`);
       await h.cluster.standby.sql('SELECT pg_reload_conf()');
       await waitFor(`${name} reloaded`, async () => {
-        const [row] = await h.cluster.standby.sql<{ v: string }>(`SELECT current_setting('${name}') AS v`);
+        const [row] = await h.cluster.standby.sql<{ v: string }>(
+          `SELECT current_setting('${name}') AS v`,
+        );
         return value === null ? true : row?.v === value;
       });
     }
 
-    async function expectRefusal(pattern: RegExp, extraEnv: Record<string, string> = {}, exitCode = 1) {
+    async function expectRefusal(
+      pattern: RegExp,
+      extraEnv: Record<string, string> = {},
+      exitCode = 1,
+    ) {
       const result = await runCli(['sync', '--once'], { ...env, ...extraEnv });
       assert.equal(result.code, exitCode, result.stderr);
       assert.match(result.stderr, pattern);
@@ -62,7 +68,9 @@ for (const major of MAJORS) {
       assert.equal(report.ok, true);
       assert.equal(typeof report.durationMs, 'number');
       assert.equal(report.updated, true);
-      assert.deepEqual(report.slots, [{ name: 'cli_slot', action: 'created', state: 'temporary', reason: null }]);
+      assert.deepEqual(report.slots, [
+        { name: 'cli_slot', action: 'created', state: 'temporary', reason: null },
+      ]);
       const registry = JSON.parse(await readFile(join(h.stateDir, 'registry.json'), 'utf8'));
       assert.equal(registry.slots[0].name, 'cli_slot');
       await resetSlots(h);
@@ -77,25 +85,31 @@ for (const major of MAJORS) {
     it('refuses missing hot_standby_feedback, primary_slot_name, or a physical slot that does not exist', async () => {
       await standbySetting('hot_standby_feedback', 'off');
       try {
-        await expectRefusal(/replication slot synchronization requires "hot_standby_feedback" to be enabled/);
+        await expectRefusal(
+          /replication slot synchronization requires "hot_standby_feedback" to be enabled/,
+        );
       } finally {
         await standbySetting('hot_standby_feedback', null);
       }
       await standbySetting('primary_slot_name', '');
       try {
-        await expectRefusal(/replication slot synchronization requires "primary_slot_name" to be set/);
+        await expectRefusal(
+          /replication slot synchronization requires "primary_slot_name" to be set/,
+        );
       } finally {
         await standbySetting('primary_slot_name', null);
       }
       await standbySetting('primary_slot_name', 'no_such_slot');
       try {
-        await expectRefusal(/replication slot "no_such_slot" specified by "primary_slot_name" does not exist on primary server/);
+        await expectRefusal(
+          /replication slot "no_such_slot" specified by "primary_slot_name" does not exist on primary server/,
+        );
       } finally {
         await standbySetting('primary_slot_name', null);
       }
     });
 
-    it('refuses to run beside PostgreSQL\'s own worker (sync_replication_slots = on)', async () => {
+    it("refuses to run beside PostgreSQL's own worker (sync_replication_slots = on)", async () => {
       await standbySetting('sync_replication_slots', 'on');
       try {
         await expectRefusal(/sync_replication_slots/);
@@ -106,10 +120,17 @@ for (const major of MAJORS) {
 
     it('names the variable of a URL without a database or of a server it cannot reach', async () => {
       const noDb = h.cluster.primary.url('postgres', SECRET).replace(/\/postgres$/, '');
-      await expectRefusal(/SLOTSYNC_PRIMARY_URL must name a database: replication slot synchronization requires "dbname"/, { SLOTSYNC_PRIMARY_URL: noDb }, 2);
-      await expectRefusal(/SLOTSYNC_STANDBY_URL: could not connect to postgres:\/\/postgres:\*\*\*\*\*@127\.0\.0\.1:1\/postgres/, {
-        SLOTSYNC_STANDBY_URL: `postgres://postgres:${SECRET}@127.0.0.1:1/postgres`,
-      });
+      await expectRefusal(
+        /SLOTSYNC_PRIMARY_URL must name a database: replication slot synchronization requires "dbname"/,
+        { SLOTSYNC_PRIMARY_URL: noDb },
+        2,
+      );
+      await expectRefusal(
+        /SLOTSYNC_STANDBY_URL: could not connect to postgres:\/\/postgres:\*\*\*\*\*@127\.0\.0\.1:1\/postgres/,
+        {
+          SLOTSYNC_STANDBY_URL: `postgres://postgres:${SECRET}@127.0.0.1:1/postgres`,
+        },
+      );
       await expectRefusal(/SLOTSYNC_PRIMARY_URL: could not connect/, {
         SLOTSYNC_PRIMARY_URL: `postgres://postgres:${SECRET}@127.0.0.1:1/postgres`,
       });
@@ -118,14 +139,21 @@ for (const major of MAJORS) {
 
     it('kill -9 in the middle of cycles loses no ownership record and breaks no invariant', async () => {
       const names = Array.from({ length: 40 }, (_, i) => `kill_${i}`);
-      for (const name of names) await createPrimarySlot(h.cluster, name, { plugin: 'test_decoding' });
+      for (const name of names)
+        await createPrimarySlot(h.cluster, name, { plugin: 'test_decoding' });
       await writeRows(h.cluster, 100);
       await h.cluster.waitForReplay();
       let killed = 0;
       const killDuring = async (moment: () => Promise<boolean>) => {
         const child = spawnCli(['sync', '--once'], env);
-        const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
-        await waitFor('the moment to kill', async () => child.exitCode !== null || (await moment()), 20_000);
+        const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+          child.once('exit', (_code, signal) => resolve(signal)),
+        );
+        await waitFor(
+          'the moment to kill',
+          async () => child.exitCode !== null || (await moment()),
+          20_000,
+        );
         child.kill('SIGKILL');
         if ((await exited) === 'SIGKILL') killed++;
       };
@@ -141,7 +169,10 @@ for (const major of MAJORS) {
       for (const ms of [40, 120, 250, 400]) {
         await writeRows(h.cluster, 50);
         for (const name of names.slice(0, 20)) {
-          await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`, [name]);
+          await h.cluster.primary.sql(
+            `SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`,
+            [name],
+          );
         }
         await h.cluster.waitForReplay();
         const started = Date.now();
@@ -150,12 +181,19 @@ for (const major of MAJORS) {
         const result = await h.cycle();
         const conflicts = result.report.slots.filter((s) => s.action === 'conflict');
         assert.deepEqual(conflicts, [], `after a kill at ${ms} ms`);
-        const copies = await h.cluster.standby.sql<{ slot_name: string }>(`SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical'`);
-        for (const copy of copies) assert.ok(h.deps.registry.entries.has(copy.slot_name), `${copy.slot_name} is recorded`);
+        const copies = await h.cluster.standby.sql<{ slot_name: string }>(
+          `SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical'`,
+        );
+        for (const copy of copies)
+          assert.ok(h.deps.registry.entries.has(copy.slot_name), `${copy.slot_name} is recorded`);
       }
       assert.ok(killed >= 3, `${killed} of 5 processes were killed before they finished`);
       // Syncing carries on: every slot becomes sync-ready once its consumer catches up.
-      for (const name of names) await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`, [name]);
+      for (const name of names)
+        await h.cluster.primary.sql(
+          `SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`,
+          [name],
+        );
       await h.cluster.waitForReplay();
       await h.cycle();
       const final = await h.cycle();

@@ -37,19 +37,31 @@ for (const major of MAJORS) {
       holder.on('error', () => undefined);
       await holder.connect();
       // A temporary slot cannot be a failover slot; slotsync's query leaves temporary ones out.
-      await holder.query(`SELECT pg_create_logical_replication_slot('temp_slot', 'pgoutput', true, false, false)`);
+      await holder.query(
+        `SELECT pg_create_logical_replication_slot('temp_slot', 'pgoutput', true, false, false)`,
+      );
       await writeRows(h.cluster, 500);
       await h.cluster.waitForReplay();
 
       const first = await h.cycle();
       assert.equal(h.slot(first, 'sub_pgoutput').action, 'created');
       assert.equal(h.slot(first, 'cdc_test_decoding').action, 'created');
-      assert.equal(h.slot(first, 'sub_pgoutput').state, 'temporary', 'the primary slot is behind the copy');
-      assert.equal(first.report.slots.some((s) => s.name === 'not_failover' || s.name === 'temp_slot'), false);
+      assert.equal(
+        h.slot(first, 'sub_pgoutput').state,
+        'temporary',
+        'the primary slot is behind the copy',
+      );
+      assert.equal(
+        first.report.slots.some((s) => s.name === 'not_failover' || s.name === 'temp_slot'),
+        false,
+      );
       const standbySlots = await h.cluster.standby.sql<{ slot_name: string; failover: boolean }>(
         `SELECT slot_name, failover FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1`,
       );
-      assert.deepEqual(standbySlots.map((s) => s.slot_name), ['cdc_test_decoding', 'sub_pgoutput']);
+      assert.deepEqual(
+        standbySlots.map((s) => s.slot_name),
+        ['cdc_test_decoding', 'sub_pgoutput'],
+      );
 
       const again = await h.cycle();
       assert.equal(h.slot(again, 'sub_pgoutput').state, 'temporary');
@@ -57,7 +69,9 @@ for (const major of MAJORS) {
       assert.equal(again.views.find((v) => v.name === 'sub_pgoutput')?.sync_ready, false);
 
       // The consumers catch up on the primary: one decodes, the other is advanced.
-      await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes('cdc_test_decoding', NULL, NULL)`);
+      await h.cluster.primary.sql(
+        `SELECT count(*) FROM pg_logical_slot_get_changes('cdc_test_decoding', NULL, NULL)`,
+      );
       const target = await advancePrimarySlot(h.cluster, 'sub_pgoutput');
       await h.cluster.waitForReplay();
       const ready = await h.cycle();
@@ -83,23 +97,34 @@ for (const major of MAJORS) {
       await createPrimarySlot(h.cluster, 'paused', { plugin: 'test_decoding' });
       await h.cluster.waitForReplay();
       await h.cycle();
-      await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes('paused', NULL, NULL)`);
+      await h.cluster.primary.sql(
+        `SELECT count(*) FROM pg_logical_slot_get_changes('paused', NULL, NULL)`,
+      );
       await h.cluster.waitForReplay();
       assert.equal(h.slot(await h.cycle(), 'paused').state, 'sync_ready');
 
       await h.cluster.standby.sql('SELECT pg_wal_replay_pause()');
       await waitFor('replay paused', async () => {
-        const [row] = await h.cluster.standby.sql<{ s: string }>('SELECT pg_get_wal_replay_pause_state() AS s');
+        const [row] = await h.cluster.standby.sql<{ s: string }>(
+          'SELECT pg_get_wal_replay_pause_state() AS s',
+        );
         return row?.s === 'paused';
       });
       await writeRows(h.cluster, 200);
-      await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes('paused', NULL, NULL)`);
-      const [replay] = await h.cluster.standby.sql<{ lsn: string }>('SELECT pg_last_wal_replay_lsn()::text AS lsn');
+      await h.cluster.primary.sql(
+        `SELECT count(*) FROM pg_logical_slot_get_changes('paused', NULL, NULL)`,
+      );
+      const [replay] = await h.cluster.standby.sql<{ lsn: string }>(
+        'SELECT pg_last_wal_replay_lsn()::text AS lsn',
+      );
       const before = await slotRow(h.cluster.standby, 'paused');
       const skipped = await h.cycle();
       const report = h.slot(skipped, 'paused');
       assert.equal(report.action, 'skipped');
-      assert.match(report.reason ?? '', /skipping slot synchronization because the received slot sync LSN .* for slot "paused" is ahead of the standby position/);
+      assert.match(
+        report.reason ?? '',
+        /skipping slot synchronization because the received slot sync LSN .* for slot "paused" is ahead of the standby position/,
+      );
       assert.deepEqual(await slotRow(h.cluster.standby, 'paused'), before, 'the copy did not move');
       assert.ok(parseLsn(before?.confirmed_flush_lsn ?? '0/0') <= parseLsn(replay?.lsn ?? '0/0'));
 
@@ -121,7 +146,10 @@ for (const major of MAJORS) {
       await h.cluster.waitForReplay();
       await h.cycle();
       await h.cluster.primary.sql(`SELECT pg_drop_replication_slot('will_drop')`);
-      await replicationCommand(h.cluster, 'ALTER_REPLICATION_SLOT will_unfailover ( FAILOVER false )');
+      await replicationCommand(
+        h.cluster,
+        'ALTER_REPLICATION_SLOT will_unfailover ( FAILOVER false )',
+      );
       await h.cluster.waitForReplay();
       const result = await h.cycle();
       assert.equal(h.slot(result, 'will_drop').action, 'dropped');
@@ -139,25 +167,40 @@ for (const major of MAJORS) {
       await h.cluster.standby.sql(`ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'`);
       await h.cluster.standby.sql('SELECT pg_reload_conf()');
       try {
-        await waitFor('the copy invalidated by a restartpoint', async () => {
-          await writeRows(h.cluster, 2000);
-          await h.cluster.primary.sql('SELECT pg_switch_wal()');
-          await h.cluster.primary.sql('CHECKPOINT');
-          await h.cluster.waitForReplay();
-          await h.cluster.standby.sql('CHECKPOINT');
-          return (await slotRow(h.cluster.standby, 'standby_invalid'))?.invalidation_reason != null;
-        }, 60_000);
+        await waitFor(
+          'the copy invalidated by a restartpoint',
+          async () => {
+            await writeRows(h.cluster, 2000);
+            await h.cluster.primary.sql('SELECT pg_switch_wal()');
+            await h.cluster.primary.sql('CHECKPOINT');
+            await h.cluster.waitForReplay();
+            await h.cluster.standby.sql('CHECKPOINT');
+            return (
+              (await slotRow(h.cluster.standby, 'standby_invalid'))?.invalidation_reason != null
+            );
+          },
+          60_000,
+        );
       } finally {
         await h.cluster.standby.sql('ALTER SYSTEM RESET max_slot_wal_keep_size');
         await h.cluster.standby.sql('SELECT pg_reload_conf()');
       }
-      assert.equal((await slotRow(h.cluster.primary, 'standby_invalid'))?.invalidation_reason, null);
+      assert.equal(
+        (await slotRow(h.cluster.primary, 'standby_invalid'))?.invalidation_reason,
+        null,
+      );
       const dropped = await h.cycle();
       assert.equal(h.slot(dropped, 'standby_invalid').action, 'dropped');
-      assert.match(h.slot(dropped, 'standby_invalid').reason ?? '', /invalidated on the standby \(wal_removed\)/);
+      assert.match(
+        h.slot(dropped, 'standby_invalid').reason ?? '',
+        /invalidated on the standby \(wal_removed\)/,
+      );
       const recreated = await h.cycle();
       assert.equal(h.slot(recreated, 'standby_invalid').action, 'created');
-      assert.equal((await slotRow(h.cluster.standby, 'standby_invalid'))?.invalidation_reason, null);
+      assert.equal(
+        (await slotRow(h.cluster.standby, 'standby_invalid'))?.invalidation_reason,
+        null,
+      );
       await resetSlots(h);
     });
 
@@ -168,13 +211,19 @@ for (const major of MAJORS) {
       await h.cluster.primary.sql(`ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'`);
       await h.cluster.primary.sql('SELECT pg_reload_conf()');
       try {
-        await waitFor('the primary slot invalidated', async () => {
-          await writeRows(h.cluster, 2000);
-          await h.cluster.primary.sql('SELECT pg_switch_wal()');
-          await h.cluster.waitForReplay();
-          await h.cluster.primary.sql('CHECKPOINT');
-          return (await slotRow(h.cluster.primary, 'primary_invalid'))?.invalidation_reason != null;
-        }, 60_000);
+        await waitFor(
+          'the primary slot invalidated',
+          async () => {
+            await writeRows(h.cluster, 2000);
+            await h.cluster.primary.sql('SELECT pg_switch_wal()');
+            await h.cluster.waitForReplay();
+            await h.cluster.primary.sql('CHECKPOINT');
+            return (
+              (await slotRow(h.cluster.primary, 'primary_invalid'))?.invalidation_reason != null
+            );
+          },
+          60_000,
+        );
       } finally {
         await h.cluster.primary.sql('ALTER SYSTEM RESET max_slot_wal_keep_size');
         await h.cluster.primary.sql('SELECT pg_reload_conf()');
@@ -188,7 +237,10 @@ for (const major of MAJORS) {
       assert.equal(await slotRow(h.cluster.standby, 'primary_invalid'), undefined);
       const next = await h.cycle();
       assert.equal(h.slot(next, 'primary_invalid').state, 'invalidated', 'not created again');
-      assert.match(next.views.find((v) => v.name === 'primary_invalid')?.reason ?? '', /wal_removed/);
+      assert.match(
+        next.views.find((v) => v.name === 'primary_invalid')?.reason ?? '',
+        /wal_removed/,
+      );
       await resetSlots(h);
       assert.equal(h.deps.registry.entries.size, 0, 'forgotten once the primary slot is gone');
     });
@@ -198,25 +250,38 @@ for (const major of MAJORS) {
       await createPrimarySlot(h.cluster, 'ours', { plugin: 'test_decoding' });
       await h.cluster.waitForReplay();
       // A standby creates a logical slot once a running-xacts record arrives.
-      const made = h.cluster.standby.sql(`SELECT pg_create_logical_replication_slot('users_own', 'test_decoding')`);
+      const made = h.cluster.standby.sql(
+        `SELECT pg_create_logical_replication_slot('users_own', 'test_decoding')`,
+      );
       const nudge = setInterval(() => {
         h.cluster.primary.sql('SELECT pg_log_standby_snapshot()').catch(() => undefined);
       }, 100);
       await made.finally(() => clearInterval(nudge));
       const userSlot = await slotRow(h.cluster.standby, 'users_own');
-      await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes('users_own', NULL, NULL)`);
+      await h.cluster.primary.sql(
+        `SELECT count(*) FROM pg_logical_slot_get_changes('users_own', NULL, NULL)`,
+      );
       await writeRows(h.cluster, 50);
-      await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes('users_own', NULL, NULL)`);
+      await h.cluster.primary.sql(
+        `SELECT count(*) FROM pg_logical_slot_get_changes('users_own', NULL, NULL)`,
+      );
       await h.cluster.waitForReplay();
       for (let i = 0; i < 2; i++) {
         const result = await h.cycle();
         const conflict = h.slot(result, 'users_own');
         assert.equal(conflict.action, 'conflict');
         assert.equal(conflict.state, 'conflict');
-        assert.match(conflict.reason ?? '', /exiting from slot synchronization because same name slot "users_own" already exists on the standby/);
+        assert.match(
+          conflict.reason ?? '',
+          /exiting from slot synchronization because same name slot "users_own" already exists on the standby/,
+        );
         assert.notEqual(h.slot(result, 'ours').action, 'conflict');
       }
-      assert.deepEqual(await slotRow(h.cluster.standby, 'users_own'), userSlot, 'the user slot did not move');
+      assert.deepEqual(
+        await slotRow(h.cluster.standby, 'users_own'),
+        userSlot,
+        'the user slot did not move',
+      );
       assert.equal(h.deps.registry.entries.has('users_own'), false);
       // The primary slot goes away: the user's slot stays.
       await h.cluster.primary.sql(`SELECT pg_drop_replication_slot('users_own')`);
@@ -246,7 +311,10 @@ for (const major of MAJORS) {
       try {
         const stuck = h.slot(await h.cycle(), 'twophase');
         assert.equal(stuck.action, 'failed');
-        assert.match(stuck.reason ?? '', /could not create replication slot "twophase": canceling statement due to statement timeout/);
+        assert.match(
+          stuck.reason ?? '',
+          /could not create replication slot "twophase": canceling statement due to statement timeout/,
+        );
         assert.equal(await slotRow(h.cluster.standby, 'twophase'), undefined, 'no half-made copy');
       } finally {
         h.deps.createTimeoutMs = 30_000;
@@ -264,9 +332,16 @@ for (const major of MAJORS) {
       await prepare('before_copy');
       const entry = h.deps.registry.entries.get('twophase');
       assert.ok(entry);
-      await h.deps.registry.write(new Map([...h.deps.registry.entries, ['twophase', { ...entry, createdAt: new Date(Date.now() + 3_600_000).toISOString() }]]));
+      await h.deps.registry.write(
+        new Map([
+          ...h.deps.registry.entries,
+          ['twophase', { ...entry, createdAt: new Date(Date.now() + 3_600_000).toISOString() }],
+        ]),
+      );
       await writeRows(h.cluster, 10);
-      await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes('twophase', NULL, NULL)`);
+      await h.cluster.primary.sql(
+        `SELECT count(*) FROM pg_logical_slot_get_changes('twophase', NULL, NULL)`,
+      );
       if (major >= 18) {
         const [row] = await h.cluster.primary.sql<{ two_phase_at: string | null }>(
           `SELECT two_phase_at::text FROM pg_replication_slots WHERE slot_name = 'twophase'`,
@@ -283,7 +358,9 @@ for (const major of MAJORS) {
         'the copy still advances',
       );
       await h.cluster.primary.sql(`COMMIT PREPARED 'before_copy'`);
-      await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes('twophase', NULL, NULL)`);
+      await h.cluster.primary.sql(
+        `SELECT count(*) FROM pg_logical_slot_get_changes('twophase', NULL, NULL)`,
+      );
       await h.cluster.waitForReplay();
       const ready = await h.cycle();
       assert.equal(h.slot(ready, 'twophase').state, 'sync_ready');
@@ -301,10 +378,14 @@ for (const major of MAJORS) {
         'SELECT database FROM pg_replication_slots WHERE slot_name = $1',
         [slot],
       );
-      assert.equal(copy?.database, database, 'the copy belongs to the remote slot\'s database');
+      assert.equal(copy?.database, database, "the copy belongs to the remote slot's database");
       await h.cluster.primary.sql(`CREATE TABLE t (x int)`, [], database);
       await h.cluster.primary.sql(`INSERT INTO t VALUES (1)`, [], database);
-      await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`, [slot], database);
+      await h.cluster.primary.sql(
+        `SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`,
+        [slot],
+        database,
+      );
       await h.cluster.waitForReplay();
       const ready = h.slot(await h.cycle(), slot);
       assert.equal(ready.state, 'sync_ready');

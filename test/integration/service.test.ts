@@ -9,7 +9,14 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import request from 'supertest';
 import { MAJORS } from '../../src/cluster/binaries.js';
 import { generateOpenApi } from '../../src/service/openapi.js';
-import { createPrimarySlot, type Harness, startHarness, waitFor, wipeSlots, writeRows } from '../helpers/harness.js';
+import {
+  createPrimarySlot,
+  type Harness,
+  startHarness,
+  waitFor,
+  wipeSlots,
+  writeRows,
+} from '../helpers/harness.js';
 import { type ServiceUnderTest, startService, TOKEN } from '../helpers/service.js';
 
 it('the committed OpenAPI document is what the app generates (npm run openapi)', async () => {
@@ -21,6 +28,10 @@ for (const major of MAJORS) {
   describe(`service on PostgreSQL ${major}`, () => {
     let h: Harness;
     let s: ServiceUnderTest | undefined;
+    const server = () => {
+      assert.ok(s, 'a service runs');
+      return s.app.server;
+    };
     before(async () => {
       h = await startHarness({ major, synchronizedStandbySlots: true });
     });
@@ -37,12 +48,12 @@ for (const major of MAJORS) {
       await createPrimarySlot(h.cluster, 'svc_slot', { plugin: 'test_decoding' });
       await h.cluster.waitForReplay();
       s = await startService(h.cluster);
-      const empty = await request(s.app.server).get('/slots').expect(200);
+      const empty = await request(server()).get('/slots').expect(200);
       assert.deepEqual(empty.body.slots, []);
       assert.equal(empty.body.age_ms, null);
 
-      await request(s.app.server).post('/sync').expect(200);
-      const slots = await request(s.app.server).get('/slots').expect(200);
+      await request(server()).post('/sync').expect(200);
+      const slots = await request(server()).get('/slots').expect(200);
       const view = slots.body.slots.find((v: { name: string }) => v.name === 'svc_slot');
       assert.equal(view.state, 'temporary');
       assert.equal(view.sync_ready, false);
@@ -50,15 +61,22 @@ for (const major of MAJORS) {
       assert.equal(typeof view.remote.confirmed_flush_lsn, 'string');
       assert.equal(typeof slots.body.age_ms, 'number');
 
-      const health = await request(s.app.server).get('/health').expect(200);
+      const health = await request(server()).get('/health').expect(200);
       assert.equal(health.body.status, 'pass');
-      for (const check of ['primary', 'standby', 'settings', 'worker', 'last_cycle', 'synchronized_standby_slots']) {
+      for (const check of [
+        'primary',
+        'standby',
+        'settings',
+        'worker',
+        'last_cycle',
+        'synchronized_standby_slots',
+      ]) {
         assert.ok(health.body.checks[check], check);
       }
       assert.equal(health.body.checks.synchronized_standby_slots.status, 'pass');
-      await request(s.app.server).get('/health/live').expect(200, { status: 'pass' });
+      await request(server()).get('/health/live').expect(200, { status: 'pass' });
 
-      const metrics = await request(s.app.server).get('/metrics').expect(200);
+      const metrics = await request(server()).get('/metrics').expect(200);
       assert.match(metrics.headers['content-type'] ?? '', /text\/plain/);
       for (const name of [
         'slotsync_cycles_total{trigger="api",outcome="success"} 1',
@@ -78,12 +96,15 @@ for (const major of MAJORS) {
     });
 
     it('/health answers 503 naming the failed check when the primary is unreachable', async () => {
-      s = await startService(h.cluster, { SLOTSYNC_PRIMARY_URL: 'postgres://postgres:svc-secret-pw@127.0.0.1:1/postgres', SLOTSYNC_CONNECT_TIMEOUT_MS: '1000' });
-      const health = await request(s.app.server).get('/health').expect(503);
+      s = await startService(h.cluster, {
+        SLOTSYNC_PRIMARY_URL: 'postgres://postgres:svc-secret-pw@127.0.0.1:1/postgres',
+        SLOTSYNC_CONNECT_TIMEOUT_MS: '1000',
+      });
+      const health = await request(server()).get('/health').expect(503);
       assert.equal(health.body.checks.primary.status, 'fail');
       assert.match(health.body.checks.primary.detail, /SLOTSYNC_PRIMARY_URL: .*ECONNREFUSED/);
       assert.doesNotMatch(JSON.stringify(health.body), /svc-secret-pw/);
-      const sync = await request(s.app.server).post('/sync').expect(503);
+      const sync = await request(server()).post('/sync').expect(503);
       assert.equal(sync.headers['content-type'], 'application/problem+json; charset=utf-8');
       assert.equal(sync.body.code, 'SLOTSYNC_UNREACHABLE');
       assert.doesNotMatch(sync.text, /svc-secret-pw/);
@@ -100,35 +121,46 @@ for (const major of MAJORS) {
         reached = true;
         return gate;
       };
-      const first = request(s.app.server).post('/sync').then((r) => r);
+      const first = request(server())
+        .post('/sync')
+        .then((r) => r);
       await waitFor('a cycle in flight', async () => reached);
       s.service.context.engine.deps.beforeApply = undefined;
-      const nowait = await request(s.app.server).post('/sync?nowait=true').expect(409);
+      const nowait = await request(server()).post('/sync?nowait=true').expect(409);
       assert.equal(nowait.body.detail, 'cannot synchronize replication slots concurrently');
-      const nowaitBody = await request(s.app.server).post('/sync').send({ nowait: true }).expect(409);
+      const nowaitBody = await request(server()).post('/sync').send({ nowait: true }).expect(409);
       assert.equal(nowaitBody.body.code, 'SLOTSYNC_CONCURRENT');
-      const timedOut = await request(s.app.server).post('/sync').send({ timeoutMs: 100 }).expect(503);
+      const timedOut = await request(server()).post('/sync').send({ timeoutMs: 100 }).expect(503);
       assert.match(timedOut.body.detail, /did not finish within 100 ms/);
       assert.equal(timedOut.headers['retry-after'], '1');
-      const waiting = request(s.app.server).post('/sync').send({ timeoutMs: 20_000 }).then((r) => r);
+      const waiting = request(server())
+        .post('/sync')
+        .send({ timeoutMs: 20_000 })
+        .then((r) => r);
       open();
       assert.equal((await first).status, 200);
       assert.equal((await waiting).status, 200);
     });
 
     it('20 concurrent POST /sync while the worker runs: all answered, cycles never overlap', async () => {
-      for (let i = 0; i < 5; i++) await createPrimarySlot(h.cluster, `conc_${i}`, { plugin: 'test_decoding' });
+      for (let i = 0; i < 5; i++)
+        await createPrimarySlot(h.cluster, `conc_${i}`, { plugin: 'test_decoding' });
       await h.cluster.waitForReplay();
       s = await startService(h.cluster, { SLOTSYNC_WORKER: 'on' });
       const service = s.service;
-      await waitFor('the worker ran a cycle', async () => service.context.snapshot.lastSuccessAt !== undefined);
+      await waitFor(
+        'the worker ran a cycle',
+        async () => service.context.snapshot.lastSuccessAt !== undefined,
+      );
       const traffic = setInterval(() => {
         writeRows(h.cluster, 5).catch(() => undefined);
       }, 10);
       try {
         const answers = await Promise.all(
           Array.from({ length: 20 }, (_, i) =>
-            request(s?.app.server).post(i % 2 === 0 ? '/sync' : '/sync?nowait=true').then((r) => ({ i, status: r.status })),
+            request(server())
+              .post(i % 2 === 0 ? '/sync' : '/sync?nowait=true')
+              .then((r) => ({ i, status: r.status })),
           ),
         );
         for (const { i, status } of answers) {
@@ -139,8 +171,11 @@ for (const major of MAJORS) {
         clearInterval(traffic);
       }
       assert.equal(service.context.maxInFlight, 1, 'never more than one cycle in flight');
-      const metrics = await request(s.app.server).get('/metrics').expect(200);
-      assert.match(metrics.text, /slotsync_cycles_total\{trigger="worker",outcome="success"\} [1-9]/);
+      const metrics = await request(server()).get('/metrics').expect(200);
+      assert.match(
+        metrics.text,
+        /slotsync_cycles_total\{trigger="worker",outcome="success"\} [1-9]/,
+      );
     });
 
     it('POST /shutdown waits for the in-flight cycle, drops copies that are not sync-ready, keeps ready ones, then refuses syncs', async () => {
@@ -150,12 +185,20 @@ for (const major of MAJORS) {
       await h.cluster.waitForReplay();
       s = await startService(h.cluster, { SLOTSYNC_API_TOKEN: TOKEN });
       const auth = { Authorization: `Bearer ${TOKEN}` };
-      await request(s.app.server).post('/sync').set(auth).expect(200);
-      await h.cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes('ready_one', NULL, NULL)`);
+      await request(server()).post('/sync').set(auth).expect(200);
+      await h.cluster.primary.sql(
+        `SELECT count(*) FROM pg_logical_slot_get_changes('ready_one', NULL, NULL)`,
+      );
       await h.cluster.waitForReplay();
-      const synced = await request(s.app.server).post('/sync').set(auth).expect(200);
-      assert.equal(synced.body.slots.find((r: { name: string }) => r.name === 'ready_one').state, 'sync_ready');
-      assert.equal(synced.body.slots.find((r: { name: string }) => r.name === 'not_ready').state, 'temporary');
+      const synced = await request(server()).post('/sync').set(auth).expect(200);
+      assert.equal(
+        synced.body.slots.find((r: { name: string }) => r.name === 'ready_one').state,
+        'sync_ready',
+      );
+      assert.equal(
+        synced.body.slots.find((r: { name: string }) => r.name === 'not_ready').state,
+        'temporary',
+      );
 
       let open!: () => void;
       const gate = new Promise<void>((resolve) => {
@@ -166,13 +209,19 @@ for (const major of MAJORS) {
         reached = true;
         return gate;
       };
-      const inFlight = request(s.app.server).post('/sync').set(auth).then((r) => r);
+      const inFlight = request(server())
+        .post('/sync')
+        .set(auth)
+        .then((r) => r);
       await waitFor('a cycle in flight', async () => reached);
       let shutdownDone = false;
-      const shutdown = request(s.app.server).post('/shutdown').set(auth).then((r) => {
-        shutdownDone = true;
-        return r;
-      });
+      const shutdown = request(server())
+        .post('/shutdown')
+        .set(auth)
+        .then((r) => {
+          shutdownDone = true;
+          return r;
+        });
       await waitFor('shutdown signaled', async () => s?.service.context.stopSignaled === true);
       assert.equal(shutdownDone, false, 'shutdown waits for the in-flight cycle');
       open();
@@ -181,38 +230,57 @@ for (const major of MAJORS) {
       assert.equal(answer.status, 200);
       assert.equal(answer.body.stopped, true);
       assert.deepEqual(answer.body.dropped, ['not_ready']);
-      const states = Object.fromEntries(answer.body.slots.map((v: { name: string; state: string }) => [v.name, v.state]));
+      const states = Object.fromEntries(
+        answer.body.slots.map((v: { name: string; state: string }) => [v.name, v.state]),
+      );
       assert.equal(states.ready_one, 'sync_ready');
-      const left = await h.cluster.standby.sql<{ slot_name: string }>(`SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical'`);
-      assert.deepEqual(left.map((r) => r.slot_name), ['ready_one'], 'every slot left on the standby is sync-ready');
+      const left = await h.cluster.standby.sql<{ slot_name: string }>(
+        `SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical'`,
+      );
+      assert.deepEqual(
+        left.map((r) => r.slot_name),
+        ['ready_one'],
+        'every slot left on the standby is sync-ready',
+      );
 
-      const refused = await request(s.app.server).post('/sync').set(auth).expect(409);
-      assert.equal(refused.body.detail, 'cannot synchronize replication slots when standby promotion is ongoing');
-      const again = await request(s.app.server).post('/shutdown').set(auth).expect(200);
+      const refused = await request(server()).post('/sync').set(auth).expect(409);
+      assert.equal(
+        refused.body.detail,
+        'cannot synchronize replication slots when standby promotion is ongoing',
+      );
+      const again = await request(server()).post('/shutdown').set(auth).expect(200);
       assert.deepEqual(again.body, answer.body, 'idempotent');
-      const health = await request(s.app.server).get('/health').expect(503);
+      const health = await request(server()).get('/health').expect(503);
       assert.equal(health.body.checks.worker.status, 'fail');
     });
 
     it('POST routes need the token (401 without or with a wrong one), compared whatever its length', async () => {
       s = await startService(h.cluster, { SLOTSYNC_API_TOKEN: TOKEN });
-      for (const header of [undefined, 'Bearer wrong', `Bearer ${TOKEN}x`, `Basic ${TOKEN}`, 'Bearer ']) {
-        const r = request(s.app.server).post('/sync');
-        const answer = await (header === undefined ? r : r.set('Authorization', header)).expect(401);
+      for (const header of [
+        undefined,
+        'Bearer wrong',
+        `Bearer ${TOKEN}x`,
+        `Basic ${TOKEN}`,
+        'Bearer ',
+      ]) {
+        const r = request(server()).post('/sync');
+        const answer = await (header === undefined ? r : r.set('Authorization', header)).expect(
+          401,
+        );
         assert.equal(answer.body.code, 'SLOTSYNC_UNAUTHORIZED');
         assert.equal(answer.headers['www-authenticate'], 'Bearer realm="slotsync"');
         assert.doesNotMatch(answer.text, new RegExp(TOKEN));
       }
-      await request(s.app.server).post('/shutdown').expect(401);
-      await request(s.app.server).post('/sync').set('Authorization', `Bearer ${TOKEN}`).expect(200);
+      await request(server()).post('/shutdown').expect(401);
+      await request(server()).post('/sync').set('Authorization', `Bearer ${TOKEN}`).expect(200);
       assert.equal(s.service.context.stopSignaled, false, 'a rejected shutdown changed nothing');
     });
 
     it('without a token, POST is refused when the API is configured beyond loopback', async () => {
       s = await startService(h.cluster, { SLOTSYNC_HOST: '0.0.0.0' });
-      const answer = await request(s.app.server).post('/sync').expect(403);
+      const answer = await request(server()).post('/sync').expect(403);
       assert.equal(answer.body.code, 'SLOTSYNC_FORBIDDEN');
-      await request(s.app.server).get('/slots').expect(200);
+      await request(server()).get('/slots').expect(200);
     });
 
     it('malformed, oversized and unknown input is answered 4xx as problem+json and changes nothing', async () => {
@@ -221,16 +289,45 @@ for (const major of MAJORS) {
       s = await startService(h.cluster);
       const registryPath = join(s.stateDir, 'registry.json');
       const cases: [string, () => request.Test, number][] = [
-        ['bad JSON', () => request(s?.app.server).post('/sync').set('content-type', 'application/json').send('{"nowait":'), 400],
-        ['unknown field', () => request(s?.app.server).post('/sync').send({ nowait: true, drop: 'everything' }), 400],
-        ['wrong type', () => request(s?.app.server).post('/sync').send({ timeoutMs: 'soon' }), 400],
-        ['negative timeout', () => request(s?.app.server).post('/sync').send({ timeoutMs: -1 }), 400],
-        ['unknown query', () => request(s?.app.server).post('/sync?force=1'), 400],
-        ['oversized', () => request(s?.app.server).post('/sync').set('content-type', 'application/json').send(`{"pad":"${'x'.repeat(20_000)}"}`), 413],
-        ['text body', () => request(s?.app.server).post('/sync').set('content-type', 'text/plain').send('sync please'), 415],
-        ['unknown shutdown field', () => request(s?.app.server).post('/shutdown').send({ finalSync: true, now: true }), 400],
-        ['unknown route', () => request(s?.app.server).get('/slots/../admin'), 404],
-        ['wrong method', () => request(s?.app.server).delete('/slots'), 404],
+        [
+          'bad JSON',
+          () =>
+            request(server())
+              .post('/sync')
+              .set('content-type', 'application/json')
+              .send('{"nowait":'),
+          400,
+        ],
+        [
+          'unknown field',
+          () => request(server()).post('/sync').send({ nowait: true, drop: 'everything' }),
+          400,
+        ],
+        ['wrong type', () => request(server()).post('/sync').send({ timeoutMs: 'soon' }), 400],
+        ['negative timeout', () => request(server()).post('/sync').send({ timeoutMs: -1 }), 400],
+        ['unknown query', () => request(server()).post('/sync?force=1'), 400],
+        [
+          'oversized',
+          () =>
+            request(server())
+              .post('/sync')
+              .set('content-type', 'application/json')
+              .send(`{"pad":"${'x'.repeat(20_000)}"}`),
+          413,
+        ],
+        [
+          'text body',
+          () =>
+            request(server()).post('/sync').set('content-type', 'text/plain').send('sync please'),
+          415,
+        ],
+        [
+          'unknown shutdown field',
+          () => request(server()).post('/shutdown').send({ finalSync: true, now: true }),
+          400,
+        ],
+        ['unknown route', () => request(server()).get('/slots/../admin'), 404],
+        ['wrong method', () => request(server()).delete('/slots'), 404],
       ];
       for (const [what, send, status] of cases) {
         const answer = await send();
@@ -241,16 +338,18 @@ for (const major of MAJORS) {
       }
       await assert.rejects(readFile(registryPath), /ENOENT/, 'no cycle ran: nothing was recorded');
       assert.equal(s.service.context.stopSignaled, false);
-      const copies = await h.cluster.standby.sql(`SELECT 1 FROM pg_replication_slots WHERE slot_type = 'logical'`);
+      const copies = await h.cluster.standby.sql(
+        `SELECT 1 FROM pg_replication_slots WHERE slot_type = 'logical'`,
+      );
       assert.equal(copies.length, 0);
     });
 
     it('POST /sync is rate-limited per client with a clear 429', async () => {
       s = await startService(h.cluster, {}, { syncRatePerSecond: 2 });
       const statuses: number[] = [];
-      for (let i = 0; i < 8; i++) statuses.push((await request(s.app.server).post('/sync')).status);
+      for (let i = 0; i < 8; i++) statuses.push((await request(server()).post('/sync')).status);
       assert.ok(statuses.includes(429), statuses.join(','));
-      const limited = await request(s.app.server).post('/sync');
+      const limited = await request(server()).post('/sync');
       assert.equal(limited.status, 429);
       assert.match(limited.body.detail, /too many POST \/sync/);
       assert.ok(Number(limited.headers['retry-after']) >= 1);

@@ -24,32 +24,49 @@ describe('configuration', () => {
   it('names the variable that is wrong, and never shows the password', () => {
     const cases: [Record<string, string>, RegExp][] = [
       [{ SLOTSYNC_STANDBY_URL: base.SLOTSYNC_STANDBY_URL }, /^SLOTSYNC_PRIMARY_URL is required$/],
-      [{ ...base, SLOTSYNC_PRIMARY_URL: 'postgres://app:s3cret-pw@db1:5432' }, /^SLOTSYNC_PRIMARY_URL must name a database.*"dbname"/],
-      [{ ...base, SLOTSYNC_STANDBY_URL: 'mysql://app:s3cret-pw@db2/app' }, /^SLOTSYNC_STANDBY_URL must be a postgres:\/\/ URL/],
+      [
+        { ...base, SLOTSYNC_PRIMARY_URL: 'postgres://app:s3cret-pw@db1:5432' },
+        /^SLOTSYNC_PRIMARY_URL must name a database.*"dbname"/,
+      ],
+      [
+        { ...base, SLOTSYNC_STANDBY_URL: 'mysql://app:s3cret-pw@db2/app' },
+        /^SLOTSYNC_STANDBY_URL must be a postgres:\/\/ URL/,
+      ],
       [{ ...base, SLOTSYNC_PORT: 'eighty' }, /^SLOTSYNC_PORT must be an integer/],
       [{ ...base, SLOTSYNC_PORT: '70000' }, /^SLOTSYNC_PORT is invalid/],
       [{ ...base, SLOTSYNC_WORKER: 'maybe' }, /^SLOTSYNC_WORKER is invalid/],
       [{ ...base, SLOTSYNC_API_TOKEN: 'short' }, /^SLOTSYNC_API_TOKEN is invalid$/],
-      [{ ...base, SLOTSYNC_NAPTIME_MIN_MS: '5000', SLOTSYNC_NAPTIME_MAX_MS: '1000' }, /^SLOTSYNC_NAPTIME_MIN_MS must not exceed/],
+      [
+        { ...base, SLOTSYNC_NAPTIME_MIN_MS: '5000', SLOTSYNC_NAPTIME_MAX_MS: '1000' },
+        /^SLOTSYNC_NAPTIME_MIN_MS must not exceed/,
+      ],
     ];
     for (const [env, pattern] of cases) {
-      assert.throws(() => loadConfig(env), (error: Error & { code?: string }) => {
-        assert.equal(error.code, 'SLOTSYNC_CONFIG');
-        assert.match(error.message, pattern);
-        assert.doesNotMatch(error.message, /s3cret-pw|short/);
-        return true;
-      });
+      assert.throws(
+        () => loadConfig(env),
+        (error: Error & { code?: string }) => {
+          assert.equal(error.code, 'SLOTSYNC_CONFIG');
+          assert.match(error.message, pattern);
+          assert.doesNotMatch(error.message, /s3cret-pw|short/);
+          return true;
+        },
+      );
     }
   });
 
   it('accepts dbname as a query parameter', () => {
-    assert.doesNotThrow(() => loadConfig({ ...base, SLOTSYNC_PRIMARY_URL: 'postgresql://db1/?dbname=app' }));
+    assert.doesNotThrow(() =>
+      loadConfig({ ...base, SLOTSYNC_PRIMARY_URL: 'postgresql://db1/?dbname=app' }),
+    );
   });
 
   it('redacts passwords in URLs and messages', () => {
     assert.equal(redactUrl('postgres://u:pw@h:1/d'), 'postgres://u:*****@h:1/d');
     assert.equal(redactUrl('postgres://h/d?password=pw'), 'postgres://h/d?password=*****');
-    assert.equal(redactSecrets('failed for postgres://u:pw@h/d with token abcdef', ['abcdef']), 'failed for postgres://u:*****@h/d with token *****');
+    assert.equal(
+      redactSecrets('failed for postgres://u:pw@h/d with token abcdef', ['abcdef']),
+      'failed for postgres://u:*****@h/d with token *****',
+    );
   });
 });
 
@@ -70,19 +87,49 @@ describe('setup validation (ValidateSlotSyncParams, validate_remote_info)', () =
     validatePrimary(primary, standby);
   });
 
-  it('refuses each missing setting with slotsync.c\'s message', () => {
-    assert.throws(() => validateStandby({ ...standby, hotStandbyFeedback: false }), /^Error: replication slot synchronization requires "hot_standby_feedback" to be enabled$|requires "hot_standby_feedback" to be enabled/);
-    assert.throws(() => validateStandby({ ...standby, primarySlotName: '' }), /requires "primary_slot_name" to be set/);
-    assert.throws(() => validateStandby({ ...standby, primaryConninfoSet: false }), /requires "primary_conninfo" to be set/);
-    assert.throws(() => validateStandby({ ...standby, walLevel: 'replica' }), /requires "wal_level" >= "logical"/);
-    assert.throws(() => validateStandby({ ...standby, inRecovery: false }), /can only be synchronized to a standby server/);
-    assert.throws(() => validateStandby({ ...standby, syncReplicationSlots: true }), /sync_replication_slots/);
-    assert.throws(() => validateStandby({ ...standby, versionNum: 160004 }), /PostgreSQL 17 or later/);
+  it("refuses each missing setting with slotsync.c's message", () => {
+    assert.throws(
+      () => validateStandby({ ...standby, hotStandbyFeedback: false }),
+      /^Error: replication slot synchronization requires "hot_standby_feedback" to be enabled$|requires "hot_standby_feedback" to be enabled/,
+    );
+    assert.throws(
+      () => validateStandby({ ...standby, primarySlotName: '' }),
+      /requires "primary_slot_name" to be set/,
+    );
+    assert.throws(
+      () => validateStandby({ ...standby, primaryConninfoSet: false }),
+      /requires "primary_conninfo" to be set/,
+    );
+    assert.throws(
+      () => validateStandby({ ...standby, walLevel: 'replica' }),
+      /requires "wal_level" >= "logical"/,
+    );
+    assert.throws(
+      () => validateStandby({ ...standby, inRecovery: false }),
+      /can only be synchronized to a standby server/,
+    );
+    assert.throws(
+      () => validateStandby({ ...standby, syncReplicationSlots: true }),
+      /sync_replication_slots/,
+    );
+    assert.throws(
+      () => validateStandby({ ...standby, versionNum: 160004 }),
+      /PostgreSQL 17 or later/,
+    );
   });
 
   it('refuses a primary that is a standby, a missing physical slot, a version mismatch', () => {
-    assert.throws(() => validatePrimary({ ...primary, inRecovery: true }, standby), /^.*cannot synchronize replication slots from a standby server$/);
-    assert.throws(() => validatePrimary({ ...primary, physicalSlotExists: false }, standby), /replication slot "sb" specified by "primary_slot_name" does not exist on primary server/);
-    assert.throws(() => validatePrimary({ ...primary, versionNum: 180004 }, standby), /same major version/);
+    assert.throws(
+      () => validatePrimary({ ...primary, inRecovery: true }, standby),
+      /^.*cannot synchronize replication slots from a standby server$/,
+    );
+    assert.throws(
+      () => validatePrimary({ ...primary, physicalSlotExists: false }, standby),
+      /replication slot "sb" specified by "primary_slot_name" does not exist on primary server/,
+    );
+    assert.throws(
+      () => validatePrimary({ ...primary, versionNum: 180004 }, standby),
+      /same major version/,
+    );
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile, readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -23,7 +23,10 @@ describe('ownership registry', () => {
     const dir = await freshDir();
     const registry = await Registry.open(dir);
     assert.equal(registry.entries.size, 0);
-    const e = entry('a"b\\c', 'sync_ready', { confirmedFlushLsn: parseLsn('FFFFFFFF/1'), catalogXmin: 4294967290 });
+    const e = entry('a"b\\c', 'sync_ready', {
+      confirmedFlushLsn: parseLsn('FFFFFFFF/1'),
+      catalogXmin: 4294967290,
+    });
     await registry.write(new Map([[e.name, e]]));
     const reopened = await Registry.open(dir);
     assert.deepEqual(reopened.entries.get('a"b\\c'), e);
@@ -32,17 +35,41 @@ describe('ownership registry', () => {
 
   it('refuses corrupt content with a clear message instead of replacing it', async () => {
     const dir = await freshDir();
-    await writeFile(join(dir, 'registry.json'), '{"format":"slotsync-registry","version":1,"slots":[{"name":');
+    await writeFile(
+      join(dir, 'registry.json'),
+      '{"format":"slotsync-registry","version":1,"slots":[{"name":',
+    );
     await assert.rejects(Registry.open(dir), (error: Error & { code?: string }) => {
       assert.equal(error.code, 'SLOTSYNC_REGISTRY_CORRUPT');
       assert.match(error.message, /registry\.json is corrupt: it is not JSON/);
       return true;
     });
-    await writeFile(join(dir, 'registry.json'), '{"format":"slotsync-registry","version":1,"slots":[{"name":"x"}]}');
+    await writeFile(
+      join(dir, 'registry.json'),
+      '{"format":"slotsync-registry","version":1,"slots":[{"name":"x"}]}',
+    );
     await assert.rejects(Registry.open(dir), /is corrupt: \/slots\/0/);
-    await writeFile(join(dir, 'registry.json'), JSON.stringify({ format: 'slotsync-registry', version: 1, slots: [{ ...entry('x', 'sync_ready'), createdLsn: 'nope', confirmedFlushLsn: null, restartLsn: null }] }));
+    await writeFile(
+      join(dir, 'registry.json'),
+      JSON.stringify({
+        format: 'slotsync-registry',
+        version: 1,
+        slots: [
+          {
+            ...entry('x', 'sync_ready'),
+            createdLsn: 'nope',
+            confirmedFlushLsn: null,
+            restartLsn: null,
+          },
+        ],
+      }),
+    );
     await assert.rejects(Registry.open(dir), /is corrupt: invalid input syntax for type pg_lsn/);
-    assert.match(await readFile(join(dir, 'registry.json'), 'utf8'), /nope/, 'the corrupt file is kept for the operator');
+    assert.match(
+      await readFile(join(dir, 'registry.json'), 'utf8'),
+      /nope/,
+      'the corrupt file is kept for the operator',
+    );
   });
 
   it('sees a write made by another process (refresh)', async () => {
@@ -67,13 +94,20 @@ describe('ownership registry', () => {
       for (let n = 1; ; n++) await registry.write(big(n));
     `;
     for (let round = 0; round < 5; round++) {
-      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', '--input-type=module', '-e', script],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
       await new Promise((r) => setTimeout(r, 150 + round * 37));
       child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
       const reopened = await Registry.open(dir);
-      assert.ok(reopened.entries.size === 0 || reopened.entries.size === 2000, `round ${round}: ${reopened.entries.size}`);
+      assert.ok(
+        reopened.entries.size === 0 || reopened.entries.size === 2000,
+        `round ${round}: ${reopened.entries.size}`,
+      );
     }
     const final = await Registry.open(dir);
     assert.equal(final.entries.size, 2000, 'at least one write completed');

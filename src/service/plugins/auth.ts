@@ -32,13 +32,21 @@ export default fp(
       const expected = options.token();
       if (expected === undefined) {
         if (isLoopback(options.host())) return;
-        return sendProblem(reply, { status: 403, code: 'SLOTSYNC_FORBIDDEN', detail: 'POST routes need SLOTSYNC_API_TOKEN when the API listens beyond loopback' });
+        return sendProblem(reply, {
+          status: 403,
+          code: 'SLOTSYNC_FORBIDDEN',
+          detail: 'POST routes need SLOTSYNC_API_TOKEN when the API listens beyond loopback',
+        });
       }
       const header = request.headers.authorization ?? '';
       const match = /^Bearer\s+(.+)$/i.exec(header);
       if (!match || !tokenMatches(match[1]?.trim() ?? '', expected)) {
         reply.header('www-authenticate', 'Bearer realm="slotsync"');
-        return sendProblem(reply, { status: 401, code: 'SLOTSYNC_UNAUTHORIZED', detail: 'a valid bearer token is required (Authorization: Bearer <SLOTSYNC_API_TOKEN>)' });
+        return sendProblem(reply, {
+          status: 401,
+          code: 'SLOTSYNC_UNAUTHORIZED',
+          detail: 'a valid bearer token is required (Authorization: Bearer <SLOTSYNC_API_TOKEN>)',
+        });
       }
     });
   },

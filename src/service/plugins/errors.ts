@@ -62,21 +62,43 @@ export default fp(
       if (error instanceof SlotSyncError) {
         const status = STATUS[error.code] ?? 500;
         if (error.code === 'SLOTSYNC_LOCK_TIMEOUT') reply.header('retry-after', '1');
-        return sendProblem(reply, { status, code: error.code, detail: redactSecrets(error.message, secrets), hint: error.hint });
+        return sendProblem(reply, {
+          status,
+          code: error.code,
+          detail: redactSecrets(error.message, secrets),
+          hint: error.hint,
+        });
       }
       const fastifyError = error as FastifyError;
       if (fastifyError.validation) {
-        return sendProblem(reply, { status: 400, code: 'SLOTSYNC_BAD_REQUEST', detail: `${fastifyError.validationContext ?? 'request'} ${error.message.replace(/^(body|querystring|params|headers) ?/, '')}`.trim() });
+        return sendProblem(reply, {
+          status: 400,
+          code: 'SLOTSYNC_BAD_REQUEST',
+          detail:
+            `${fastifyError.validationContext ?? 'request'} ${error.message.replace(/^(body|querystring|params|headers) ?/, '')}`.trim(),
+        });
       }
       const status = fastifyError.statusCode;
       if (typeof status === 'number' && status >= 400 && status < 500) {
-        return sendProblem(reply, { status, code: fastifyError.code ?? 'SLOTSYNC_BAD_REQUEST', detail: error.message });
+        return sendProblem(reply, {
+          status,
+          code: fastifyError.code ?? 'SLOTSYNC_BAD_REQUEST',
+          detail: error.message,
+        });
       }
       request.log.error({ err: redactSecrets(error.message, secrets) }, 'request failed');
-      return sendProblem(reply, { status: 500, code: 'SLOTSYNC_INTERNAL', detail: redactSecrets(error.message, secrets) });
+      return sendProblem(reply, {
+        status: 500,
+        code: 'SLOTSYNC_INTERNAL',
+        detail: redactSecrets(error.message, secrets),
+      });
     });
     app.setNotFoundHandler((request, reply) =>
-      sendProblem(reply, { status: 404, code: 'SLOTSYNC_NOT_FOUND', detail: `no route ${request.method} ${request.url.split('?')[0]}` }),
+      sendProblem(reply, {
+        status: 404,
+        code: 'SLOTSYNC_NOT_FOUND',
+        detail: `no route ${request.method} ${request.url.split('?')[0]}`,
+      }),
     );
   },
   { name: 'slotsync-errors' },

@@ -28,13 +28,20 @@ export default fp(
       const now = Date.now();
       const key = request.ip;
       const bucket = buckets.get(key) ?? { tokens: capacity, at: now };
-      bucket.tokens = Math.min(capacity, bucket.tokens + ((now - bucket.at) / 1000) * options.perSecond);
+      bucket.tokens = Math.min(
+        capacity,
+        bucket.tokens + ((now - bucket.at) / 1000) * options.perSecond,
+      );
       bucket.at = now;
       if (bucket.tokens < 1) {
         const retry = Math.ceil((1 - bucket.tokens) / options.perSecond);
         reply.header('retry-after', String(retry));
         buckets.set(key, bucket);
-        return sendProblem(reply, { status: 429, code: 'SLOTSYNC_RATE_LIMITED', detail: `too many POST /sync from ${key}: at most ${options.perSecond} per second (bursts of ${capacity}); retry after ${retry} s` });
+        return sendProblem(reply, {
+          status: 429,
+          code: 'SLOTSYNC_RATE_LIMITED',
+          detail: `too many POST /sync from ${key}: at most ${options.perSecond} per second (bursts of ${capacity}); retry after ${retry} s`,
+        });
       }
       bucket.tokens -= 1;
       if (buckets.size >= MAX_CLIENTS && !buckets.has(key)) buckets.clear();

@@ -4,7 +4,10 @@ import { checkHealth } from '../health.js';
 import { HealthResponse, LiveResponse, problemResponse, SlotsResponse } from '../schemas.js';
 import type { SlotSyncService } from '../service.js';
 
-export default async function readRoutes(app: FastifyInstance, options: { service: SlotSyncService }) {
+export default async function readRoutes(
+  app: FastifyInstance,
+  options: { service: SlotSyncService },
+) {
   const { service } = options;
 
   app.get(

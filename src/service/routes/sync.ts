@@ -1,8 +1,15 @@
 /** POST /sync and POST /shutdown: the calls an orchestrator makes. */
 import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
+import {
+  CycleReport,
+  problemResponse,
+  ShutdownBody,
+  ShutdownResponse,
+  SyncBody,
+  SyncQuery,
+} from '../schemas.js';
 import type { SlotSyncService } from '../service.js';
-import { CycleReport, ShutdownBody, ShutdownResponse, SyncBody, SyncQuery, problemResponse } from '../schemas.js';
 
 const problems = {
   400: problemResponse('Malformed request: bad JSON, unknown field, wrong type'),
@@ -13,10 +20,15 @@ const problems = {
   415: problemResponse('Body is not application/json'),
   429: problemResponse('Too many POST /sync from this client'),
   500: problemResponse('Unexpected failure'),
-  503: problemResponse('The setup is invalid, a server is unreachable, or the wait for an in-flight cycle timed out'),
+  503: problemResponse(
+    'The setup is invalid, a server is unreachable, or the wait for an in-flight cycle timed out',
+  ),
 };
 
-export default async function syncRoutes(app: FastifyInstance, options: { service: SlotSyncService }) {
+export default async function syncRoutes(
+  app: FastifyInstance,
+  options: { service: SlotSyncService },
+) {
   const { service } = options;
 
   app.post<{ Body: Static<typeof SyncBody> | undefined; Querystring: Static<typeof SyncQuery> }>(
