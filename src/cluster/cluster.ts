@@ -55,7 +55,7 @@ const BASE_SETTINGS: Settings = {
   full_page_writes: true,
   max_prepared_transactions: 10,
   wal_receiver_status_interval: 1,
-  log_min_messages: 'log',
+  log_min_messages: 'warning',
   log_line_prefix: '%m [%p] ',
 };
 

@@ -141,6 +141,12 @@ export class PgServer {
     }
   }
 
+  /** Promotes a standby and waits until it accepts writes. */
+  async promote(): Promise<void> {
+    const [row] = await this.sql<{ promoted: boolean }>('SELECT pg_promote(true, 60) AS promoted');
+    if (!row?.promoted) throw new Error(`${this.name} was not promoted within 60 s`);
+  }
+
   /** SIGSTOP / SIGCONT: a server that stops answering. */
   pause(): void {
     this.#process?.kill('SIGSTOP');

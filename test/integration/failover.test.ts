@@ -1,0 +1,258 @@
+/**
+ * The moment slotsync exists for: promotion of the standby, driven as an orchestrator
+ * would, with a real subscription (`CREATE SUBSCRIPTION ... WITH (failover = true)`) and a
+ * test_decoding consumer. Every committed row must arrive exactly once. The control case
+ * (no slotsync) must lose the slot, so these tests prove something.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import request from 'supertest';
+import { MAJORS } from '../../src/cluster/binaries.js';
+import { type Cluster, startCluster } from '../../src/cluster/cluster.js';
+import {
+  countRows,
+  pointSubscriptionAt,
+  SUBSCRIPTION,
+  setupSubscription,
+  Writer,
+} from '../../src/cluster/workload.js';
+import { createPrimarySlot, slotRow, waitFor } from '../helpers/harness.js';
+import { type ServiceUnderTest, startService } from '../helpers/service.js';
+
+interface SlotsAnswer {
+  slots: { name: string; sync_ready: boolean; lag_bytes: number | null }[];
+}
+
+/** Subscriber rows are exactly 1..expected: none missing, none twice (id is the key). */
+async function assertExactlyOnce(cluster: Cluster, expected: number): Promise<void> {
+  const subscriber = cluster.subscriber;
+  assert.ok(subscriber);
+  await waitFor(
+    `the subscriber to hold ${expected} rows`,
+    async () => (await countRows(subscriber)).count >= expected,
+    60_000,
+  );
+  const [row] = await subscriber.sql<{ n: number; distinct_ids: number; min: number; max: number }>(
+    'SELECT count(*)::int AS n, count(DISTINCT id)::int AS distinct_ids, min(id)::int AS min, max(id)::int AS max FROM items',
+  );
+  assert.deepEqual(row, { n: expected, distinct_ids: expected, min: 1, max: expected });
+  // The only errors allowed are the lost connection to the old primary while it went down.
+  const errors = (await subscriber.logTail(1000))
+    .split('\n')
+    .filter((line) => /ERROR|FATAL/.test(line))
+    .filter(
+      (line) =>
+        !/could not receive data from WAL stream|could not connect to the publisher|terminating logical replication worker due to/.test(
+          line,
+        ),
+    );
+  assert.deepEqual(
+    errors,
+    [],
+    'the subscription applied every change without error (no duplicate key)',
+  );
+}
+
+function testDecodingIds(rows: { data: string }[]): number[] {
+  return rows
+    .map((r) => /^table public\.items: INSERT: id\[bigint\]:(\d+)/.exec(r.data)?.[1])
+    .filter((id): id is string => id !== undefined)
+    .map(Number);
+}
+
+for (const major of MAJORS) {
+  describe(`failover on PostgreSQL ${major}`, () => {
+    const cleanups: (() => Promise<void>)[] = [];
+    after(async () => {
+      for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+    });
+
+    it('a subscription and a test_decoding consumer carry on after promotion, every row exactly once', async () => {
+      const cluster = await startCluster({
+        major,
+        subscriber: true,
+        synchronizedStandbySlots: true,
+      });
+      cleanups.push(() => cluster.stop());
+      const subscriber = cluster.subscriber;
+      assert.ok(subscriber);
+      await setupSubscription(cluster.primary, subscriber);
+      await createPrimarySlot(cluster, 'cdc', { plugin: 'test_decoding' });
+      const service: ServiceUnderTest = await startService(cluster, {
+        SLOTSYNC_WORKER: 'on',
+        SLOTSYNC_NAPTIME_MIN_MS: '50',
+        SLOTSYNC_NAPTIME_MAX_MS: '500',
+      });
+      cleanups.push(() => service.close());
+      const api = () => request(service.app.server);
+
+      const writer = new Writer(5);
+      writer.start(cluster.primary);
+      const consumed: number[] = [];
+      const consume = async () => {
+        const rows = await cluster.primary.sql<{ data: string }>(
+          `SELECT data FROM pg_logical_slot_get_changes('cdc', NULL, NULL)`,
+        );
+        consumed.push(...testDecodingIds(rows));
+      };
+
+      // 1. Wait until the orchestrator sees every copy sync-ready.
+      const started = Date.now();
+      await waitFor(
+        'both copies sync-ready',
+        async () => {
+          await consume();
+          const answer = await api().get('/slots');
+          const slots = (answer.body as SlotsAnswer).slots;
+          return ['cdc', SUBSCRIPTION].every(
+            (name) => slots.find((s) => s.name === name)?.sync_ready === true,
+          );
+        },
+        60_000,
+      );
+      const timeToReady = Date.now() - started;
+
+      // 2. The consumer stops at a position the copy has reached; the last sync is final.
+      await consume();
+      const lastConsumed = consumed.at(-1) ?? 0;
+      const cdcConfirmed = (await slotRow(cluster.primary, 'cdc'))?.confirmed_flush_lsn;
+      await cluster.waitForReplay();
+      const shutdown = await api().post('/shutdown').send({ finalSync: true }).expect(200);
+      assert.equal(shutdown.body.stopped, true);
+      for (const name of ['cdc', SUBSCRIPTION]) {
+        const view = shutdown.body.slots.find((s: { name: string }) => s.name === name);
+        assert.equal(view?.sync_ready, true, `${name} is sync-ready at shutdown`);
+      }
+      assert.equal((await slotRow(cluster.standby, 'cdc'))?.confirmed_flush_lsn, cdcConfirmed);
+
+      // 3. The subscriber keeps receiving from the old primary after shutdown: its copy is
+      //    now behind it, which must still be exact after promotion.
+      const atShutdown = writer.lastCommitted;
+      await waitFor(
+        'more rows after shutdown',
+        async () => writer.lastCommitted >= atShutdown + 50,
+      );
+      const lastOld = await writer.stop();
+      await waitFor(
+        'the subscriber caught up with the old primary',
+        async () => (await countRows(subscriber)).count === lastOld,
+      );
+      await cluster.waitForReplay();
+
+      // 4. The failover: primary down hard, standby promoted, subscription pointed at it.
+      const failoverStarted = Date.now();
+      await cluster.primary.stop('immediate');
+      await cluster.standby.promote();
+      await pointSubscriptionAt(subscriber, cluster.standby);
+      writer.start(cluster.standby);
+      await waitFor('rows on the new primary', async () => writer.lastCommitted >= lastOld + 100);
+      const total = await writer.stop();
+      await assertExactlyOnce(cluster, total);
+      const failoverMs = Date.now() - failoverStarted;
+
+      // 5. The test_decoding consumer resumes on the new primary exactly after its last row.
+      const after = testDecodingIds(
+        await cluster.standby.sql<{ data: string }>(
+          `SELECT data FROM pg_logical_slot_get_changes('cdc', NULL, NULL)`,
+        ),
+      );
+      assert.equal(
+        after[0],
+        lastConsumed + 1,
+        'the first change after failover follows the last one consumed',
+      );
+      assert.deepEqual(
+        after,
+        Array.from({ length: total - lastConsumed }, (_, i) => lastConsumed + 1 + i),
+      );
+      process.stdout.write(
+        `# PostgreSQL ${major}: first sync-ready after ${timeToReady} ms, failover to all rows applied ${failoverMs} ms, ${total} rows\n`,
+      );
+    });
+
+    it('the standby promoted underneath slotsync (no POST /shutdown): the worker stops, /health says so, nothing is dropped', async () => {
+      const cluster = await startCluster({ major, synchronizedStandbySlots: true });
+      cleanups.push(() => cluster.stop());
+      await createPrimarySlot(cluster, 'ready_copy', { plugin: 'test_decoding' });
+      await createPrimarySlot(cluster, 'temp_copy', { plugin: 'test_decoding' });
+      const service = await startService(cluster, {
+        SLOTSYNC_WORKER: 'on',
+        SLOTSYNC_NAPTIME_MIN_MS: '20',
+        SLOTSYNC_NAPTIME_MAX_MS: '100',
+      });
+      cleanups.push(() => service.close());
+      const api = () => request(service.app.server);
+      await cluster.primary.sql('CREATE TABLE ticks (x int)');
+      await waitFor('one copy sync-ready, one temporary', async () => {
+        await cluster.primary.sql('INSERT INTO ticks VALUES (1)');
+        await cluster.primary.sql(
+          `SELECT count(*) FROM pg_logical_slot_get_changes('ready_copy', NULL, NULL)`,
+        );
+        const slots = (await api().get('/slots')).body as SlotsAnswer;
+        return (
+          slots.slots.find((s) => s.name === 'ready_copy')?.sync_ready === true &&
+          slots.slots.some((s) => s.name === 'temp_copy')
+        );
+      });
+      await cluster.primary.stop('immediate');
+      await cluster.standby.promote();
+      await waitFor(
+        'the worker stopped by itself',
+        async () => service.service.context.workerState === 'stopped_promoted',
+      );
+      const health = await api().get('/health').expect(503);
+      assert.equal(health.body.checks.worker.status, 'fail');
+      assert.match(health.body.checks.worker.detail, /promoted/);
+      const left = await cluster.standby.sql<{ slot_name: string }>(
+        `SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1`,
+      );
+      assert.deepEqual(
+        left.map((r) => r.slot_name),
+        ['ready_copy', 'temp_copy'],
+        'nothing dropped on the new primary',
+      );
+      const sync = await api().post('/sync').expect(503);
+      assert.equal(
+        sync.body.detail,
+        'replication slots can only be synchronized to a standby server',
+      );
+    });
+
+    it('control: without slotsync the promoted standby has no slot and the subscription stops', async () => {
+      const cluster = await startCluster({
+        major,
+        subscriber: true,
+        synchronizedStandbySlots: true,
+      });
+      cleanups.push(() => cluster.stop());
+      const subscriber = cluster.subscriber;
+      assert.ok(subscriber);
+      await setupSubscription(cluster.primary, subscriber);
+      const writer = new Writer(5);
+      writer.start(cluster.primary);
+      await waitFor('some rows', async () => writer.lastCommitted >= 50);
+      const lastOld = await writer.stop();
+      await waitFor(
+        'the subscriber caught up',
+        async () => (await countRows(subscriber)).count === lastOld,
+      );
+      await cluster.waitForReplay();
+      await cluster.primary.stop('immediate');
+      await cluster.standby.promote();
+      assert.equal(await slotRow(cluster.standby, SUBSCRIPTION), undefined, 'the slot is lost');
+      await pointSubscriptionAt(subscriber, cluster.standby);
+      writer.start(cluster.standby);
+      await waitFor('the subscriber reports the missing slot', async () =>
+        /replication slot "slotsync_sub" does not exist/.test(await subscriber.logTail(200)),
+      ).catch(async (error) => {
+        throw new Error(`${error.message}\n${await subscriber.logTail(60)}`);
+      });
+      await writer.stop();
+      assert.equal(
+        (await countRows(subscriber)).count,
+        lastOld,
+        'no row written after promotion arrived',
+      );
+    });
+  });
+}
