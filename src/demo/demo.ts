@@ -110,14 +110,17 @@ export async function runDemo(argv: readonly string[]): Promise<void> {
       note = 'POST /shutdown';
       const answer = await (await fetch(`${base}/shutdown`, { method: 'POST' })).json();
       note = `shutdown: ${answer.slots.filter((s: SlotView) => s.sync_ready).length} sync-ready copies kept, ${answer.dropped.length} dropped; stopping the primary (-m immediate)`;
+      const shutdownMs = Date.now() - failoverStartedAt;
       lastOld = await writer.stop();
       await cluster.waitForReplay();
       await cluster.primary.stop('immediate');
       note = 'promoting the standby';
+      const promoteStarted = Date.now();
       await cluster.standby.promote();
+      const promoteMs = Date.now() - promoteStarted;
       await pointSubscriptionAt(subscriber, cluster.standby);
       writer.start(cluster.standby);
-      note = `promoted; subscription ${SUBSCRIPTION} now reads from the new primary (port ${cluster.standby.port})`;
+      note = `promoted; subscription ${SUBSCRIPTION} now reads from the new primary (port ${cluster.standby.port}); shutdown took ${shutdownMs} ms, promotion ${promoteMs} ms`;
       phase = 'promoted';
     };
 
