@@ -50,7 +50,6 @@ export async function countRows(server: PgServer): Promise<{ count: number; max:
 export class Writer {
   lastCommitted = 0;
   errors = 0;
-  #client: pg.Client | undefined;
   #running: Promise<void> | undefined;
   #stop = false;
 
@@ -76,7 +75,6 @@ export class Writer {
       application_name: 'slotsync-writer',
     });
     client.on('error', () => undefined);
-    this.#client = client;
     try {
       await client.connect();
       while (!this.#stop) {
@@ -92,7 +90,6 @@ export class Writer {
       }
     } finally {
       await client.end().catch(() => undefined);
-      this.#client = undefined;
     }
   }
 }

@@ -16,6 +16,7 @@ export function numberOption(argv: readonly string[], name: string): number | un
   const value = option(argv, name);
   if (value === undefined) return undefined;
   const parsed = Number(value);
-  if (!Number.isFinite(parsed) || parsed < 0) throw new Error(`--${name} needs a number, got "${value}"`);
+  if (!Number.isFinite(parsed) || parsed < 0)
+    throw new Error(`--${name} needs a number, got "${value}"`);
   return parsed;
 }

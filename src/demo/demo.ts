@@ -6,7 +6,13 @@
 import { pino } from 'pino';
 import type { Major } from '../cluster/binaries.js';
 import { type Cluster, startCluster } from '../cluster/cluster.js';
-import { countRows, pointSubscriptionAt, SUBSCRIPTION, setupSubscription, Writer } from '../cluster/workload.js';
+import {
+  countRows,
+  pointSubscriptionAt,
+  SUBSCRIPTION,
+  setupSubscription,
+  Writer,
+} from '../cluster/workload.js';
 import { loadConfig } from '../config.js';
 import { buildApp } from '../service/app.js';
 import { SlotSyncService } from '../service/service.js';
@@ -27,7 +33,9 @@ export async function runDemo(argv: readonly string[]): Promise<void> {
   const tty = process.stdout.isTTY === true;
   const say = (line: string) => process.stdout.write(`${line}\n`);
 
-  say(`starting PostgreSQL ${major}: primary, standby and subscriber (embedded, ${process.getuid?.() === 0 ? 'run as an unprivileged user' : 'run as you'}) ...`);
+  say(
+    `starting PostgreSQL ${major}: primary, standby and subscriber (embedded, ${process.getuid?.() === 0 ? 'run as an unprivileged user' : 'run as you'}) ...`,
+  );
   const started = Date.now();
   const cluster = await startCluster({ major, subscriber: true, synchronizedStandbySlots: true });
   let service: SlotSyncService | undefined;
@@ -50,7 +58,10 @@ export async function runDemo(argv: readonly string[]): Promise<void> {
   try {
     const subscriber = cluster.subscriber as NonNullable<Cluster['subscriber']>;
     await setupSubscription(cluster.primary, subscriber);
-    await cluster.primary.sql(`SELECT pg_create_logical_replication_slot($1, 'test_decoding', false, false, true)`, [CDC_SLOT]);
+    await cluster.primary.sql(
+      `SELECT pg_create_logical_replication_slot($1, 'test_decoding', false, false, true)`,
+      [CDC_SLOT],
+    );
 
     const stateDir = `${cluster.root}/slotsync-state`;
     const config = loadConfig({
@@ -66,7 +77,9 @@ export async function runDemo(argv: readonly string[]): Promise<void> {
       await app.listen({ host: config.host, port: config.port });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-        process.stderr.write(`\nport ${port} on 127.0.0.1 is busy (another slotsync?): run npm run demo -- --port 18432\n`);
+        process.stderr.write(
+          `\nport ${port} on 127.0.0.1 is busy (another slotsync?): run npm run demo -- --port 18432\n`,
+        );
         await stopAll(2);
       }
       throw error;
@@ -126,19 +139,36 @@ export async function runDemo(argv: readonly string[]): Promise<void> {
 
     const consumeCdc = async () => {
       if (phase === 'syncing') {
-        await cluster.primary.sql(`SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`, [CDC_SLOT]).catch(() => undefined);
+        await cluster.primary
+          .sql(`SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`, [CDC_SLOT])
+          .catch(() => undefined);
       }
     };
 
-    for (let tick = 0; ; tick++) {
+    for (;;) {
       await consumeCdc();
       const views = ((await (await fetch(`${base}/slots`)).json()).slots ?? []) as SlotView[];
-      if (firstReadyMs === undefined && views.length > 0 && views.every((v) => v.sync_ready)) firstReadyMs = Date.now() - serviceStarted;
+      if (firstReadyMs === undefined && views.length > 0 && views.every((v) => v.sync_ready))
+        firstReadyMs = Date.now() - serviceStarted;
       const sub = await countRows(subscriber);
-      if (phase === 'promoted' && failoverMs === undefined && sub.max > lastOld) failoverMs = Date.now() - failoverStartedAt;
-      render(tty, { major, phase, views, committed: writer.lastCommitted, subscriber: sub, firstReadyMs, failoverMs, note, elapsed: (Date.now() - started) / 1000 });
+      if (phase === 'promoted' && failoverMs === undefined && sub.max > lastOld)
+        failoverMs = Date.now() - failoverStartedAt;
+      render(tty, {
+        major,
+        phase,
+        views,
+        committed: writer.lastCommitted,
+        subscriber: sub,
+        firstReadyMs,
+        failoverMs,
+        note,
+        elapsed: (Date.now() - started) / 1000,
+      });
       const seconds = (Date.now() - started) / 1000;
-      if (phase === 'syncing' && (failoverRequested || (failoverAfter !== undefined && seconds >= failoverAfter))) {
+      if (
+        phase === 'syncing' &&
+        (failoverRequested || (failoverAfter !== undefined && seconds >= failoverAfter))
+      ) {
         void failover().catch((error) => {
           note = `failover failed: ${(error as Error).message}`;
         });
@@ -146,10 +176,15 @@ export async function runDemo(argv: readonly string[]): Promise<void> {
       if (exitAfter !== undefined && seconds >= exitAfter) {
         const committed = await writer.stop();
         await waitCaughtUp(subscriber, committed);
-        const final = await subscriber.sql<{ n: number; d: number; max: number }>('SELECT count(*)::int AS n, count(DISTINCT id)::int AS d, coalesce(max(id), 0)::int AS max FROM items');
+        const final = await subscriber.sql<{ n: number; d: number; max: number }>(
+          'SELECT count(*)::int AS n, count(DISTINCT id)::int AS d, coalesce(max(id), 0)::int AS max FROM items',
+        );
         const row = final[0];
-        const exact = row !== undefined && row.n === committed && row.d === committed && row.max === committed;
-        say(`\n${exact ? 'OK' : 'MISMATCH'}: ${committed} rows committed, subscriber holds ${row?.n} (${row?.d} distinct, max id ${row?.max})${phase === 'promoted' ? `; failover: first new row at the subscriber ${failoverMs} ms after it began` : ''}`);
+        const exact =
+          row !== undefined && row.n === committed && row.d === committed && row.max === committed;
+        say(
+          `\n${exact ? 'OK' : 'MISMATCH'}: ${committed} rows committed, subscriber holds ${row?.n} (${row?.d} distinct, max id ${row?.max})${phase === 'promoted' ? `; failover: first new row at the subscriber ${failoverMs} ms after it began` : ''}`,
+        );
         await stopAll(exact ? 0 : 1);
       }
       await delay(1000);
@@ -160,7 +195,10 @@ export async function runDemo(argv: readonly string[]): Promise<void> {
   }
 }
 
-async function waitCaughtUp(subscriber: NonNullable<Cluster['subscriber']>, committed: number): Promise<void> {
+async function waitCaughtUp(
+  subscriber: NonNullable<Cluster['subscriber']>,
+  committed: number,
+): Promise<void> {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline && (await countRows(subscriber)).count < committed) await delay(100);
 }
@@ -182,7 +220,10 @@ function render(tty: boolean, v: View): void {
     `slotsync demo · PostgreSQL ${v.major} · ${v.elapsed.toFixed(0)} s · phase: ${v.phase}`,
     '',
     `${'slot'.padEnd(16)}${'state'.padEnd(12)}${'sync_ready'.padEnd(12)}lag (bytes)`,
-    ...v.views.map((s) => `${s.name.padEnd(16)}${s.state.padEnd(12)}${String(s.sync_ready).padEnd(12)}${s.lag_bytes ?? '-'}`),
+    ...v.views.map(
+      (s) =>
+        `${s.name.padEnd(16)}${s.state.padEnd(12)}${String(s.sync_ready).padEnd(12)}${s.lag_bytes ?? '-'}`,
+    ),
     '',
     `rows committed ${v.committed}   rows at the subscriber ${v.subscriber.count} (max id ${v.subscriber.max})`,
     `every copy sync-ready ${v.firstReadyMs === undefined ? '…' : `${v.firstReadyMs} ms after slotsync started`}${v.failoverMs === undefined ? '' : `   failover: subscriber carried on ${v.failoverMs} ms after it began`}`,
