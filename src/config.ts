@@ -27,6 +27,12 @@ export const EnvSchema = Type.Object({
   ),
   SLOTSYNC_NAPTIME_MIN_MS: Int(10, 3_600_000, 200, 'worker naptime after a change'),
   SLOTSYNC_NAPTIME_MAX_MS: Int(10, 3_600_000, 30_000, 'longest worker naptime while idle'),
+  SLOTSYNC_CHANGE_POLL_MS: Int(
+    0,
+    3_600_000,
+    200,
+    'while the worker naps, how often it checks the primary for a slot change (0: never)',
+  ),
   SLOTSYNC_RESTART_INTERVAL_MS: Int(0, 3_600_000, 10_000, 'wait after a failed cycle'),
   SLOTSYNC_SYNC_WAIT_MS: Int(0, 600_000, 30_000, 'how long POST /sync waits for a cycle'),
   SLOTSYNC_STATEMENT_TIMEOUT_MS: Int(100, 600_000, 30_000, 'timeout of every statement'),
@@ -59,6 +65,7 @@ export interface Config {
   naptimeMinMs: number;
   naptimeMaxMs: number;
   restartIntervalMs: number;
+  changePollMs: number;
   syncWaitMs: number;
   statementTimeoutMs: number;
   createTimeoutMs: number;
@@ -108,6 +115,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     naptimeMinMs: env.SLOTSYNC_NAPTIME_MIN_MS,
     naptimeMaxMs: env.SLOTSYNC_NAPTIME_MAX_MS,
     restartIntervalMs: env.SLOTSYNC_RESTART_INTERVAL_MS,
+    changePollMs: env.SLOTSYNC_CHANGE_POLL_MS,
     syncWaitMs: env.SLOTSYNC_SYNC_WAIT_MS,
     statementTimeoutMs: env.SLOTSYNC_STATEMENT_TIMEOUT_MS,
     createTimeoutMs: env.SLOTSYNC_CREATE_TIMEOUT_MS,

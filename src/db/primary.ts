@@ -12,6 +12,8 @@ export interface PrimaryState {
   synchronizedStandbySlots: string | null;
   slots: RemoteSlot[];
   oldestPreparedAt: Map<string, Date>;
+  /** Digest of every failover slot's state: the worker polls it to wake on a change. */
+  fingerprint: string;
 }
 
 interface PrimaryRow {
@@ -22,7 +24,17 @@ interface PrimaryRow {
   synchronized_standby_slots: string | null;
   slots: SlotJson[];
   prepared: Record<string, string>;
+  fingerprint: string;
 }
+
+/** One digest over what a cycle acts on; compared between cycles, never stored. */
+const FINGERPRINT = `
+  (SELECT pg_catalog.md5(coalesce(string_agg(
+            f.slot_name || '/' || coalesce(f.confirmed_flush_lsn::text, '') || '/' ||
+            coalesce(f.restart_lsn::text, '') || '/' || coalesce(f.catalog_xmin::text, '') || '/' ||
+            coalesce(f.invalidation_reason, '') || '/' || f.plugin || '/' || f.two_phase::text,
+            ',' ORDER BY f.slot_name), ''))
+     FROM pg_catalog.pg_replication_slots f WHERE f.failover AND NOT f.temporary)`;
 
 /**
  * Everything a cycle needs from the primary in one statement: slotsync.c's slot query,
@@ -39,7 +51,8 @@ SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
          WHERE s.failover AND NOT s.temporary) AS slots,
        (SELECT coalesce(json_object_agg(p.database, p.oldest), '{}'::json)
           FROM (SELECT database, min(prepared) AS oldest
-                  FROM pg_catalog.pg_prepared_xacts GROUP BY database) p) AS prepared`;
+                  FROM pg_catalog.pg_prepared_xacts GROUP BY database) p) AS prepared,
+       ${FINGERPRINT} AS fingerprint`;
 
 export async function readPrimary(pool: pg.Pool, primarySlotName: string): Promise<PrimaryState> {
   const result = await pool.query<PrimaryRow>(READ_PRIMARY, [primarySlotName]);
@@ -55,6 +68,7 @@ export async function readPrimary(pool: pg.Pool, primarySlotName: string): Promi
     oldestPreparedAt: new Map(
       Object.entries(row.prepared).map(([database, at]) => [database, new Date(at)]),
     ),
+    fingerprint: row.fingerprint,
   };
 }
 
@@ -101,4 +115,10 @@ export async function probePrimary(pool: pg.Pool, primarySlotName: string): Prom
     physicalSlotExists: row.physical_slot_exists,
     synchronizedStandbySlots: row.synchronized_standby_slots,
   };
+}
+
+/** The cheap change probe the worker runs while it naps (one digest, no rows). */
+export async function readFingerprint(pool: pg.Pool): Promise<string> {
+  const result = await pool.query<{ fingerprint: string }>(`SELECT ${FINGERPRINT} AS fingerprint`);
+  return result.rows[0]?.fingerprint ?? '';
 }

@@ -12,6 +12,7 @@ import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { formatLsn } from '../sync/lsn.js';
 import { planCycle } from '../sync/plan.js';
+import { remoteAheadOfStandby } from '../sync/rules.js';
 import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
@@ -50,6 +51,10 @@ export interface CycleResult {
   synchronizedStandbySlots: string | null;
   remote: RemoteSlot[];
   local: LocalSlot[];
+  /** The primary's slot digest as this cycle read it (see readFingerprint). */
+  fingerprint: string;
+  /** Slots skipped because the standby has not replayed their position yet. */
+  waitingForReplay: number;
 }
 
 export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
@@ -114,6 +119,10 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       synchronizedStandbySlots: primary.synchronizedStandbySlots,
       remote: primary.slots,
       local,
+      fingerprint: primary.fingerprint,
+      waitingForReplay: primary.slots.filter(
+        (slot) => slot.failover && remoteAheadOfStandby(slot, input.standbyReplayLsn),
+      ).length,
     };
   } catch (error) {
     if (!(error instanceof SlotSyncError)) broken = error as Error;

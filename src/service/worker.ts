@@ -5,6 +5,7 @@
  * promotion started. start() and stop() are idempotent and clear every timer they set.
  */
 import type { Logger } from 'pino';
+import { readFingerprint } from '../db/primary.js';
 import { messageOf, SlotSyncError } from '../errors.js';
 import { delay } from '../util.js';
 import type { SyncContext } from './context.js';
@@ -15,6 +16,7 @@ export interface WorkerOptions {
   naptimeMinMs: number;
   naptimeMaxMs: number;
   restartIntervalMs: number;
+  changePollMs: number;
 }
 
 export class Worker {
@@ -69,6 +71,32 @@ export class Worker {
     if (this.context.workerState !== 'stopped_promoted') this.context.workerState = state;
   }
 
+  /**
+   * wait_for_slot_activity(), with cheap change detection: while napping, poll the
+   * primary's slot digest every changePollMs and wake as soon as it differs from what the
+   * last cycle read. True when woken by a change.
+   */
+  async #nap(ms: number, fingerprint: string, signal: AbortSignal): Promise<boolean> {
+    const poll = this.#options.changePollMs;
+    if (poll <= 0 || ms <= poll) {
+      await delay(ms, signal);
+      return false;
+    }
+    const until = Date.now() + ms;
+    while (!signal.aborted) {
+      const left = until - Date.now();
+      if (left <= 0) return false;
+      await delay(Math.min(poll, left), signal);
+      if (signal.aborted || Date.now() >= until) return false;
+      try {
+        if ((await readFingerprint(this.context.engine.deps.primary)) !== fingerprint) return true;
+      } catch {
+        return true; // let a cycle meet the error and report it
+      }
+    }
+    return false;
+  }
+
   async #run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       try {
@@ -76,16 +104,25 @@ export class Worker {
           trigger: 'worker',
           waitMs: Number.POSITIVE_INFINITY,
         });
+        // A slot waiting for the standby's replay will be syncable soon: do not back off.
+        const busy = result.report.updated || result.waitingForReplay > 0;
         this.#naptime = nextNaptime(
           this.#naptime,
-          result.report.updated,
+          busy,
           this.#options.naptimeMinMs,
           this.#options.naptimeMaxMs,
         );
         this.metrics.naptime.set(this.#naptime / 1000);
         if (this.context.workerState === 'restarting') this.context.workerState = 'running';
         this.context.workerDetail = undefined;
-        await delay(this.#naptime, signal);
+        // The standby replays within milliseconds: retry at the poll interval, not a naptime.
+        const nap =
+          result.waitingForReplay > 0 && this.#options.changePollMs > 0
+            ? Math.min(this.#naptime, this.#options.changePollMs)
+            : this.#naptime;
+        if (await this.#nap(nap, result.fingerprint, signal)) {
+          this.#naptime = this.#options.naptimeMinMs;
+        }
       } catch (error) {
         if (signal.aborted) return;
         const code = error instanceof SlotSyncError ? error.code : undefined;

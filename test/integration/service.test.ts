@@ -178,6 +178,48 @@ for (const major of MAJORS) {
       );
     });
 
+    it('the worker naps up to SLOTSYNC_NAPTIME_MAX_MS while idle, yet wakes on a slot change on the primary', async () => {
+      await createPrimarySlot(h.cluster, 'wake_me', { plugin: 'test_decoding' });
+      await h.cluster.primary.sql('CREATE TABLE IF NOT EXISTS wake (x int)');
+      s = await startService(h.cluster, {
+        SLOTSYNC_WORKER: 'on',
+        SLOTSYNC_NAPTIME_MIN_MS: '3000',
+        SLOTSYNC_NAPTIME_MAX_MS: '60000',
+        SLOTSYNC_CHANGE_POLL_MS: '50',
+      });
+      const service = s.service;
+      await waitFor('the copy sync-ready', async () => {
+        await h.cluster.primary.sql('INSERT INTO wake VALUES (1)');
+        await h.cluster.primary.sql(
+          `SELECT count(*) FROM pg_logical_slot_get_changes('wake_me', NULL, NULL)`,
+        );
+        return (
+          service.context.snapshot.lastResult?.views.find((v) => v.name === 'wake_me')
+            ?.sync_ready === true
+        );
+      });
+      await waitFor('the worker backed off', async () => service.worker.naptimeMs >= 6_000, 20_000);
+      await h.cluster.primary.sql('INSERT INTO wake VALUES (2)');
+      await h.cluster.primary.sql(
+        `SELECT count(*) FROM pg_logical_slot_get_changes('wake_me', NULL, NULL)`,
+      );
+      const [target] = await h.cluster.primary.sql<{ lsn: string }>(
+        `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'wake_me'`,
+      );
+      const changed = Date.now();
+      await waitFor(
+        'the copy to follow within seconds, not after the long nap',
+        async () => {
+          const [copy] = await h.cluster.standby.sql<{ lsn: string }>(
+            `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'wake_me'`,
+          );
+          return copy?.lsn === target?.lsn;
+        },
+        2_000,
+      );
+      assert.ok(Date.now() - changed < 2_000, 'well before the 6 s nap would have ended');
+    });
+
     it('POST /shutdown waits for the in-flight cycle, drops copies that are not sync-ready, keeps ready ones, then refuses syncs', async () => {
       await createPrimarySlot(h.cluster, 'ready_one', { plugin: 'test_decoding' });
       await createPrimarySlot(h.cluster, 'not_ready', { plugin: 'test_decoding' });
