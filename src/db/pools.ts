@@ -15,6 +15,30 @@ export interface PoolOptions {
   logger: Logger;
 }
 
+function connectionConfig(options: PoolOptions, applicationName: string): pg.ClientConfig {
+  return {
+    connectionString: options.url,
+    application_name: applicationName,
+    connectionTimeoutMillis: options.connectTimeoutMs,
+    statement_timeout: options.statementTimeoutMs,
+    query_timeout: options.statementTimeoutMs + 5_000,
+    keepAlive: true,
+    options: '-c client_connection_check_interval=1000',
+  };
+}
+
+/** One dedicated connection (the standby's sync-lock session), same timeouts as the pools. */
+export function createClient(options: PoolOptions, applicationName: string): pg.Client {
+  const client = new pg.Client(connectionConfig(options, applicationName));
+  client.on('error', (error) => {
+    options.logger.warn(
+      { role: options.role, err: redactSecrets(error.message, []) },
+      'connection lost',
+    );
+  });
+  return client;
+}
+
 export function createPool(options: PoolOptions): pg.Pool {
   const pool = new pg.Pool({
     connectionString: options.url,

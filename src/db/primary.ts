@@ -1,7 +1,7 @@
 /** Statements run on the primary: one function each, typed results. */
 import type pg from 'pg';
 import type { RemoteSlot } from '../sync/types.js';
-import { type SlotJson, toRemoteSlot } from './rows.js';
+import { arraysOf, digestOf, REMOTE_COLUMNS, toRemoteSlot } from './rows.js';
 
 export interface PrimaryState {
   inRecovery: boolean;
@@ -10,9 +10,10 @@ export interface PrimaryState {
   /** validate_remote_info(): the standby's primary_slot_name exists as a physical slot. */
   physicalSlotExists: boolean;
   synchronizedStandbySlots: string | null;
-  slots: RemoteSlot[];
+  /** null when the fingerprint equals the one passed in: the caller's copy is current. */
+  slots: RemoteSlot[] | null;
   oldestPreparedAt: Map<string, Date>;
-  /** Digest of every failover slot's state: the worker polls it to wake on a change. */
+  /** Digest of the failover slots and prepared transactions: what a cycle acts on. */
   fingerprint: string;
 }
 
@@ -22,40 +23,45 @@ interface PrimaryRow {
   now: Date;
   physical_slot_exists: boolean;
   synchronized_standby_slots: string | null;
-  slots: SlotJson[];
+  slots: (string | number | boolean | null)[][] | null;
   prepared: Record<string, string>;
   fingerprint: string;
 }
 
-/** One digest over what a cycle acts on; compared between cycles, never stored. */
-const FINGERPRINT = `
-  (SELECT pg_catalog.md5(coalesce(string_agg(
-            f.slot_name || '/' || coalesce(f.confirmed_flush_lsn::text, '') || '/' ||
-            coalesce(f.restart_lsn::text, '') || '/' || coalesce(f.catalog_xmin::text, '') || '/' ||
-            coalesce(f.invalidation_reason, '') || '/' || f.plugin || '/' || f.two_phase::text,
-            ',' ORDER BY f.slot_name), ''))
-     FROM pg_catalog.pg_replication_slots f WHERE f.failover AND NOT f.temporary)`;
+const FAILOVER_SLOTS = `SELECT ${REMOTE_COLUMNS} FROM pg_catalog.pg_replication_slots
+                         WHERE failover AND NOT temporary`;
+const PREPARED = `SELECT database, min(prepared) AS oldest FROM pg_catalog.pg_prepared_xacts
+                   GROUP BY database`;
+const FINGERPRINT = `pg_catalog.md5(${digestOf('s', REMOTE_COLUMNS)} || '|' ||
+       coalesce((SELECT string_agg(database || '=' || oldest::text, ',' ORDER BY database) FROM p), ''))`;
 
 /**
  * Everything a cycle needs from the primary in one statement: slotsync.c's slot query,
- * validate_remote_info(), the clock, and the prepared transactions (two_phase rule).
+ * validate_remote_info(), the clock, the prepared transactions (two_phase rule), and a
+ * digest of it all. The slot rows come back only when the digest differs from $2, the one
+ * the caller already holds: an idle cycle transfers and parses no slot.
  */
 const READ_PRIMARY = `
+WITH s AS MATERIALIZED (${FAILOVER_SLOTS}),
+     p AS MATERIALIZED (${PREPARED}),
+     f AS MATERIALIZED (SELECT ${FINGERPRINT} AS fingerprint)
 SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
        pg_catalog.current_setting('server_version_num')::int AS version_num,
        pg_catalog.now() AS now,
        EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots
                 WHERE slot_type = 'physical' AND slot_name = $1::text) AS physical_slot_exists,
        pg_catalog.current_setting('synchronized_standby_slots', true) AS synchronized_standby_slots,
-       (SELECT coalesce(json_agg(s), '[]'::json) FROM pg_catalog.pg_replication_slots s
-         WHERE s.failover AND NOT s.temporary) AS slots,
-       (SELECT coalesce(json_object_agg(p.database, p.oldest), '{}'::json)
-          FROM (SELECT database, min(prepared) AS oldest
-                  FROM pg_catalog.pg_prepared_xacts GROUP BY database) p) AS prepared,
-       ${FINGERPRINT} AS fingerprint`;
+       f.fingerprint,
+       CASE WHEN f.fingerprint IS DISTINCT FROM $2::text THEN ${arraysOf('s', REMOTE_COLUMNS)} END AS slots,
+       (SELECT coalesce(json_object_agg(database, oldest), '{}'::json) FROM p) AS prepared
+  FROM f`;
 
-export async function readPrimary(pool: pg.Pool, primarySlotName: string): Promise<PrimaryState> {
-  const result = await pool.query<PrimaryRow>(READ_PRIMARY, [primarySlotName]);
+export async function readPrimary(
+  pool: pg.Pool,
+  primarySlotName: string,
+  knownFingerprint: string | null = null,
+): Promise<PrimaryState> {
+  const result = await pool.query<PrimaryRow>(READ_PRIMARY, [primarySlotName, knownFingerprint]);
   const row = result.rows[0];
   if (row === undefined) throw new Error('the primary answered no row');
   return {
@@ -64,7 +70,7 @@ export async function readPrimary(pool: pg.Pool, primarySlotName: string): Promi
     now: row.now,
     physicalSlotExists: row.physical_slot_exists,
     synchronizedStandbySlots: row.synchronized_standby_slots,
-    slots: row.slots.map(toRemoteSlot),
+    slots: row.slots === null ? null : row.slots.map(toRemoteSlot),
     oldestPreparedAt: new Map(
       Object.entries(row.prepared).map(([database, at]) => [database, new Date(at)]),
     ),
@@ -119,6 +125,9 @@ export async function probePrimary(pool: pg.Pool, primarySlotName: string): Prom
 
 /** The cheap change probe the worker runs while it naps (one digest, no rows). */
 export async function readFingerprint(pool: pg.Pool): Promise<string> {
-  const result = await pool.query<{ fingerprint: string }>(`SELECT ${FINGERPRINT} AS fingerprint`);
+  const result = await pool.query<{ fingerprint: string }>(
+    `WITH s AS MATERIALIZED (${FAILOVER_SLOTS}), p AS MATERIALIZED (${PREPARED})
+     SELECT ${FINGERPRINT} AS fingerprint`,
+  );
   return result.rows[0]?.fingerprint ?? '';
 }

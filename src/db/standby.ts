@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { formatLsn, type Lsn, parseLsn } from '../sync/lsn.js';
 import type { LocalSlot } from '../sync/types.js';
 import { queryWithTimeout } from './pools.js';
-import { type SlotJson, toLocalSlot } from './rows.js';
+import { arraysOf, digestOf, LOCAL_COLUMNS, toLocalSlot } from './rows.js';
 
 /** Session advisory lock key shared by every slotsync process syncing one standby. */
 export const SYNC_LOCK_KEY = 0x736c6f7473796e63n; // 'slotsync'
@@ -24,7 +24,11 @@ export interface StandbyState extends StandbySettings {
   locked: boolean;
   inRecovery: boolean;
   replayLsn: Lsn | null;
-  slots: LocalSlot[];
+  /** null when the fingerprint equals the one passed in: the caller's copy is current. */
+  slots: LocalSlot[] | null;
+  fingerprint: string;
+  /** Creations or advances still running for a slotsync process that died (kill -9). */
+  orphanedStatements: number;
 }
 
 interface StandbyRow {
@@ -37,7 +41,9 @@ interface StandbyRow {
   primary_slot_name: string | null;
   primary_conninfo_set: boolean | null;
   sync_replication_slots: string | null;
-  slots: SlotJson[] | null;
+  fingerprint: string;
+  orphaned: number;
+  slots: (string | number | boolean | null)[][] | null;
 }
 
 const SETTINGS = `
@@ -51,20 +57,34 @@ const SETTINGS = `
          WHERE name = 'primary_conninfo') AS primary_conninfo_set,
        pg_catalog.current_setting('sync_replication_slots', true) AS sync_replication_slots`;
 
+const ORPHANED = `(SELECT count(*)::int FROM pg_catalog.pg_stat_activity
+         WHERE application_name = 'slotsync-standby' AND state = 'active'
+           AND pid <> pg_catalog.pg_backend_pid()
+           AND (query LIKE '%pg_create_logical_replication_slot%'
+                OR query LIKE '%pg_replication_slot_advance%')
+           AND query NOT LIKE '%pg_stat_activity%')`;
+
+const SLOTS = `SELECT ${LOCAL_COLUMNS} FROM pg_catalog.pg_replication_slots`;
+
 /**
  * Takes the sync lock and, only when it was granted, reads the standby in the same
- * statement: settings (ValidateSlotSyncParams), replay position and every slot.
+ * statement: settings (ValidateSlotSyncParams), replay position, a digest of every slot,
+ * and the slots themselves only when the digest differs from $2 (the caller's copy).
  */
 const LOCK_AND_READ = `
-WITH l AS MATERIALIZED (SELECT pg_catalog.pg_try_advisory_lock($1::bigint) AS locked)
-SELECT l.locked, ${SETTINGS},
-       CASE WHEN l.locked THEN
-         (SELECT coalesce(json_agg(s), '[]'::json) FROM pg_catalog.pg_replication_slots s)
-       END AS slots
-  FROM l`;
+WITH l AS MATERIALIZED (SELECT pg_catalog.pg_try_advisory_lock($1::bigint) AS locked),
+     s AS MATERIALIZED (SELECT * FROM (${SLOTS}) x WHERE (SELECT locked FROM l)),
+     f AS MATERIALIZED (SELECT ${digestOf('s', LOCAL_COLUMNS)} AS fingerprint)
+SELECT l.locked, ${SETTINGS}, f.fingerprint,
+       CASE WHEN l.locked THEN ${ORPHANED} ELSE 0 END AS orphaned,
+       CASE WHEN l.locked AND f.fingerprint IS DISTINCT FROM $2::text
+            THEN ${arraysOf('s', LOCAL_COLUMNS)} END AS slots
+  FROM l, f`;
 
-const READ = `SELECT true AS locked, ${SETTINGS},
-       (SELECT coalesce(json_agg(s), '[]'::json) FROM pg_catalog.pg_replication_slots s) AS slots`;
+const READ = `
+WITH s AS MATERIALIZED (${SLOTS})
+SELECT true AS locked, ${SETTINGS}, ${digestOf('s', LOCAL_COLUMNS)} AS fingerprint, 0 AS orphaned,
+       ${arraysOf('s', LOCAL_COLUMNS)} AS slots`;
 
 function toStandbyState(row: StandbyRow): StandbyState {
   return {
@@ -77,26 +97,37 @@ function toStandbyState(row: StandbyRow): StandbyState {
     primarySlotName: row.primary_slot_name ?? '',
     primaryConninfoSet: row.primary_conninfo_set,
     syncReplicationSlots: row.sync_replication_slots === 'on',
-    slots: (row.slots ?? []).map(toLocalSlot),
+    slots: row.slots === null ? null : row.slots.map(toLocalSlot),
+    fingerprint: row.fingerprint,
+    orphanedStatements: row.orphaned,
   };
 }
 
-export async function lockAndReadStandby(client: pg.PoolClient): Promise<StandbyState> {
-  const result = await client.query<StandbyRow>(LOCK_AND_READ, [SYNC_LOCK_KEY.toString()]);
+export async function lockAndReadStandby(
+  client: pg.ClientBase,
+  knownFingerprint: string | null = null,
+): Promise<StandbyState> {
+  const result = await client.query<StandbyRow>(LOCK_AND_READ, [
+    SYNC_LOCK_KEY.toString(),
+    knownFingerprint,
+  ]);
   const row = result.rows[0];
   if (row === undefined) throw new Error('the standby answered no row');
   return toStandbyState(row);
 }
 
-/** The same read without the lock (shutdown report, health). */
-export async function readStandby(pool: pg.Pool | pg.PoolClient): Promise<StandbyState> {
+/** The same read without the lock, every slot included (shutdown report). */
+export async function readStandby(
+  pool: pg.Pool | pg.ClientBase,
+): Promise<StandbyState & { slots: LocalSlot[] }> {
   const result = await pool.query<StandbyRow>(READ);
   const row = result.rows[0];
   if (row === undefined) throw new Error('the standby answered no row');
-  return toStandbyState(row);
+  const state = toStandbyState(row);
+  return { ...state, slots: state.slots ?? [] };
 }
 
-export async function unlockSync(client: pg.PoolClient): Promise<void> {
+export async function unlockSync(client: pg.ClientBase): Promise<void> {
   await client.query('SELECT pg_catalog.pg_advisory_unlock($1::bigint)', [
     SYNC_LOCK_KEY.toString(),
   ]);
@@ -144,19 +175,6 @@ export async function dropCopy(pool: pg.Pool | pg.PoolClient, name: string): Pro
   await pool.query('SELECT pg_catalog.pg_drop_replication_slot($1::name)', [name]);
 }
 
-/** One slot's current positions (after an advance, or to recheck before a drop). */
-export async function readLocalSlot(
-  pool: pg.Pool | pg.PoolClient,
-  name: string,
-): Promise<LocalSlot | null> {
-  const result = await pool.query<{ s: SlotJson }>(
-    'SELECT row_to_json(s) AS s FROM pg_catalog.pg_replication_slots s WHERE slot_name = $1::name',
-    [name],
-  );
-  const row = result.rows[0];
-  return row === undefined ? null : toLocalSlot(row.s);
-}
-
 /**
  * Ends creations and advances still running for a slotsync process that died mid-cycle
  * (kill -9). Called while holding the sync lock, before this cycle starts its own: any
@@ -187,7 +205,7 @@ export interface StandbyProbe extends StandbySettings {
 /** Settings and privileges only, for /health (no slot list). */
 export async function probeStandby(pool: pg.Pool): Promise<StandbyProbe> {
   const result = await pool.query<StandbyRow & { can_manage_slots: boolean }>(
-    `SELECT true AS locked, ${SETTINGS}, NULL::json AS slots,
+    `SELECT true AS locked, ${SETTINGS}, '' AS fingerprint, 0 AS orphaned, NULL::json AS slots,
             (SELECT rolreplication OR rolsuper FROM pg_catalog.pg_roles
               WHERE rolname = current_user) AS can_manage_slots`,
   );

@@ -9,7 +9,7 @@ import { advanceCopy, createCopy, dropCopy, terminateOrphanedStatements } from '
 import type { StandbyPools } from '../db/standby-pools.js';
 import { messageOf } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
-import { formatLsn } from '../sync/lsn.js';
+import { formatLsn, type Lsn } from '../sync/lsn.js';
 import { planSlot } from '../sync/plan.js';
 import type {
   Action,
@@ -30,12 +30,21 @@ export interface ApplyDeps {
   concurrency: number;
   createTimeoutMs: number;
   onSnapshotRefused: ((message: string) => void) | undefined;
+  /** Creations or advances of a dead slotsync process still running on the standby. */
+  orphanedStatements: number;
 }
 
 export interface Applied {
   reports: SlotReport[];
   updated: boolean;
+  /** Where copies ended up: advanced and created ones by name, and those dropped. */
+  moved: Map<string, Lsn>;
+  created: Map<string, Lsn>;
+  dropped: Set<string>;
 }
+
+/** Positions alone are written to the registry at most this often (states at once). */
+const POSITIONS_WRITE_INTERVAL_MS = 30_000;
 
 type Kind<K extends Action['kind']> = Extract<Action, { kind: K }>;
 
@@ -49,6 +58,10 @@ export async function applyActions(
   const reports = new Map<string, SlotReport>();
   let updated = false;
   let dirty = false;
+  let positionsDirty = false;
+  const moved = new Map<string, Lsn>();
+  const created = new Map<string, Lsn>();
+  const dropped = new Set<string>();
   const now = () => new Date().toISOString();
   const report = (r: SlotReport) => reports.set(r.name, r);
   const ofKind = <K extends Action['kind']>(kind: K) =>
@@ -73,6 +86,7 @@ export async function applyActions(
       return;
     }
     log.info({ slot: action.name, reason: action.reason }, 'dropped copy');
+    dropped.add(action.name);
     updated = true;
     dirty = true;
     const entry = entries.get(action.name);
@@ -130,7 +144,7 @@ export async function applyActions(
   //    leaves a record (adopted or retried later), never a copy owned by nobody.
   const creates = ofKind('create');
   const followUps: Action[] = [];
-  if (creates.length > 0 || actions.some((a) => a.kind === 'advance')) {
+  if (deps.orphanedStatements > 0) {
     const ended = await terminateOrphanedStatements(deps.standby.main);
     if (ended > 0)
       log.warn(
@@ -186,6 +200,7 @@ export async function applyActions(
       updated = true;
       dirty = true;
       const { lsn, createdAt } = result.value;
+      created.set(action.name, lsn);
       const entry: RegistryEntry = {
         ...intentEntry(action.remote, now()),
         state: 'temporary',
@@ -223,12 +238,14 @@ export async function applyActions(
       return;
     }
     updated = true;
-    dirty = true;
     const end = result.value;
-    const moved = { ...entry, confirmedFlushLsn: end, updatedAt: now() };
+    moved.set(action.name, end);
+    if (action.markReady || entry.state !== 'sync_ready') dirty = true;
+    else positionsDirty = true;
+    const positioned = { ...entry, confirmedFlushLsn: end, updatedAt: now() };
     if (end !== action.to) {
       // slotsync.c's sanity check after LogicalSlotAdvanceAndCheckSnapState().
-      entries.set(action.name, moved);
+      entries.set(action.name, positioned);
       const reason = `synchronized confirmed_flush for slot "${action.name}" differs from remote slot: Remote slot has LSN ${formatLsn(action.to)} but local slot has LSN ${formatLsn(end)}.`;
       log.error({ slot: action.name, target: formatLsn(action.to), end: formatLsn(end) }, reason);
       report({ name: action.name, action: 'failed', state: stateOf(entry), reason });
@@ -236,7 +253,7 @@ export async function applyActions(
     }
     const ready = action.markReady || entry.state === 'sync_ready';
     entries.set(action.name, {
-      ...moved,
+      ...positioned,
       state: ready ? 'sync_ready' : entry.state === 'creating' ? 'temporary' : entry.state,
     });
     if (action.markReady) log.info({ slot: action.name }, action.reason ?? 'sync-ready');
@@ -284,8 +301,9 @@ export async function applyActions(
       });
   }
 
-  if (dirty) await deps.registry.write(entries);
-  return { reports: [...reports.values()], updated };
+  const positionsDue = Date.now() - deps.registry.writtenAt > POSITIONS_WRITE_INTERVAL_MS;
+  if (dirty || (positionsDirty && positionsDue)) await deps.registry.write(entries);
+  return { reports: [...reports.values()], updated, moved, created, dropped };
 }
 
 function intentEntry(remote: RemoteSlot, at: string): RegistryEntry {

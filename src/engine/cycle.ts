@@ -1,26 +1,31 @@
 /**
  * One sync cycle, synchronize_slots() over SQL: take the sync lock on the standby and read
- * it, read the primary, validate, plan, apply, record ownership, report.
+ * it, read the primary (in parallel), validate, plan, apply, record ownership, report.
+ *
+ * Each side is one statement. Each returns a digest of its slots and sends the rows only
+ * when the digest differs from the one this engine holds, so an idle cycle moves no slot
+ * rows; a cycle whose inputs and outcome cannot have changed reuses the last plan.
  */
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { isConnectionError, unreachable } from '../db/errors.js';
-import { readPrimary } from '../db/primary.js';
-import { lockAndReadStandby, readStandby, unlockSync } from '../db/standby.js';
+import type { LockSession } from '../db/lock-session.js';
+import { type PrimaryState, readPrimary } from '../db/primary.js';
 import type { StandbyPools } from '../db/standby-pools.js';
-import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
+import { CONCURRENT_MESSAGE, SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
-import { formatLsn } from '../sync/lsn.js';
+import { formatLsn, type Lsn } from '../sync/lsn.js';
 import { planCycle } from '../sync/plan.js';
 import { remoteAheadOfStandby } from '../sync/rules.js';
 import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
-import { applyActions } from './apply.js';
+import { type Applied, applyActions } from './apply.js';
 
 export interface EngineDeps {
   primary: pg.Pool;
   standby: StandbyPools;
+  lock: LockSession;
   registry: Registry;
   logger: Logger;
   /** The configured URLs, to name the server in connection errors (never logged as is). */
@@ -28,6 +33,8 @@ export interface EngineDeps {
   standbyUrl: string;
   concurrency: number;
   createTimeoutMs: number;
+  /** What the last cycles read; owned by the engine, reset with it. */
+  cache: CycleCache;
   /** Called with every copy creation wait, so /health can say when snapshots are refused. */
   onSnapshotRefused?: (message: string) => void;
   /** Test hook: runs after both sides were read and before anything is applied. */
@@ -57,35 +64,95 @@ export interface CycleResult {
   waitingForReplay: number;
 }
 
+/** Full reads at least this often, whatever the digests say. */
+const FULL_READ_INTERVAL_MS = 60_000;
+
+export class CycleCache {
+  primarySlotName: string | null = null;
+  primaryFingerprint: string | null = null;
+  remote: RemoteSlot[] | null = null;
+  standbyFingerprint: string | null = null;
+  local: LocalSlot[] | null = null;
+  fullReadAt = 0;
+  /** The last result, reusable while nothing it depends on changed. */
+  stable: { result: CycleResult; registryVersion: number } | null = null;
+
+  forget(): void {
+    this.primaryFingerprint = null;
+    this.remote = null;
+    this.standbyFingerprint = null;
+    this.local = null;
+    this.stable = null;
+  }
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+const settle = <T>(promise: Promise<T>): Promise<Settled<T>> =>
+  promise.then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+
 export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
   const started = performance.now();
   const startedAt = new Date().toISOString();
-  const client = await deps.standby.main.connect().catch((error: unknown) => {
-    throw unreachable('SLOTSYNC_STANDBY_URL', deps.standbyUrl, error);
-  });
+  const cache = deps.cache;
+  if (Date.now() - cache.fullReadAt > FULL_READ_INTERVAL_MS) cache.forget();
+  const primaryError = (error: unknown) =>
+    isConnectionError(error) ? unreachable('SLOTSYNC_PRIMARY_URL', deps.primaryUrl, error) : error;
+  const readRemote = (slotName: string) =>
+    readPrimary(deps.primary, slotName, cache.remote ? cache.primaryFingerprint : null);
+
+  // The primary is read while the lock is taken, with the physical slot name of last time.
+  const early = cache.primarySlotName === null ? null : settle(readRemote(cache.primarySlotName));
   let locked = false;
-  let broken: Error | undefined;
   try {
-    const standby = await lockAndReadStandby(client).catch((error: unknown) => {
-      throw isConnectionError(error)
-        ? unreachable('SLOTSYNC_STANDBY_URL', deps.standbyUrl, error)
-        : error;
-    });
+    const standby = await deps.lock
+      .lockAndRead(cache.local ? cache.standbyFingerprint : null)
+      .catch((error: unknown) => {
+        throw isConnectionError(error)
+          ? unreachable('SLOTSYNC_STANDBY_URL', deps.standbyUrl, error)
+          : error;
+      });
     locked = standby.locked;
     if (!locked) throw new SlotSyncError('SLOTSYNC_CONCURRENT', CONCURRENT_MESSAGE);
     validateStandby(standby);
-    const primary = await readPrimary(deps.primary, standby.primarySlotName).catch(
-      (error: unknown) => {
-        throw isConnectionError(error)
-          ? unreachable('SLOTSYNC_PRIMARY_URL', deps.primaryUrl, error)
-          : error;
-      },
-    );
+    let primary: PrimaryState;
+    const first = early ? await early : null;
+    if (first?.ok && standby.primarySlotName === cache.primarySlotName) primary = first.value;
+    else if (first && !first.ok && standby.primarySlotName === cache.primarySlotName)
+      throw primaryError(first.error);
+    else
+      primary = await readRemote(standby.primarySlotName).catch((e: unknown) =>
+        Promise.reject(primaryError(e)),
+      );
     validatePrimary(primary, standby);
+
+    const remote = primary.slots ?? cache.remote ?? [];
+    const local = standby.slots ?? cache.local ?? [];
+    const unchanged = primary.slots === null && standby.slots === null;
+    cache.primarySlotName = standby.primarySlotName;
+    cache.primaryFingerprint = primary.fingerprint;
+    cache.remote = remote;
+    cache.standbyFingerprint = standby.fingerprint;
+    cache.local = local;
+    if (primary.slots !== null && standby.slots !== null) cache.fullReadAt = Date.now();
+
     await deps.registry.refresh();
+    const reusable = cache.stable;
+    if (
+      unchanged &&
+      reusable &&
+      reusable.registryVersion === deps.registry.version &&
+      standby.orphanedStatements === 0
+    ) {
+      // Same remote slots, same copies, same registry, nothing waiting: same (empty) plan.
+      return finish(reusable.result, started, startedAt);
+    }
+
     const input = {
-      remote: primary.slots,
-      local: standby.slots,
+      remote,
+      local,
       registry: deps.registry.entries,
       standbyReplayLsn: standby.replayLsn ?? 0n,
       oldestPreparedAt: primary.oldestPreparedAt,
@@ -101,41 +168,82 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       concurrency: deps.concurrency,
       createTimeoutMs: deps.createTimeoutMs,
       onSnapshotRefused: deps.onSnapshotRefused,
+      orphanedStatements: standby.orphanedStatements,
     });
-    // Re-read the copies only when something moved, so an idle cycle stays two statements.
-    const local = applied.updated ? (await readStandby(client)).slots : standby.slots;
-    const report: CycleReport = {
-      ok: true,
-      startedAt,
-      durationMs: Math.round((performance.now() - started) * 100) / 100,
-      updated: applied.updated,
-      slots: applied.reports,
-    };
-    return {
-      report,
-      views: buildSlotViews(primary.slots, local, deps.registry.entries, applied.reports),
+    const localAfter = applied.updated ? patchLocal(local, remote, applied) : local;
+    if (applied.updated) {
+      cache.local = localAfter;
+      cache.standbyFingerprint = null; // our own changes: read the copies again next time
+    }
+    const result: CycleResult = {
+      report: {
+        ok: true,
+        startedAt,
+        durationMs: 0,
+        updated: applied.updated,
+        slots: applied.reports,
+      },
+      views: buildSlotViews(remote, localAfter, deps.registry.entries, applied.reports),
       primarySlotName: standby.primarySlotName,
       standbyReplayLsn: formatLsn(standby.replayLsn),
       synchronizedStandbySlots: primary.synchronizedStandbySlots,
-      remote: primary.slots,
-      local,
+      remote,
+      local: localAfter,
       fingerprint: primary.fingerprint,
-      waitingForReplay: primary.slots.filter(
+      waitingForReplay: remote.filter(
         (slot) => slot.failover && remoteAheadOfStandby(slot, input.standbyReplayLsn),
       ).length,
     };
+    const stable =
+      !applied.updated &&
+      result.waitingForReplay === 0 &&
+      applied.reports.every((r) => r.action !== 'failed');
+    cache.stable = stable ? { result, registryVersion: deps.registry.version } : null;
+    return finish(result, started, startedAt);
   } catch (error) {
-    if (!(error instanceof SlotSyncError)) broken = error as Error;
+    cache.stable = null;
+    if (early && !locked) await early; // never leave the early read's rejection unobserved
     throw error;
   } finally {
-    if (locked) {
-      try {
-        await unlockSync(client);
-      } catch (error) {
-        // Ending the session releases the lock: never leave it held by a pooled client.
-        broken = new Error(`could not release the sync lock: ${messageOf(error)}`);
-      }
-    }
-    client.release(broken ?? false);
+    if (locked) deps.lock.release();
   }
+}
+
+function finish(result: CycleResult, started: number, startedAt: string): CycleResult {
+  const durationMs = Math.round((performance.now() - started) * 100) / 100;
+  return { ...result, report: { ...result.report, startedAt, durationMs } };
+}
+
+/** The copies after this cycle's own changes, without reading them again. */
+function patchLocal(
+  local: readonly LocalSlot[],
+  remote: readonly RemoteSlot[],
+  applied: Applied,
+): LocalSlot[] {
+  const out: LocalSlot[] = [];
+  for (const slot of local) {
+    if (applied.dropped.has(slot.name)) continue;
+    const end: Lsn | undefined = applied.moved.get(slot.name);
+    out.push(end === undefined ? slot : { ...slot, confirmedFlushLsn: end });
+  }
+  const present = new Set(out.map((slot) => slot.name));
+  for (const slot of remote) {
+    const createdAt = applied.created.get(slot.name);
+    if (createdAt === undefined || present.has(slot.name)) continue;
+    out.push({
+      name: slot.name,
+      slotType: 'logical',
+      plugin: slot.plugin,
+      database: slot.database,
+      temporary: false,
+      active: false,
+      confirmedFlushLsn: applied.moved.get(slot.name) ?? createdAt,
+      restartLsn: null,
+      catalogXmin: null,
+      twoPhase: slot.twoPhase,
+      synced: false,
+      invalidationReason: null,
+    });
+  }
+  return out;
 }

@@ -1,10 +1,11 @@
 /** Builds what a cycle needs from the configuration, and releases it. */
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
+import { LockSession } from '../db/lock-session.js';
 import { createPool } from '../db/pools.js';
 import { StandbyPools } from '../db/standby-pools.js';
 import { Registry } from '../registry/registry.js';
-import type { EngineDeps } from './cycle.js';
+import { CycleCache, type EngineDeps } from './cycle.js';
 
 export interface Engine {
   deps: EngineDeps;
@@ -24,26 +25,37 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     max: 4,
     logger: logger.child({ component: 'primary-pool' }),
   });
-  // One connection holds the sync lock; the others create and advance copies in parallel,
-  // over a pool per database (a logical slot belongs to its database).
+  // Copies are created and advanced in parallel, over a pool per database (a logical slot
+  // belongs to its database); one more session holds the sync lock.
+  const standbyLogger = logger.child({ component: 'standby-pool' });
   const standby = new StandbyPools({
     ...common,
     url: config.standbyUrl,
     max: config.concurrency,
-    logger: logger.child({ component: 'standby-pool' }),
+    logger: standbyLogger,
+  });
+  const lock = new LockSession({
+    ...common,
+    url: config.standbyUrl,
+    role: 'standby',
+    max: 1,
+    logger: standbyLogger,
   });
   return {
     deps: {
       primary,
       standby,
+      lock,
       registry,
       logger: logger.child({ component: 'sync' }),
       primaryUrl: config.primaryUrl,
       standbyUrl: config.standbyUrl,
       concurrency: config.concurrency,
       createTimeoutMs: config.createTimeoutMs,
+      cache: new CycleCache(),
     },
     close: async () => {
+      await lock.end();
       await Promise.allSettled([primary.end(), standby.end()]);
     },
   };

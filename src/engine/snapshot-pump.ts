@@ -9,8 +9,8 @@ import type { Logger } from 'pino';
 import { logStandbySnapshot } from '../db/primary.js';
 import { messageOf } from '../errors.js';
 
-const FIRST_DELAY_MS = 15;
-const INTERVAL_MS = 150;
+const FIRST_DELAY_MS = 10;
+const INTERVAL_MS = 25;
 
 export class SnapshotPump {
   #timer: NodeJS.Timeout | undefined;

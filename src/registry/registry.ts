@@ -49,6 +49,8 @@ export class Registry {
   readonly path: string;
   #entries: RegistryMap;
   #fingerprint: string | null;
+  #version = 0;
+  #writtenAt = 0;
 
   private constructor(path: string, entries: RegistryMap, fingerprint: string | null) {
     this.path = path;
@@ -75,6 +77,16 @@ export class Registry {
     return this.#entries;
   }
 
+  /** When this process last wrote the file (ms since the epoch; 0: never). */
+  get writtenAt(): number {
+    return this.#writtenAt;
+  }
+
+  /** Changes whenever the content may have changed (a write, or a reload from disk). */
+  get version(): number {
+    return this.#version;
+  }
+
   /**
    * Reloads when another process (or an operator) replaced the file since we last read or
    * wrote it; cheap when nothing changed (one stat).
@@ -85,6 +97,7 @@ export class Registry {
     const { entries, fingerprint } = await readRegistry(this.path);
     this.#entries = entries;
     this.#fingerprint = fingerprint;
+    this.#version++;
   }
 
   /** Replaces the content durably; on failure the old content stays, in memory and on disk. */
@@ -116,6 +129,8 @@ export class Registry {
     }
     this.#entries = new Map(entries);
     this.#fingerprint = await fingerprintOf(this.path);
+    this.#version++;
+    this.#writtenAt = Date.now();
   }
 }
 

@@ -9,8 +9,6 @@ export interface RemoteSlot {
   restartLsn: Lsn | null;
   catalogXmin: Xid | null;
   twoPhase: boolean;
-  /** PostgreSQL 18+; null on 17 or before two-phase decoding was enabled. */
-  twoPhaseAt: Lsn | null;
   failover: boolean;
   temporary: boolean;
   invalidationReason: string | null;

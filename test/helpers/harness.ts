@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { pino } from 'pino';
 import { type Cluster, type ClusterOptions, startCluster } from '../../src/cluster/cluster.js';
-import { createPool } from '../../src/db/pools.js';
-import { StandbyPools } from '../../src/db/standby-pools.js';
+import { loadConfig } from '../../src/config.js';
 import { type CycleResult, type EngineDeps, runCycle } from '../../src/engine/cycle.js';
+import { createEngine } from '../../src/engine/engine.js';
 import { Registry } from '../../src/registry/registry.js';
 import { formatLsn, type Lsn, parseLsn, transactionIdPrecedes } from '../../src/sync/lsn.js';
 import type { SlotReport } from '../../src/sync/types.js';
@@ -29,19 +29,14 @@ export async function startHarness(options: ClusterOptions): Promise<Harness> {
   const cluster = await startCluster(options);
   const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-state-'));
   const logger = pino({ level: process.env.SLOTSYNC_TEST_LOG ?? 'silent' });
-  const common = { statementTimeoutMs: 30_000, connectTimeoutMs: 5_000, logger };
-  const primaryUrl = cluster.primary.url('postgres', 'not-a-secret');
-  const standbyUrl = cluster.standby.url('postgres', 'not-a-secret');
-  const deps: EngineDeps = {
-    primary: createPool({ ...common, url: primaryUrl, role: 'primary', max: 4 }),
-    standby: new StandbyPools({ ...common, url: standbyUrl, max: 8 }),
-    registry: await Registry.open(stateDir),
-    logger,
-    primaryUrl,
-    standbyUrl,
-    concurrency: 8,
-    createTimeoutMs: 30_000,
-  };
+  const config = loadConfig({
+    SLOTSYNC_PRIMARY_URL: cluster.primary.url('postgres', 'not-a-secret'),
+    SLOTSYNC_STANDBY_URL: cluster.standby.url('postgres', 'not-a-secret'),
+    SLOTSYNC_STATE_DIR: stateDir,
+    SLOTSYNC_CREATE_TIMEOUT_MS: '30000',
+  });
+  const engine = await createEngine(config, logger);
+  const deps = engine.deps;
   const invariants = new InvariantChecker(cluster);
   return {
     cluster,
@@ -59,7 +54,7 @@ export async function startHarness(options: ClusterOptions): Promise<Harness> {
       return found;
     },
     close: async () => {
-      await Promise.allSettled([deps.primary.end(), deps.standby.end()]);
+      await engine.close();
       await cluster.stop();
       await rm(stateDir, { recursive: true, force: true });
     },

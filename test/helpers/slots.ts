@@ -11,7 +11,6 @@ export function remote(name: string, lsn: string, extra: Partial<RemoteSlot> = {
     restartLsn: parseLsn(lsn) - 0x10n,
     catalogXmin: 750,
     twoPhase: false,
-    twoPhaseAt: null,
     failover: true,
     temporary: false,
     invalidationReason: null,

@@ -217,6 +217,15 @@ for (const major of MAJORS) {
             await writeRows(h.cluster, 2000);
             await h.cluster.primary.sql('SELECT pg_switch_wal()');
             await h.cluster.waitForReplay();
+            // The standby's own physical slot must not fall behind the 1MB limit too: its
+            // position comes with the standby's status replies (every second).
+            await waitFor('the physical slot caught up', async () => {
+              const [row] = await h.cluster.primary.sql<{ ok: boolean }>(
+                `SELECT restart_lsn >= pg_current_wal_insert_lsn() - 8192 AS ok
+                   FROM pg_replication_slots WHERE slot_name = 'standby_slot'`,
+              );
+              return row?.ok === true;
+            });
             await h.cluster.primary.sql('CHECKPOINT');
             return (
               (await slotRow(h.cluster.primary, 'primary_invalid'))?.invalidation_reason != null

@@ -1,0 +1,72 @@
+/**
+ * The standby session that holds slotsync's advisory lock for the length of a cycle. It is
+ * one dedicated connection, so releasing the lock need not be waited for: the next cycle's
+ * lock request queues behind the release on the same connection. A lost connection releases
+ * the lock on the server; the next cycle opens a new one.
+ */
+import type pg from 'pg';
+import { createClient, type PoolOptions } from './pools.js';
+import { lockAndReadStandby, type StandbyState, unlockSync } from './standby.js';
+
+export class LockSession {
+  #client: pg.Client | undefined;
+  #connecting: Promise<pg.Client> | undefined;
+
+  constructor(private readonly options: PoolOptions) {}
+
+  async #connection(): Promise<pg.Client> {
+    if (this.#client) return this.#client;
+    if (!this.#connecting) {
+      const client = createClient(this.options, 'slotsync-lock');
+      client.on('error', () => this.#discard(client));
+      client.on('end', () => this.#discard(client));
+      this.#connecting = client
+        .connect()
+        .then(() => {
+          this.#client = client;
+          return client;
+        })
+        .finally(() => {
+          this.#connecting = undefined;
+        });
+    }
+    return this.#connecting;
+  }
+
+  #discard(client: pg.Client): void {
+    if (this.#client === client) this.#client = undefined;
+    client.end().catch(() => undefined);
+  }
+
+  /** Takes the lock and reads the standby (see lockAndReadStandby). */
+  async lockAndRead(knownFingerprint: string | null): Promise<StandbyState> {
+    const client = await this.#connection();
+    try {
+      return await lockAndReadStandby(client, knownFingerprint);
+    } catch (error) {
+      this.#discard(client);
+      throw error;
+    }
+  }
+
+  /** The session's client, for statements that must run in it (reads after a cycle). */
+  async client(): Promise<pg.Client> {
+    return this.#connection();
+  }
+
+  /** Releases the lock without waiting; on failure the connection is closed (releasing it). */
+  release(): void {
+    const client = this.#client;
+    if (!client) return;
+    unlockSync(client).catch(() => this.#discard(client));
+  }
+
+  async end(): Promise<void> {
+    const client = this.#client;
+    this.#client = undefined;
+    if (client) {
+      await unlockSync(client).catch(() => undefined);
+      await client.end().catch(() => undefined);
+    }
+  }
+}
