@@ -58,6 +58,7 @@ export class SlotsyncSystem implements System {
         SLOTSYNC_PORT: String(port),
         SLOTSYNC_WORKER: worker ? 'on' : 'off',
         SLOTSYNC_LOG_LEVEL: 'warn',
+        SLOTSYNC_SYNC_RATE: '0',
       },
       stdio: ['ignore', 'ignore', 'inherit'],
     });

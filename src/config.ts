@@ -34,6 +34,12 @@ export const EnvSchema = Type.Object({
     'while the worker naps, how often it checks the primary for a slot change (0: never)',
   ),
   SLOTSYNC_RESTART_INTERVAL_MS: Int(0, 3_600_000, 10_000, 'wait after a failed cycle'),
+  SLOTSYNC_SYNC_RATE: Int(
+    0,
+    100_000,
+    5,
+    'POST /sync allowed per client and second, bursts of twice that (0: unlimited)',
+  ),
   SLOTSYNC_SYNC_WAIT_MS: Int(0, 600_000, 30_000, 'how long POST /sync waits for a cycle'),
   SLOTSYNC_STATEMENT_TIMEOUT_MS: Int(100, 600_000, 30_000, 'timeout of every statement'),
   SLOTSYNC_CREATE_TIMEOUT_MS: Int(100, 600_000, 60_000, 'timeout of one copy creation'),
@@ -67,6 +73,7 @@ export interface Config {
   restartIntervalMs: number;
   changePollMs: number;
   syncWaitMs: number;
+  syncRatePerSecond: number;
   statementTimeoutMs: number;
   createTimeoutMs: number;
   connectTimeoutMs: number;
@@ -117,6 +124,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     restartIntervalMs: env.SLOTSYNC_RESTART_INTERVAL_MS,
     changePollMs: env.SLOTSYNC_CHANGE_POLL_MS,
     syncWaitMs: env.SLOTSYNC_SYNC_WAIT_MS,
+    syncRatePerSecond: env.SLOTSYNC_SYNC_RATE,
     statementTimeoutMs: env.SLOTSYNC_STATEMENT_TIMEOUT_MS,
     createTimeoutMs: env.SLOTSYNC_CREATE_TIMEOUT_MS,
     connectTimeoutMs: env.SLOTSYNC_CONNECT_TIMEOUT_MS,

@@ -30,6 +30,8 @@ interface PrimaryRow {
 
 const FAILOVER_SLOTS = `SELECT ${REMOTE_COLUMNS} FROM pg_catalog.pg_replication_slots
                          WHERE failover AND NOT temporary`;
+/** Every slot once (the view is not free): the failover ones and the physical one. */
+const ALL_SLOTS = `SELECT ${REMOTE_COLUMNS}, slot_type FROM pg_catalog.pg_replication_slots`;
 const PREPARED = `SELECT database, min(prepared) AS oldest FROM pg_catalog.pg_prepared_xacts
                    GROUP BY database`;
 const FINGERPRINT = `pg_catalog.md5(${digestOf('s', REMOTE_COLUMNS)} || '|' ||
@@ -42,14 +44,15 @@ const FINGERPRINT = `pg_catalog.md5(${digestOf('s', REMOTE_COLUMNS)} || '|' ||
  * the caller already holds: an idle cycle transfers and parses no slot.
  */
 const READ_PRIMARY = `
-WITH s AS MATERIALIZED (${FAILOVER_SLOTS}),
+WITH a AS MATERIALIZED (${ALL_SLOTS}),
+     s AS MATERIALIZED (SELECT ${REMOTE_COLUMNS} FROM a WHERE failover AND NOT temporary),
      p AS MATERIALIZED (${PREPARED}),
      f AS MATERIALIZED (SELECT ${FINGERPRINT} AS fingerprint)
 SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
        pg_catalog.current_setting('server_version_num')::int AS version_num,
        pg_catalog.now() AS now,
-       EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots
-                WHERE slot_type = 'physical' AND slot_name = $1::text) AS physical_slot_exists,
+       EXISTS (SELECT 1 FROM a WHERE slot_type = 'physical' AND slot_name = $1::text)
+         AS physical_slot_exists,
        pg_catalog.current_setting('synchronized_standby_slots', true) AS synchronized_standby_slots,
        f.fingerprint,
        CASE WHEN f.fingerprint IS DISTINCT FROM $2::text THEN ${arraysOf('s', REMOTE_COLUMNS)} END AS slots,
@@ -61,7 +64,12 @@ export async function readPrimary(
   primarySlotName: string,
   knownFingerprint: string | null = null,
 ): Promise<PrimaryState> {
-  const result = await pool.query<PrimaryRow>(READ_PRIMARY, [primarySlotName, knownFingerprint]);
+  // A named (prepared) statement: planned once per connection, not every cycle.
+  const result = await pool.query<PrimaryRow>({
+    name: 'slotsync-read-primary',
+    text: READ_PRIMARY,
+    values: [primarySlotName, knownFingerprint],
+  });
   const row = result.rows[0];
   if (row === undefined) throw new Error('the primary answered no row');
   return {
@@ -125,9 +133,10 @@ export async function probePrimary(pool: pg.Pool, primarySlotName: string): Prom
 
 /** The cheap change probe the worker runs while it naps (one digest, no rows). */
 export async function readFingerprint(pool: pg.Pool): Promise<string> {
-  const result = await pool.query<{ fingerprint: string }>(
-    `WITH s AS MATERIALIZED (${FAILOVER_SLOTS}), p AS MATERIALIZED (${PREPARED})
-     SELECT ${FINGERPRINT} AS fingerprint`,
-  );
+  const result = await pool.query<{ fingerprint: string }>({
+    name: 'slotsync-fingerprint',
+    text: `WITH s AS MATERIALIZED (${FAILOVER_SLOTS}), p AS MATERIALIZED (${PREPARED})
+           SELECT ${FINGERPRINT} AS fingerprint`,
+  });
   return result.rows[0]?.fingerprint ?? '';
 }

@@ -10,6 +10,8 @@ export interface StandbyPoolOptions {
   url: string;
   max: number;
   statementTimeoutMs: number;
+  /** Statement timeout of the connections that create copies. */
+  createTimeoutMs: number;
   connectTimeoutMs: number;
   logger: Logger;
 }
@@ -18,6 +20,7 @@ export class StandbyPools {
   /** The pool of the database named in the standby URL: lock, reads, drops. */
   readonly main: pg.Pool;
   readonly #byDatabase = new Map<string, pg.Pool>();
+  readonly #forCreation = new Map<string, pg.Pool>();
   readonly #options: StandbyPoolOptions;
   readonly #mainDatabase: string;
 
@@ -33,17 +36,41 @@ export class StandbyPools {
   forDatabase(database: string): pg.Pool {
     let pool = this.#byDatabase.get(database);
     if (!pool) {
-      const url = new URL(this.#options.url);
-      url.pathname = `/${encodeURIComponent(database)}`;
-      url.searchParams.delete('dbname');
-      pool = createPool({ ...this.#options, url: url.toString(), role: 'standby' });
+      pool = createPool({ ...this.#options, url: this.#urlFor(database), role: 'standby' });
       this.#byDatabase.set(database, pool);
     }
     return pool;
   }
 
+  /** Connections whose statement timeout is the creation timeout (no SET per creation). */
+  forCreation(database: string, timeoutMs = this.#options.createTimeoutMs): pg.Pool {
+    const key = `${timeoutMs}/${database}`;
+    let pool = this.#forCreation.get(key);
+    if (!pool) {
+      pool = createPool({
+        ...this.#options,
+        url: this.#urlFor(database),
+        role: 'standby',
+        statementTimeoutMs: timeoutMs,
+        // Creations mostly wait for a running-xacts record: twice the parallelism pays.
+        max: this.#options.max * 2,
+      });
+      this.#forCreation.set(key, pool);
+    }
+    return pool;
+  }
+
+  #urlFor(database: string): string {
+    const url = new URL(this.#options.url);
+    url.pathname = `/${encodeURIComponent(database)}`;
+    url.searchParams.delete('dbname');
+    return url.toString();
+  }
+
   async end(): Promise<void> {
-    await Promise.allSettled([...this.#byDatabase.values()].map((pool) => pool.end()));
+    const pools = [...this.#byDatabase.values(), ...this.#forCreation.values()];
+    await Promise.allSettled(pools.map((pool) => pool.end()));
     this.#byDatabase.clear();
+    this.#forCreation.clear();
   }
 }

@@ -2,7 +2,6 @@
 import type pg from 'pg';
 import { formatLsn, type Lsn, parseLsn } from '../sync/lsn.js';
 import type { LocalSlot } from '../sync/types.js';
-import { queryWithTimeout } from './pools.js';
 import { arraysOf, digestOf, LOCAL_COLUMNS, toLocalSlot } from './rows.js';
 
 /** Session advisory lock key shared by every slotsync process syncing one standby. */
@@ -53,8 +52,8 @@ const SETTINGS = `
        pg_catalog.current_setting('wal_level') AS wal_level,
        pg_catalog.current_setting('hot_standby_feedback') AS hot_standby_feedback,
        pg_catalog.current_setting('primary_slot_name') AS primary_slot_name,
-       (SELECT setting <> '' FROM pg_catalog.pg_settings
-         WHERE name = 'primary_conninfo') AS primary_conninfo_set,
+       CASE WHEN pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE')
+            THEN pg_catalog.current_setting('primary_conninfo') <> '' END AS primary_conninfo_set,
        pg_catalog.current_setting('sync_replication_slots', true) AS sync_replication_slots`;
 
 const ORPHANED = `(SELECT count(*)::int FROM pg_catalog.pg_stat_activity
@@ -76,7 +75,7 @@ WITH l AS MATERIALIZED (SELECT pg_catalog.pg_try_advisory_lock($1::bigint) AS lo
      s AS MATERIALIZED (SELECT * FROM (${SLOTS}) x WHERE (SELECT locked FROM l)),
      f AS MATERIALIZED (SELECT ${digestOf('s', LOCAL_COLUMNS)} AS fingerprint)
 SELECT l.locked, ${SETTINGS}, f.fingerprint,
-       CASE WHEN l.locked THEN ${ORPHANED} ELSE 0 END AS orphaned,
+       CASE WHEN l.locked AND $3::boolean THEN ${ORPHANED} ELSE 0 END AS orphaned,
        CASE WHEN l.locked AND f.fingerprint IS DISTINCT FROM $2::text
             THEN ${arraysOf('s', LOCAL_COLUMNS)} END AS slots
   FROM l, f`;
@@ -107,10 +106,13 @@ export async function lockAndReadStandby(
   client: pg.ClientBase,
   knownFingerprint: string | null = null,
 ): Promise<StandbyState> {
-  const result = await client.query<StandbyRow>(LOCK_AND_READ, [
-    SYNC_LOCK_KEY.toString(),
-    knownFingerprint,
-  ]);
+  // Orphaned statements are looked for on full reads (first cycle, then every minute).
+  // A named (prepared) statement: planned once per connection, not every cycle.
+  const result = await client.query<StandbyRow>({
+    name: 'slotsync-lock-and-read',
+    text: LOCK_AND_READ,
+    values: [SYNC_LOCK_KEY.toString(), knownFingerprint, knownFingerprint === null],
+  });
   const row = result.rows[0];
   if (row === undefined) throw new Error('the standby answered no row');
   return toStandbyState(row);
@@ -139,17 +141,15 @@ export async function unlockSync(client: pg.ClientBase): Promise<void> {
  * worker). Returns the copy's consistent point, its confirmed_flush_lsn.
  */
 export async function createCopy(
-  client: pg.PoolClient,
+  pool: pg.Pool,
   name: string,
   plugin: string,
   twoPhase: boolean,
-  timeoutMs: number,
 ): Promise<Lsn> {
-  const result = await queryWithTimeout<{ lsn: string }>(
-    client,
+  // The pool's connections carry the creation timeout (SLOTSYNC_CREATE_TIMEOUT_MS).
+  const result = await pool.query<{ lsn: string }>(
     `SELECT lsn FROM pg_catalog.pg_create_logical_replication_slot($1::name, $2::name, false, $3::boolean, false)`,
     [name, plugin, twoPhase],
-    timeoutMs,
   );
   const lsn = result.rows[0]?.lsn;
   if (lsn === undefined) throw new Error(`creating replication slot "${name}" returned no row`);

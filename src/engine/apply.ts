@@ -163,22 +163,20 @@ export async function applyActions(
     dirty = false;
     const pump = new SnapshotPump(deps.primary, log, deps.onSnapshotRefused);
     pump.start();
-    const results = await mapLimit(creates, deps.concurrency, async (action) => {
-      const client = await deps.standby.forDatabase(action.remote.database).connect();
-      try {
-        const lsn = await createCopy(
-          client,
-          action.name,
-          action.remote.plugin,
-          action.remote.twoPhase,
-          deps.createTimeoutMs,
-        );
-        const createdAt = await primaryNow(deps.primary);
-        return { lsn, createdAt };
-      } finally {
-        client.release();
-      }
-    }).finally(() => pump.stop());
+    const lsns = await mapLimit(creates, deps.concurrency * 2, (action) =>
+      createCopy(
+        deps.standby.forCreation(action.remote.database, deps.createTimeoutMs),
+        action.name,
+        action.remote.plugin,
+        action.remote.twoPhase,
+      ),
+    ).finally(() => pump.stop());
+    // One clock read after every creation returned: later than each copy was made, which
+    // is the conservative side of the two_phase rule.
+    const createdAt = await primaryNow(deps.primary);
+    const results = lsns.map((r) =>
+      r.status === 'fulfilled' ? { status: r.status, value: { lsn: r.value, createdAt } } : r,
+    );
     creates.forEach((action, i) => {
       const result = results[i];
       if (result?.status !== 'fulfilled') {

@@ -32,6 +32,7 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     ...common,
     url: config.standbyUrl,
     max: config.concurrency,
+    createTimeoutMs: config.createTimeoutMs,
     logger: standbyLogger,
   });
   const lock = new LockSession({

@@ -62,7 +62,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     token: () => service.config.apiToken,
     host: () => service.config.host,
   });
-  await app.register(rateLimit, { perSecond: options.syncRatePerSecond ?? 5 });
+  await app.register(rateLimit, {
+    perSecond: options.syncRatePerSecond ?? service.config.syncRatePerSecond,
+  });
   await app.register(syncRoutes, { service });
   await app.register(readRoutes, { service });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

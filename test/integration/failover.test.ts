@@ -42,7 +42,7 @@ async function assertExactlyOnce(cluster: Cluster, expected: number): Promise<vo
     .filter((line) => /ERROR|FATAL/.test(line))
     .filter(
       (line) =>
-        !/could not receive data from WAL stream|could not connect to the publisher|terminating logical replication worker due to/.test(
+        !/could not receive data from WAL stream|could not connect to the publisher|terminating logical replication worker due to|the database system is starting up/.test(
           line,
         ),
     );

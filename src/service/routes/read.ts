@@ -1,8 +1,20 @@
 /** GET routes: slots, health, liveness, metrics. Cheap: they read the last cycle's snapshot. */
 import type { FastifyInstance } from 'fastify';
+import type { SlotView } from '../../sync/view.js';
 import { checkHealth } from '../health.js';
 import { HealthResponse, LiveResponse, problemResponse, SlotsResponse } from '../schemas.js';
 import type { SlotSyncService } from '../service.js';
+
+const serialized = new WeakMap<readonly SlotView[], string>();
+
+function serializedViews(views: readonly SlotView[]): string {
+  let text = serialized.get(views);
+  if (text === undefined) {
+    text = JSON.stringify(views);
+    serialized.set(views, text);
+  }
+  return text;
+}
 
 export default async function readRoutes(
   app: FastifyInstance,
@@ -18,14 +30,19 @@ export default async function readRoutes(
         response: { 200: SlotsResponse, 500: problemResponse('Unexpected failure') },
       },
     },
-    async () => {
+    async (_request, reply) => {
       const { lastResult, lastResultAt } = service.context.snapshot;
-      return {
-        slots: lastResult?.views ?? [],
-        generated_at: lastResultAt === undefined ? null : new Date(lastResultAt).toISOString(),
-        age_ms: lastResultAt === undefined ? null : Date.now() - lastResultAt,
-        standby_replay_lsn: lastResult?.standbyReplayLsn ?? null,
-      };
+      // The slot list is serialized once per cycle; each answer only adds its age.
+      const slots = serializedViews(lastResult?.views ?? []);
+      const body = `{"slots":${slots},"generated_at":${JSON.stringify(
+        lastResultAt === undefined ? null : new Date(lastResultAt).toISOString(),
+      )},"age_ms":${lastResultAt === undefined ? null : Date.now() - lastResultAt},"standby_replay_lsn":${JSON.stringify(
+        lastResult?.standbyReplayLsn ?? null,
+      )}}`;
+      return reply
+        .type('application/json; charset=utf-8')
+        .serializer((payload) => payload as string)
+        .send(body);
     },
   );
 
