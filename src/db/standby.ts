@@ -2,21 +2,14 @@
 import type pg from 'pg';
 import { formatLsn, type Lsn, parseLsn } from '../sync/lsn.js';
 import type { LocalSlot } from '../sync/types.js';
+import type { StandbyFacts } from '../sync/validate.js';
 import { arraysOf, digestOf, LOCAL_COLUMNS, toLocalSlot } from './rows.js';
 
 /** Session advisory lock key shared by every slotsync process syncing one standby. */
 export const SYNC_LOCK_KEY = 0x736c6f7473796e63n; // 'slotsync'
 
-export interface StandbySettings {
-  versionNum: number;
-  walLevel: string;
-  hotStandbyFeedback: boolean;
-  primarySlotName: string;
-  /** null when this role may not read it (needs pg_read_all_settings). */
-  primaryConninfoSet: boolean | null;
-  /** PostgreSQL's own worker (17+): `sync_replication_slots`. */
-  syncReplicationSlots: boolean;
-}
+/** What ValidateSlotSyncParams() checks, as read by one statement. */
+export type StandbySettings = Omit<StandbyFacts, 'inRecovery'>;
 
 export interface StandbyState extends StandbySettings {
   /** Whether this session now holds the sync lock. */

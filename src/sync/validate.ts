@@ -10,7 +10,9 @@ export interface StandbyFacts {
   walLevel: string;
   hotStandbyFeedback: boolean;
   primarySlotName: string;
+  /** null when this role may not read it (needs pg_read_all_settings). */
   primaryConninfoSet: boolean | null;
+  /** PostgreSQL's own worker (17+): `sync_replication_slots`. */
   syncReplicationSlots: boolean;
 }
 

@@ -9,7 +9,6 @@ import { type Cluster, type ClusterOptions, startCluster } from '../../src/clust
 import { loadConfig } from '../../src/config.js';
 import { type CycleResult, type EngineDeps, runCycle } from '../../src/engine/cycle.js';
 import { createEngine } from '../../src/engine/engine.js';
-import { Registry } from '../../src/registry/registry.js';
 import { formatLsn, type Lsn, parseLsn, transactionIdPrecedes } from '../../src/sync/lsn.js';
 import type { SlotReport } from '../../src/sync/types.js';
 import { delay } from '../../src/util.js';

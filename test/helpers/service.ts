@@ -50,3 +50,21 @@ export async function startService(
     },
   };
 }
+
+/**
+ * Holds the next cycle between its reads and its actions until `open()` is called;
+ * `reached` tells when a cycle is held there.
+ */
+export function holdNextCycle(s: ServiceUnderTest): { reached: () => boolean; open: () => void } {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let reached = false;
+  s.service.context.engine.deps.beforeApply = () => {
+    reached = true;
+    s.service.context.engine.deps.beforeApply = undefined;
+    return gate;
+  };
+  return { reached: () => reached, open };
+}

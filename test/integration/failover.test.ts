@@ -67,7 +67,8 @@ for (const major of MAJORS) {
       for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
     });
 
-    it('a subscription and a test_decoding consumer carry on after promotion, every row exactly once', async () => {
+    /** A primary with a real subscription (failover = true), a standby and the subscriber. */
+    const subscribedCluster = async () => {
       const cluster = await startCluster({
         major,
         subscriber: true,
@@ -77,6 +78,11 @@ for (const major of MAJORS) {
       const subscriber = cluster.subscriber;
       assert.ok(subscriber);
       await setupSubscription(cluster.primary, subscriber);
+      return { cluster, subscriber };
+    };
+
+    it('a subscription and a test_decoding consumer carry on after promotion, every row exactly once', async () => {
+      const { cluster, subscriber } = await subscribedCluster();
       await createPrimarySlot(cluster, 'cdc', { plugin: 'test_decoding' });
       const service: ServiceUnderTest = await startService(cluster, {
         SLOTSYNC_WORKER: 'on',
@@ -219,15 +225,7 @@ for (const major of MAJORS) {
     });
 
     it('control: without slotsync the promoted standby has no slot and the subscription stops', async () => {
-      const cluster = await startCluster({
-        major,
-        subscriber: true,
-        synchronizedStandbySlots: true,
-      });
-      cleanups.push(() => cluster.stop());
-      const subscriber = cluster.subscriber;
-      assert.ok(subscriber);
-      await setupSubscription(cluster.primary, subscriber);
+      const { cluster, subscriber } = await subscribedCluster();
       const writer = new Writer(5);
       writer.start(cluster.primary);
       await waitFor('some rows', async () => writer.lastCommitted >= 50);

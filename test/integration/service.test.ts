@@ -17,7 +17,7 @@ import {
   wipeSlots,
   writeRows,
 } from '../helpers/harness.js';
-import { type ServiceUnderTest, startService, TOKEN } from '../helpers/service.js';
+import { holdNextCycle, type ServiceUnderTest, startService, TOKEN } from '../helpers/service.js';
 
 it('the committed OpenAPI document is what the app generates (npm run openapi)', async () => {
   const committed = await readFile(new URL('../../openapi/openapi.json', import.meta.url), 'utf8');
@@ -112,20 +112,11 @@ for (const major of MAJORS) {
 
     it('POST /sync waits for an in-flight cycle (bounded), or answers 409 at once with nowait', async () => {
       s = await startService(h.cluster);
-      let open!: () => void;
-      const gate = new Promise<void>((resolve) => {
-        open = resolve;
-      });
-      let reached = false;
-      s.service.context.engine.deps.beforeApply = () => {
-        reached = true;
-        return gate;
-      };
+      const { reached, open } = holdNextCycle(s);
       const first = request(server())
         .post('/sync')
         .then((r) => r);
-      await waitFor('a cycle in flight', async () => reached);
-      s.service.context.engine.deps.beforeApply = undefined;
+      await waitFor('a cycle in flight', async () => reached());
       const nowait = await request(server()).post('/sync?nowait=true').expect(409);
       assert.equal(nowait.body.detail, 'cannot synchronize replication slots concurrently');
       const nowaitBody = await request(server()).post('/sync').send({ nowait: true }).expect(409);
@@ -242,20 +233,12 @@ for (const major of MAJORS) {
         'temporary',
       );
 
-      let open!: () => void;
-      const gate = new Promise<void>((resolve) => {
-        open = resolve;
-      });
-      let reached = false;
-      s.service.context.engine.deps.beforeApply = () => {
-        reached = true;
-        return gate;
-      };
+      const { reached, open } = holdNextCycle(s);
       const inFlight = request(server())
         .post('/sync')
         .set(auth)
         .then((r) => r);
-      await waitFor('a cycle in flight', async () => reached);
+      await waitFor('a cycle in flight', async () => reached());
       let shutdownDone = false;
       const shutdown = request(server())
         .post('/shutdown')
