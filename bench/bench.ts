@@ -62,6 +62,9 @@ async function dropSlots(cluster: Cluster, prefix: string): Promise<void> {
 }
 
 async function advanceAll(cluster: Cluster, names: string[]): Promise<void> {
+  // A running-xacts record first (bgwriter logs one every 15 s on a busy server): without
+  // it the primary slots' restart_lsn never moves and each advance re-decodes all history.
+  await cluster.primary.sql('SELECT pg_log_standby_snapshot()');
   await cluster.primary.sql(`SELECT pg_logical_emit_message(false, 'bench', 'x')`);
   await cluster.primary.sql(
     `SELECT count(pg_replication_slot_advance(n, pg_current_wal_lsn())) FROM unnest($1::text[]) n`,

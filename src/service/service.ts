@@ -7,11 +7,11 @@ import type { Config } from '../config.js';
 import { readStandby } from '../db/standby.js';
 import type { CycleReport } from '../engine/cycle.js';
 import { createEngine, type Engine } from '../engine/engine.js';
-import { messageOf } from '../errors.js';
+import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
 import { isOwnedCopy } from '../sync/rules.js';
 import type { RegistryEntry } from '../sync/types.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
-import { mapLimit } from '../util.js';
+import { delay, mapLimit } from '../util.js';
 import { SyncContext } from './context.js';
 import { Metrics } from './metrics.js';
 import { Worker } from './worker.js';
@@ -153,6 +153,27 @@ export class SlotSyncService {
   }
 
   async #dropNotReady(): Promise<{ slots: SlotView[]; dropped: string[] }> {
+    const { deps } = this.context.engine;
+    // Another slotsync process may be in a cycle on this standby: wait for its lock.
+    const deadline = Date.now() + this.#config.syncWaitMs;
+    while (!(await deps.lock.lockAndRead(null)).locked) {
+      if (Date.now() > deadline) {
+        throw new SlotSyncError(
+          'SLOTSYNC_LOCK_TIMEOUT',
+          `${CONCURRENT_MESSAGE}: another slotsync process holds the standby's sync lock`,
+        );
+      }
+      await delay(100);
+    }
+    try {
+      return await this.#dropNotReadyLocked();
+    } finally {
+      deps.lock.release();
+      deps.cache.forget();
+    }
+  }
+
+  async #dropNotReadyLocked(): Promise<{ slots: SlotView[]; dropped: string[] }> {
     const { deps } = this.context.engine;
     await deps.registry.refresh();
     const before = await readStandby(deps.standby.main);
