@@ -9,7 +9,7 @@ export function option(argv: readonly string[], name: string): string | undefine
   const fromNpm = process.env[`npm_config_${name.replace(/-/g, '_')}`];
   if (fromNpm === undefined || fromNpm === '') return undefined;
   if (fromNpm !== 'true') return fromNpm;
-  return argv.find((a) => /^\d+(\.\d+)?$/.test(a)) ?? 'true';
+  return argv.find((a) => !a.startsWith('-')) ?? 'true';
 }
 
 export function numberOption(argv: readonly string[], name: string): number | undefined {
