@@ -21,8 +21,12 @@ function connectionConfig(options: PoolOptions, applicationName: string): pg.Cli
     application_name: applicationName,
     connectionTimeoutMillis: options.connectTimeoutMs,
     statement_timeout: options.statementTimeoutMs,
+    // The client gives up a little after the server should have: a stalled server
+    // (SIGSTOP, dropped network) cannot hold a cycle, or the sync lock, forever.
     query_timeout: options.statementTimeoutMs + 5_000,
     keepAlive: true,
+    // A backend whose client vanished mid-statement (kill -9 of slotsync during a slot
+    // creation) notices and stops instead of finishing a copy nobody records.
     options: '-c client_connection_check_interval=1000',
   };
 }
@@ -41,19 +45,9 @@ export function createClient(options: PoolOptions, applicationName: string): pg.
 
 export function createPool(options: PoolOptions): pg.Pool {
   const pool = new pg.Pool({
-    connectionString: options.url,
-    application_name: `slotsync-${options.role}`,
+    ...connectionConfig(options, `slotsync-${options.role}`),
     max: options.max,
     idleTimeoutMillis: 30_000,
-    connectionTimeoutMillis: options.connectTimeoutMs,
-    statement_timeout: options.statementTimeoutMs,
-    // The client gives up a little after the server should have: a stalled server
-    // (SIGSTOP, dropped network) cannot hold a cycle, or the sync lock, forever.
-    query_timeout: options.statementTimeoutMs + 5_000,
-    keepAlive: true,
-    // A backend whose client vanished mid-statement (kill -9 of slotsync during a slot
-    // creation) notices and stops instead of finishing a copy nobody records.
-    options: '-c client_connection_check_interval=1000',
   });
   pool.on('error', (error) => {
     options.logger.warn(
@@ -62,24 +56,4 @@ export function createPool(options: PoolOptions): pg.Pool {
     );
   });
   return pool;
-}
-
-/** A statement that must finish within `timeoutMs` on both server and client. */
-export async function queryWithTimeout<R extends pg.QueryResultRow>(
-  client: pg.PoolClient | pg.Pool,
-  text: string,
-  values: unknown[],
-  timeoutMs: number,
-): Promise<pg.QueryResult<R>> {
-  const config: pg.QueryConfig & { query_timeout?: number } = { text, values };
-  config.query_timeout = timeoutMs + 5_000;
-  if ('release' in client) {
-    await client.query(`SET statement_timeout = ${Math.floor(timeoutMs)}`);
-    try {
-      return await client.query<R>(config);
-    } finally {
-      await client.query('RESET statement_timeout').catch(() => undefined);
-    }
-  }
-  return client.query<R>(config);
 }

@@ -7,7 +7,6 @@
 
 export type Lsn = bigint;
 
-export const INVALID_LSN: Lsn = 0n;
 const UINT32 = 0xffffffffn;
 const LSN_PATTERN = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
 
@@ -41,10 +40,6 @@ export function lsnDistance(from: Lsn | null, to: Lsn | null): number | null {
   return to > from ? Number(to - from) : 0;
 }
 
-export function maxLsn(a: Lsn, b: Lsn): Lsn {
-  return a > b ? a : b;
-}
-
 /**
  * 32-bit transaction ids wrap around. PostgreSQL's `TransactionIdPrecedes` compares normal
  * xids (>= 3) by the sign of their 32-bit difference; the special ids 0..2 (invalid,
@@ -52,7 +47,6 @@ export function maxLsn(a: Lsn, b: Lsn): Lsn {
  */
 export type Xid = number;
 
-export const INVALID_XID: Xid = 0;
 const FIRST_NORMAL_XID = 3;
 
 export function parseXid(text: string | number | null | undefined): Xid | null {

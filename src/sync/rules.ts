@@ -2,7 +2,7 @@
  * The rules of PostgreSQL's slotsync.c, one small function each, over plain values.
  * Each names the place in slotsync.c it mirrors.
  */
-import { formatLsn, type Lsn, transactionIdPrecedes } from './lsn.js';
+import { formatLsn, type Lsn } from './lsn.js';
 import type { LocalSlot, RegistryEntry, RemoteSlot } from './types.js';
 
 /**
@@ -99,12 +99,6 @@ export function remotePrecedesMessage(
   )} and catalog xmin ${remote.catalogXmin}, but the local slot has LSN ${formatLsn(
     local.confirmedFlushLsn,
   )} and catalog xmin ${local.catalogXmin}.`;
-}
-
-/** True when the remote catalog_xmin precedes the copy's, with xid wraparound. */
-export function remoteXminPrecedesLocal(remote: RemoteSlot, local: LocalSlot): boolean {
-  if (remote.catalogXmin === null || local.catalogXmin === null) return false;
-  return transactionIdPrecedes(remote.catalogXmin, local.catalogXmin);
 }
 
 /**
