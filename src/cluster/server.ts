@@ -4,6 +4,7 @@
  * process dies without stopping it, even by kill -9.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { appendFile, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -130,6 +131,7 @@ export class PgServer {
   async stop(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
     const child = this.#process;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    this.resume(); // a frozen server would never act on the stop signal
     child.kill(mode === 'fast' ? 'SIGINT' : 'SIGQUIT');
     const giveUp = new AbortController();
     const timeout = delay(30_000, giveUp.signal).then(() => 'timeout');
@@ -148,12 +150,28 @@ export class PgServer {
   }
 
   /** SIGSTOP / SIGCONT: a server that stops answering. */
+  /**
+   * Freezes the server: SIGSTOP to the postmaster and every backend (each leads its own
+   * process group, so one by one). Connections stay open and nothing answers.
+   */
   pause(): void {
-    this.#process?.kill('SIGSTOP');
+    this.#signalAll('SIGSTOP');
   }
 
   resume(): void {
-    this.#process?.kill('SIGCONT');
+    this.#signalAll('SIGCONT');
+  }
+
+  #signalAll(signal: NodeJS.Signals): void {
+    const pid = this.#process?.pid;
+    if (!this.running || !pid) return;
+    for (const target of [pid, ...childrenOf(pid)]) {
+      try {
+        process.kill(target, signal);
+      } catch {
+        // exited meanwhile
+      }
+    }
   }
 
   async remove(): Promise<void> {
@@ -227,6 +245,23 @@ function quote(value: string | number | boolean): string {
   if (typeof value === 'number') return String(value);
   if (typeof value === 'boolean') return value ? 'on' : 'off';
   return `'${value.replace(/'/g, "''")}'`;
+}
+
+/** Child processes of `pid`, from /proc (Linux). */
+function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // pid (comm) state ppid …: comm may contain spaces and parentheses; split after the last ')'.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) children.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return children;
 }
 
 export async function freePort(): Promise<number> {

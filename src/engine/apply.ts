@@ -32,6 +32,8 @@ export interface ApplyDeps {
   onSnapshotRefused: ((message: string) => void) | undefined;
   /** Creations or advances of a dead slotsync process still running on the standby. */
   orphanedStatements: number;
+  /** Names a primary connection failure by its variable (SLOTSYNC_PRIMARY_URL). */
+  primaryError: (error: unknown) => unknown;
 }
 
 export interface Applied {
@@ -172,8 +174,13 @@ export async function applyActions(
       ),
     ).finally(() => pump.stop());
     // One clock read after every creation returned: later than each copy was made, which
-    // is the conservative side of the two_phase rule.
-    const createdAt = await primaryNow(deps.primary);
+    // is the conservative side of the two_phase rule. If it fails, the copies made stay
+    // recorded as intents and the next cycle adopts them with a later clock.
+    const createdAt = lsns.some((r) => r.status === 'fulfilled')
+      ? await primaryNow(deps.primary).catch((error: unknown) => {
+          throw deps.primaryError(error);
+        })
+      : new Date(0);
     const results = lsns.map((r) =>
       r.status === 'fulfilled' ? { status: r.status, value: { lsn: r.value, createdAt } } : r,
     );

@@ -169,6 +169,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       createTimeoutMs: deps.createTimeoutMs,
       onSnapshotRefused: deps.onSnapshotRefused,
       orphanedStatements: standby.orphanedStatements,
+      primaryError,
     });
     const localAfter = applied.updated ? patchLocal(local, remote, applied) : local;
     if (applied.updated) {

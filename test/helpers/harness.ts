@@ -24,7 +24,12 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(options: ClusterOptions): Promise<Harness> {
+export interface HarnessOptions extends ClusterOptions {
+  /** More configuration for the engine, given the running cluster (a proxy's URL, timeouts). */
+  env?: (cluster: Cluster) => Promise<Record<string, string>>;
+}
+
+export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const cluster = await startCluster(options);
   const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-state-'));
   const logger = pino({ level: process.env.SLOTSYNC_TEST_LOG ?? 'silent' });
@@ -33,6 +38,7 @@ export async function startHarness(options: ClusterOptions): Promise<Harness> {
     SLOTSYNC_STANDBY_URL: cluster.standby.url('postgres', 'not-a-secret'),
     SLOTSYNC_STATE_DIR: stateDir,
     SLOTSYNC_CREATE_TIMEOUT_MS: '30000',
+    ...(await options.env?.(cluster)),
   });
   const engine = await createEngine(config, logger);
   const deps = engine.deps;
