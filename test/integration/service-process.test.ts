@@ -3,14 +3,12 @@
  * SIGHUP re-reads the configuration, SIGTERM stops gracefully, bad starts say why.
  */
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { MAJORS } from '../../src/cluster/binaries.js';
-import { freePort } from '../../src/cluster/server.js';
-import { runCli, spawnCli } from '../helpers/cli.js';
+import { runCli, startProcess } from '../helpers/cli.js';
 import {
   createPrimarySlot,
   type Harness,
@@ -18,45 +16,6 @@ import {
   waitFor,
   wipeSlots,
 } from '../helpers/harness.js';
-
-interface Running {
-  child: ChildProcess;
-  base: string;
-  output: () => string;
-  stop(): Promise<number | null>;
-}
-
-async function startProcess(env: Record<string, string>): Promise<Running> {
-  const port = await freePort();
-  const child = spawnCli([], { SLOTSYNC_PORT: String(port), SLOTSYNC_LOG_LEVEL: 'info', ...env });
-  let output = '';
-  child.stdout?.on('data', (d) => {
-    output += d;
-  });
-  child.stderr?.on('data', (d) => {
-    output += d;
-  });
-  const base = `http://127.0.0.1:${port}`;
-  const exited = new Promise<number | null>((resolve) =>
-    child.once('exit', (code) => resolve(code)),
-  );
-  await waitFor(`slotsync listening on ${port}`, async () => {
-    if (child.exitCode !== null) throw new Error(`slotsync exited: ${output}`);
-    return fetch(`${base}/health/live`).then(
-      (r) => r.ok,
-      () => false,
-    );
-  });
-  return {
-    child,
-    base,
-    output: () => output,
-    stop: async () => {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      return exited;
-    },
-  };
-}
 
 const majors = process.env.SLOTSYNC_TEST_MAJORS
   ? MAJORS.filter((m) => process.env.SLOTSYNC_TEST_MAJORS?.includes(String(m)))
