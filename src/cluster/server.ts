@@ -186,7 +186,10 @@ export class PgServer {
 
   client(database = 'postgres'): pg.Client {
     return new pg.Client({
-      connectionString: this.url(database),
+      host: '127.0.0.1',
+      port: this.port,
+      user: 'postgres',
+      database, // a field, not part of a URL: any name works
       application_name: 'slotsync-harness',
     });
   }

@@ -3,11 +3,17 @@
  * and an error listener (an idle client that loses its server must not crash the process).
  */
 import pg from 'pg';
+import { parseIntoClientConfig } from 'pg-connection-string';
 import type { Logger } from 'pino';
 import { redactSecrets } from '../redact.js';
 
 export interface PoolOptions {
   url: string;
+  /**
+   * Connect to this database instead of the URL's. Given as a field, never spliced into
+   * the URL: a database name may hold any character (/, #, %, quotes) and is data.
+   */
+  database?: string;
   role: 'primary' | 'standby';
   max: number;
   statementTimeoutMs: number;
@@ -16,8 +22,12 @@ export interface PoolOptions {
 }
 
 function connectionConfig(options: PoolOptions, applicationName: string): pg.ClientConfig {
+  // As pg does with connectionString, the URL's own parameters win over these defaults.
+  const target: pg.ClientConfig =
+    options.database === undefined
+      ? { connectionString: options.url }
+      : { ...parseIntoClientConfig(options.url), database: options.database };
   return {
-    connectionString: options.url,
     application_name: applicationName,
     connectionTimeoutMillis: options.connectTimeoutMs,
     statement_timeout: options.statementTimeoutMs,
@@ -28,6 +38,7 @@ function connectionConfig(options: PoolOptions, applicationName: string): pg.Cli
     // A backend whose client vanished mid-statement (kill -9 of slotsync during a slot
     // creation) notices and stops instead of finishing a copy nobody records.
     options: '-c client_connection_check_interval=1000',
+    ...target,
   };
 }
 

@@ -3,6 +3,7 @@
  * connection to its remote slot's database. One pool per database, made on first use.
  */
 import type pg from 'pg';
+import { parseIntoClientConfig } from 'pg-connection-string';
 import type { Logger } from 'pino';
 import { createPool } from './pools.js';
 
@@ -26,8 +27,9 @@ export class StandbyPools {
 
   constructor(options: StandbyPoolOptions) {
     this.#options = options;
-    this.#mainDatabase =
-      decodeURIComponent(new URL(options.url).pathname.replace(/^\//, '')) || 'postgres';
+    // The database pg connects to for this URL (its own rules: no name means the user's).
+    const parsed = parseIntoClientConfig(options.url);
+    this.#mainDatabase = parsed.database ?? parsed.user ?? 'postgres';
     // +2: the lock session and a reader stay available while copies are created.
     this.main = createPool({ ...options, role: 'standby', max: options.max + 2 });
     this.#byDatabase.set(this.#mainDatabase, this.main);
@@ -36,7 +38,7 @@ export class StandbyPools {
   forDatabase(database: string): pg.Pool {
     let pool = this.#byDatabase.get(database);
     if (!pool) {
-      pool = createPool({ ...this.#options, url: this.#urlFor(database), role: 'standby' });
+      pool = createPool({ ...this.#options, database, role: 'standby' });
       this.#byDatabase.set(database, pool);
     }
     return pool;
@@ -49,7 +51,7 @@ export class StandbyPools {
     if (!pool) {
       pool = createPool({
         ...this.#options,
-        url: this.#urlFor(database),
+        database,
         role: 'standby',
         statementTimeoutMs: timeoutMs,
         // Creations mostly wait for a running-xacts record: twice the parallelism pays.
@@ -58,13 +60,6 @@ export class StandbyPools {
       this.#forCreation.set(key, pool);
     }
     return pool;
-  }
-
-  #urlFor(database: string): string {
-    const url = new URL(this.#options.url);
-    url.pathname = `/${encodeURIComponent(database)}`;
-    url.searchParams.delete('dbname');
-    return url.toString();
   }
 
   async end(): Promise<void> {
