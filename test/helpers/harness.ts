@@ -6,12 +6,14 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { pino } from 'pino';
 import { type Cluster, type ClusterOptions, startCluster } from '../../src/cluster/cluster.js';
+import { InvariantChecker } from '../../src/cluster/invariants.js';
 import { loadConfig } from '../../src/config.js';
 import { type CycleResult, type EngineDeps, runCycle } from '../../src/engine/cycle.js';
 import { createEngine } from '../../src/engine/engine.js';
-import { formatLsn, type Lsn, parseLsn, transactionIdPrecedes } from '../../src/sync/lsn.js';
 import type { SlotReport } from '../../src/sync/types.js';
 import { delay } from '../../src/util.js';
+
+export { InvariantChecker };
 
 export interface Harness {
   cluster: Cluster;
@@ -64,75 +66,6 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       await rm(stateDir, { recursive: true, force: true });
     },
   };
-}
-
-interface Seen {
-  confirmed: Lsn | null;
-  restart: Lsn | null;
-  xmin: number | null;
-}
-
-/**
- * Invariants 1 and 2 of DESIGN.md, checked on the standby after every cycle: no slot moves
- * backwards (confirmed_flush, restart_lsn, catalog_xmin) and none is past replay.
- */
-export class InvariantChecker {
-  readonly #seen = new Map<string, Seen>();
-  checks = 0;
-
-  constructor(private readonly cluster: Cluster) {}
-
-  async check(): Promise<void> {
-    const rows = await this.cluster.standby.sql<{
-      slot_name: string;
-      confirmed_flush_lsn: string | null;
-      restart_lsn: string | null;
-      catalog_xmin: string | null;
-      replay: string;
-    }>(
-      `SELECT slot_name, confirmed_flush_lsn::text, restart_lsn::text, catalog_xmin::text,
-              pg_last_wal_replay_lsn()::text AS replay
-         FROM pg_replication_slots WHERE slot_type = 'logical'`,
-    );
-    const present = new Set<string>();
-    for (const row of rows) {
-      present.add(row.slot_name);
-      const now: Seen = {
-        confirmed: parseLsn(row.confirmed_flush_lsn),
-        restart: parseLsn(row.restart_lsn),
-        xmin: row.catalog_xmin === null ? null : Number(row.catalog_xmin),
-      };
-      const replay = parseLsn(row.replay);
-      if (now.confirmed !== null) {
-        assert.ok(
-          now.confirmed <= replay,
-          `${row.slot_name}: confirmed ${formatLsn(now.confirmed)} is past replay ${row.replay}`,
-        );
-      }
-      const before = this.#seen.get(row.slot_name);
-      if (before) {
-        for (const key of ['confirmed', 'restart'] as const) {
-          const a = before[key];
-          const b = now[key];
-          if (a !== null && b !== null) {
-            assert.ok(
-              b >= a,
-              `${row.slot_name}: ${key} moved backwards ${formatLsn(a)} -> ${formatLsn(b)}`,
-            );
-          }
-        }
-        if (before.xmin !== null && now.xmin !== null) {
-          assert.ok(
-            !transactionIdPrecedes(now.xmin, before.xmin),
-            `${row.slot_name}: catalog_xmin moved backwards`,
-          );
-        }
-      }
-      this.#seen.set(row.slot_name, now);
-    }
-    for (const name of this.#seen.keys()) if (!present.has(name)) this.#seen.delete(name);
-    this.checks++;
-  }
 }
 
 /** Creates a logical slot on the primary (failover by default). */

@@ -6,10 +6,9 @@
  * resumes by itself once the fault is gone.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { MAJORS } from '../../src/cluster/binaries.js';
+import { unownedCopies as unownedCopiesOf } from '../../src/cluster/invariants.js';
 import { SYNC_LOCK_KEY } from '../../src/db/standby.js';
 import type { CycleResult } from '../../src/engine/cycle.js';
 import {
@@ -73,17 +72,7 @@ for (const major of MAJORS) {
       return row?.free === true;
     }
 
-    /** Copies on the standby that the registry does not own: must always be none. */
-    async function unownedCopies(): Promise<string[]> {
-      const text = await readFile(join(h.stateDir, 'registry.json'), 'utf8').catch(() => '');
-      const owned = new Set<string>(
-        text ? (JSON.parse(text).slots as { name: string }[]).map((s) => s.name) : [],
-      );
-      const rows = await h.cluster.standby.sql<{ slot_name: string }>(
-        `SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical'`,
-      );
-      return rows.map((r) => r.slot_name).filter((name) => !owned.has(name));
-    }
+    const unownedCopies = () => unownedCopiesOf(h.cluster, h.stateDir);
 
     /**
      * Runs cycles until every named slot has a sync-ready copy at the primary's position,

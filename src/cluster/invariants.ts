@@ -1,0 +1,101 @@
+/**
+ * Invariants of DESIGN.md checked from outside on a real standby, for the tests, the soak
+ * and the demo: no copy moves backwards (confirmed_flush, restart_lsn, catalog_xmin) or
+ * past replay, and every copy on the standby is owned by slotsync's registry.
+ */
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { formatLsn, type Lsn, parseLsn, transactionIdPrecedes } from '../sync/lsn.js';
+import type { Cluster } from './cluster.js';
+
+interface Seen {
+  confirmed: Lsn | null;
+  restart: Lsn | null;
+  xmin: number | null;
+}
+
+/**
+ * Invariants 1 and 2 of DESIGN.md, checked on the standby after every cycle: no slot moves
+ * backwards (confirmed_flush, restart_lsn, catalog_xmin) and none is past replay.
+ */
+export class InvariantChecker {
+  readonly #seen = new Map<string, Seen>();
+  checks = 0;
+
+  constructor(private readonly cluster: Cluster) {}
+
+  async check(): Promise<void> {
+    const rows = await this.cluster.standby.sql<{
+      slot_name: string;
+      confirmed_flush_lsn: string | null;
+      restart_lsn: string | null;
+      catalog_xmin: string | null;
+      replay: string;
+    }>(
+      `SELECT slot_name, confirmed_flush_lsn::text, restart_lsn::text, catalog_xmin::text,
+              pg_last_wal_replay_lsn()::text AS replay
+         FROM pg_replication_slots WHERE slot_type = 'logical'`,
+    );
+    const present = new Set<string>();
+    for (const row of rows) {
+      present.add(row.slot_name);
+      const now: Seen = {
+        confirmed: parseLsn(row.confirmed_flush_lsn),
+        restart: parseLsn(row.restart_lsn),
+        xmin: row.catalog_xmin === null ? null : Number(row.catalog_xmin),
+      };
+      const replay = parseLsn(row.replay);
+      if (now.confirmed !== null) {
+        assert.ok(
+          now.confirmed <= replay,
+          `${row.slot_name}: confirmed ${formatLsn(now.confirmed)} is past replay ${row.replay}`,
+        );
+      }
+      const before = this.#seen.get(row.slot_name);
+      if (before) {
+        for (const key of ['confirmed', 'restart'] as const) {
+          const a = before[key];
+          const b = now[key];
+          if (a !== null && b !== null) {
+            assert.ok(
+              b >= a,
+              `${row.slot_name}: ${key} moved backwards ${formatLsn(a)} -> ${formatLsn(b)}`,
+            );
+          }
+        }
+        if (before.xmin !== null && now.xmin !== null) {
+          assert.ok(
+            !transactionIdPrecedes(now.xmin, before.xmin),
+            `${row.slot_name}: catalog_xmin moved backwards`,
+          );
+        }
+      }
+      this.#seen.set(row.slot_name, now);
+    }
+    for (const name of this.#seen.keys()) if (!present.has(name)) this.#seen.delete(name);
+    this.checks++;
+  }
+}
+
+/**
+ * Logical slots on the standby that the registry in `stateDir` does not own (users' slots
+ * listed in `foreign` aside): a copy owned by nobody. Must always be empty. Only meaningful
+ * while no cycle runs (between the harness's cycles, after a kill -9): a cycle in flight
+ * may drop a copy between the two reads.
+ */
+export async function unownedCopies(
+  cluster: Cluster,
+  stateDir: string,
+  foreign: readonly string[] = [],
+): Promise<string[]> {
+  const text = await readFile(join(stateDir, 'registry.json'), 'utf8').catch(() => '');
+  const owned = new Set<string>(
+    text ? (JSON.parse(text).slots as { name: string }[]).map((s) => s.name) : [],
+  );
+  for (const name of foreign) owned.add(name);
+  const rows = await cluster.standby.sql<{ slot_name: string }>(
+    `SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical'`,
+  );
+  return rows.map((r) => r.slot_name).filter((name) => !owned.has(name));
+}
