@@ -218,6 +218,7 @@ async function killLoop(cluster: Cluster): Promise<Record<string, number>> {
   let cyclesSeen = 0;
   let conflicts = 0;
   let recreated = 0;
+  let killsInCycle = 0;
   const started = performance.now();
   try {
     for (let i = 1; i <= kills; i++) {
@@ -253,6 +254,8 @@ async function killLoop(cluster: Cluster): Promise<Record<string, number>> {
       }
       await delay(Math.random() * 600);
       cyclesSeen += (await service.metric('slotsync_cycles_total{trigger="worker"')) - 1;
+      // Whether this kill lands inside a cycle (read just before it: an indication).
+      if ((await service.metric('slotsync_cycles_in_flight')) > 0) killsInCycle++;
       await service.kill9();
       try {
         await checker.check();
@@ -297,6 +300,7 @@ async function killLoop(cluster: Cluster): Promise<Record<string, number>> {
     fail(`the advancer failed ${advancer.errors.length} times: ${advancer.errors[0]}`);
   return {
     kills,
+    kills_inside_a_cycle: killsInCycle,
     cycles: cyclesSeen,
     slots: killSlotCount,
     slots_recreated: recreated,
