@@ -61,9 +61,11 @@ for (const major of MAJORS) {
       return path;
     }
 
-    async function slotState(p: Running, name: string): Promise<string | undefined> {
+    /** The copy of `name` made and recorded (the view lists primary slots without copies too). */
+    async function copied(p: Running, name: string): Promise<boolean> {
       const body = await (await fetch(`${p.base}/slots`)).json();
-      return body.slots.find((v: { name: string }) => v.name === name)?.state;
+      const state = body.slots.find((v: { name: string }) => v.name === name)?.state;
+      return state === 'temporary' || state === 'sync_ready';
     }
 
     async function standbyHas(name: string): Promise<boolean> {
@@ -99,10 +101,7 @@ for (const major of MAJORS) {
       const p = await startProcess({ ...env, SLOTSYNC_STATE_DIR: state }, runAs);
       try {
         await createPrimarySlot(h.cluster, 'ro_before');
-        await waitFor(
-          'the first copy',
-          async () => (await slotState(p, 'ro_before')) !== undefined,
-        );
+        await waitFor('the first copy', async () => copied(p, 'ro_before'));
         const registry = join(state, 'registry.json');
         const before = await readFile(registry, 'utf8');
 
@@ -143,10 +142,7 @@ for (const major of MAJORS) {
       const pid = String(p.child.pid);
       try {
         await createPrimarySlot(h.cluster, 'full_before');
-        await waitFor(
-          'the first copy',
-          async () => (await slotState(p, 'full_before')) !== undefined,
-        );
+        await waitFor('the first copy', async () => copied(p, 'full_before'));
         const registry = join(state, 'registry.json');
         const before = await readFile(registry, 'utf8');
 
