@@ -146,9 +146,9 @@ for (const major of MAJORS) {
         const registry = join(state, 'registry.json');
         const before = await readFile(registry, 'utf8');
 
-        // Room for the current file, not for one with twenty more entries (the soft limit
-        // only, so it can be raised again).
-        await execFileAsync('prlimit', ['--pid', pid, `--fsize=${before.length + 512}:`]);
+        // Room for the current file, not for one more entry (~330 bytes); the soft limit only,
+        // so it can be raised again.
+        await execFileAsync('prlimit', ['--pid', pid, `--fsize=${before.length + 100}:`]);
         const names = Array.from({ length: 20 }, (_, i) => `full_after_${i}`);
         for (const name of names) await createPrimarySlot(h.cluster, name);
         await h.cluster.waitForReplay();
