@@ -3,7 +3,8 @@
  *                 [--clients 4] [--pg 17|18] [--out soak.json]
  *
  * Two parts, on an embedded primary/standby pair and slotsync built from this checkout
- * (dist/, rebuilt by the presoak script), run as a separate process as in production:
+ * (dist/, rebuilt by the presoak script), run as a separate process as in production
+ * (bench/systems.ts's SlotsyncSystem, its state folder kept across restarts):
  *
  * 1. Kill loop: `--kills` times, slotsync is started, does at least one cycle while slots
  *    keep advancing (and some are dropped and made again), and is killed with SIGKILL at a
@@ -17,19 +18,16 @@
  *
  * Exits 1 when anything failed. Prints SOAK lines; writes the figures as JSON to --out.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Major } from '../src/cluster/binaries.js';
 import { type Cluster, startCluster } from '../src/cluster/cluster.js';
 import { InvariantChecker, unownedCopies } from '../src/cluster/invariants.js';
-import { freePort } from '../src/cluster/server.js';
 import { numberOption, option } from '../src/demo/args.js';
 import { delay } from '../src/util.js';
 import { median, percentile, round } from './stats.js';
+import { SlotsyncSystem } from './systems.js';
 
 const argv = process.argv.slice(2);
 const major = Number(option(argv, 'pg') ?? 17) as Major;
@@ -40,87 +38,6 @@ const killSlotCount = numberOption(argv, 'kill-slots') ?? 200;
 const clientCount = numberOption(argv, 'clients') ?? 4;
 const out = option(argv, 'out');
 const log = (line: string) => process.stderr.write(`${line}\n`);
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-
-/** slotsync as a process from dist/, with its state folder kept across restarts. */
-class ServiceProcess {
-  #child: ChildProcess | undefined;
-  #exited: Promise<void> = Promise.resolve();
-  base = '';
-  output = '';
-
-  constructor(
-    private readonly cluster: Cluster,
-    readonly stateDir: string,
-    private readonly env: Record<string, string>,
-  ) {}
-
-  get pid(): number | undefined {
-    return this.#child?.pid;
-  }
-
-  async start(): Promise<void> {
-    const entry = join(ROOT, 'dist/cli/main.js');
-    if (!existsSync(entry)) throw new Error('dist/ is missing: run npm run build');
-    const port = await freePort();
-    const child = spawn(process.execPath, [entry], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        SLOTSYNC_PRIMARY_URL: this.cluster.primary.url('postgres', 'soak-secret-pw'),
-        SLOTSYNC_STANDBY_URL: this.cluster.standby.url('postgres', 'soak-secret-pw'),
-        SLOTSYNC_STATE_DIR: this.stateDir,
-        SLOTSYNC_PORT: String(port),
-        SLOTSYNC_LOG_LEVEL: 'warn',
-        ...this.env,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.output = '';
-    const keep = (chunk: Buffer) => {
-      this.output = (this.output + chunk.toString()).slice(-200_000);
-    };
-    child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
-    this.#child = child;
-    this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
-    this.base = `http://127.0.0.1:${port}`;
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
-      if (child.exitCode !== null) throw new Error(`slotsync exited:\n${this.output}`);
-      const live = await fetch(`${this.base}/health/live`).then(
-        (r) => r.ok,
-        () => false,
-      );
-      if (live) return;
-      await delay(20);
-    }
-    throw new Error('slotsync did not start within 30 s');
-  }
-
-  async kill9(): Promise<void> {
-    this.#child?.kill('SIGKILL');
-    await this.#exited;
-  }
-
-  async stop(): Promise<void> {
-    if (this.#child && this.#child.exitCode === null) this.#child.kill('SIGTERM');
-    await this.#exited;
-  }
-
-  rssMb(): number {
-    const status = readFileSync(`/proc/${this.pid}/status`, 'utf8');
-    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]) / 1024;
-  }
-
-  async metric(name: string): Promise<number> {
-    const text = await (await fetch(`${this.base}/metrics`)).text();
-    let sum = 0;
-    for (const line of text.split('\n')) {
-      if (line.startsWith(name)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-    }
-    return sum;
-  }
-}
 
 async function createSlots(cluster: Cluster, names: string[]): Promise<void> {
   for (let i = 0; i < names.length; i += 100) {
@@ -193,7 +110,7 @@ interface SlotsAnswer {
   slots: { name: string; state: string; sync_ready: boolean }[];
 }
 
-async function slotsOf(service: ServiceProcess): Promise<SlotsAnswer['slots']> {
+async function slotsOf(service: SlotsyncSystem): Promise<SlotsAnswer['slots']> {
   return ((await (await fetch(`${service.base}/slots`)).json()) as SlotsAnswer).slots;
 }
 
@@ -207,11 +124,14 @@ async function killLoop(cluster: Cluster): Promise<Record<string, number>> {
   const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-soak-kill-'));
   const names = Array.from({ length: killSlotCount }, (_, i) => `kill_${i}`);
   await createSlots(cluster, names);
-  const service = new ServiceProcess(cluster, stateDir, {
-    SLOTSYNC_WORKER: 'on',
-    SLOTSYNC_NAPTIME_MIN_MS: '10',
-    SLOTSYNC_NAPTIME_MAX_MS: '100',
-    SLOTSYNC_RESTART_INTERVAL_MS: '100',
+  const service = new SlotsyncSystem(cluster, {
+    stateDir,
+    env: {
+      SLOTSYNC_WORKER: 'on',
+      SLOTSYNC_NAPTIME_MIN_MS: '10',
+      SLOTSYNC_NAPTIME_MAX_MS: '100',
+      SLOTSYNC_RESTART_INTERVAL_MS: '100',
+    },
   });
   const checker = new InvariantChecker(cluster);
   const advancer = advanceForever(cluster, names, 50);
@@ -235,13 +155,13 @@ async function killLoop(cluster: Cluster): Promise<Record<string, number>> {
         });
         recreated += churn.length;
       }
-      await service.start();
+      await service.start(true);
       // At least one complete cycle of this process, then the new process owns every copy.
       const deadline = Date.now() + 60_000;
       while (
         (await service.metric('slotsync_cycles_total{trigger="worker",outcome="success"}')) < 1
       ) {
-        if (Date.now() > deadline) throw new Error(`no cycle completed:\n${service.output}`);
+        if (Date.now() > deadline) throw new Error('no cycle completed within 60 s');
         await delay(10);
       }
       cyclesSeen++;
@@ -267,7 +187,7 @@ async function killLoop(cluster: Cluster): Promise<Record<string, number>> {
       if (i % 10 === 0) log(`  kill ${i}/${kills}: ${cyclesSeen} cycles so far, invariants held`);
     }
     // Finally, one clean process: every slot synced, nothing in conflict.
-    await service.start();
+    await service.start(true);
     const deadline = Date.now() + 120_000;
     let ready = 0;
     while (Date.now() < deadline) {
@@ -290,7 +210,7 @@ async function killLoop(cluster: Cluster): Promise<Record<string, number>> {
       if (Date.now() > dropDeadline) throw new Error('the kill loop copies were not dropped');
       await delay(100);
     }
-    await service.stop();
+    await service.stopWorker();
   } finally {
     await advancer.stop();
     await service.kill9().catch(() => undefined);
@@ -319,7 +239,7 @@ interface ClientStats {
 
 /** One API client: GET /slots, GET /metrics, POST /sync, again and again. */
 function apiClient(
-  service: ServiceProcess,
+  service: SlotsyncSystem,
   stats: ClientStats,
   until: () => boolean,
 ): Promise<void> {
@@ -367,11 +287,14 @@ async function load(cluster: Cluster): Promise<Record<string, unknown>> {
   const names = Array.from({ length: slotCount }, (_, i) => `soak_${i}`);
   log(`creating ${slotCount} slots`);
   await createSlots(cluster, names);
-  const service = new ServiceProcess(cluster, stateDir, {
-    SLOTSYNC_WORKER: 'on',
-    SLOTSYNC_SYNC_RATE: '5',
+  const service = new SlotsyncSystem(cluster, {
+    stateDir,
+    env: {
+      SLOTSYNC_WORKER: 'on',
+      SLOTSYNC_SYNC_RATE: '5',
+    },
   });
-  await service.start();
+  await service.start(true);
   log('first sync of every slot');
   const firstDeadline = Date.now() + 300_000;
   while ((await slotsOf(service)).filter((s) => s.sync_ready).length < slotCount) {
@@ -399,7 +322,7 @@ async function load(cluster: Cluster): Promise<Record<string, unknown>> {
   while (!done()) {
     await delay(5_000);
     const s = (performance.now() - started) / 1000;
-    rss.push({ s: round(s, 0), mb: round(service.rssMb(), 1) });
+    rss.push({ s: round(s, 0), mb: round(service.footprint().rssMb, 1) });
     try {
       await checker.check();
     } catch (error) {
@@ -453,7 +376,7 @@ async function load(cluster: Cluster): Promise<Record<string, unknown>> {
     'worker',
     0.99,
   );
-  await service.stop();
+  await service.stopWorker();
   await rm(stateDir, { recursive: true, force: true });
 
   if (cycleErrors > 0) fail(`${cycleErrors} worker cycles failed`);

@@ -32,9 +32,15 @@ export class SlotsyncSystem implements System {
   readonly name = 'slotsync' as const;
   #child: ChildProcess | undefined;
   #base = '';
-  #stateDir = '';
+  #stateDir: string;
 
-  constructor(readonly cluster: Cluster) {}
+  /** `stateDir` is kept across restarts; `env` adds to or overrides the defaults below. */
+  constructor(
+    readonly cluster: Cluster,
+    private readonly options: { stateDir?: string; env?: Record<string, string> } = {},
+  ) {
+    this.#stateDir = options.stateDir ?? '';
+  }
 
   get pid(): number | undefined {
     return this.#child?.pid;
@@ -59,11 +65,13 @@ export class SlotsyncSystem implements System {
         SLOTSYNC_WORKER: worker ? 'on' : 'off',
         SLOTSYNC_LOG_LEVEL: 'warn',
         SLOTSYNC_SYNC_RATE: '0',
+        ...this.options.env,
       },
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     this.#base = `http://127.0.0.1:${port}`;
     for (let i = 0; i < 200; i++) {
+      if (this.#child.exitCode !== null) throw new Error('slotsync exited at start');
       if (
         await fetch(`${this.#base}/health/live`).then(
           (r) => r.ok,
@@ -105,6 +113,25 @@ export class SlotsyncSystem implements System {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGTERM');
     await exited;
+  }
+
+  /** kill -9, and wait for the process to be gone. */
+  async kill9(): Promise<void> {
+    const child = this.#child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  /** The sum of the /metrics samples whose line starts with `prefix`. */
+  async metric(prefix: string): Promise<number> {
+    const text = await (await fetch(`${this.#base}/metrics`)).text();
+    let sum = 0;
+    for (const line of text.split('\n')) {
+      if (line.startsWith(prefix)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+    return sum;
   }
 
   /** Resident memory (MB) and CPU seconds of the service process. */

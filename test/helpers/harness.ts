@@ -125,6 +125,24 @@ export async function slotRow(
   return row;
 }
 
+/**
+ * Holds the next cycle of `deps` between its reads and its actions until `open()` is
+ * called; `reached` tells when a cycle is held there.
+ */
+export function holdNextCycle(deps: EngineDeps): { reached: () => boolean; open: () => void } {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let reached = false;
+  deps.beforeApply = () => {
+    reached = true;
+    deps.beforeApply = undefined;
+    return gate;
+  };
+  return { reached: () => reached, open };
+}
+
 /** Polls `condition` until it holds (never a fixed sleep as synchronization). */
 export async function waitFor(
   what: string,

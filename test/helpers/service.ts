@@ -8,6 +8,7 @@ import type { Cluster } from '../../src/cluster/cluster.js';
 import { loadConfig } from '../../src/config.js';
 import { buildApp } from '../../src/service/app.js';
 import { SlotSyncService } from '../../src/service/service.js';
+import { holdNextCycle as holdCycleOf } from './harness.js';
 
 export const TOKEN = 'test-token-0123456789abcdef';
 
@@ -51,20 +52,7 @@ export async function startService(
   };
 }
 
-/**
- * Holds the next cycle between its reads and its actions until `open()` is called;
- * `reached` tells when a cycle is held there.
- */
+/** Holds the service's next cycle between its reads and its actions (see harness). */
 export function holdNextCycle(s: ServiceUnderTest): { reached: () => boolean; open: () => void } {
-  let open!: () => void;
-  const gate = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  let reached = false;
-  s.service.context.engine.deps.beforeApply = () => {
-    reached = true;
-    s.service.context.engine.deps.beforeApply = undefined;
-    return gate;
-  };
-  return { reached: () => reached, open };
+  return holdCycleOf(s.service.context.engine.deps);
 }

@@ -15,6 +15,7 @@ import {
   advancePrimarySlot,
   createPrimarySlot,
   type Harness,
+  holdNextCycle,
   resetSlots,
   startHarness,
   waitFor,
@@ -221,17 +222,9 @@ for (const major of MAJORS) {
       const names = await slotsWithWork('primary_stop', 4);
       await createPrimarySlot(h.cluster, 'primary_stop_new');
       await h.cluster.waitForReplay();
-      let reached = false;
-      let open!: () => void;
-      h.deps.beforeApply = () => {
-        reached = true;
-        h.deps.beforeApply = undefined;
-        return new Promise<void>((resolve) => {
-          open = resolve;
-        });
-      };
+      const { reached, open } = holdNextCycle(h.deps);
       const cycle = timed(h.cycle());
-      await waitFor('the cycle held between reads and actions', async () => reached);
+      await waitFor('the cycle held between reads and actions', async () => reached());
       await h.cluster.primary.stop('fast');
       open();
       const result = await cycle;
@@ -248,17 +241,9 @@ for (const major of MAJORS) {
       const names = await slotsWithWork('standby_restart', 4);
       await createPrimarySlot(h.cluster, 'standby_restart_new');
       await h.cluster.waitForReplay();
-      let reached = false;
-      let open!: () => void;
-      h.deps.beforeApply = () => {
-        reached = true;
-        h.deps.beforeApply = undefined;
-        return new Promise<void>((resolve) => {
-          open = resolve;
-        });
-      };
+      const { reached, open } = holdNextCycle(h.deps);
       const cycle = timed(h.cycle());
-      await waitFor('the cycle held between reads and actions', async () => reached);
+      await waitFor('the cycle held between reads and actions', async () => reached());
       await h.cluster.standby.stop('fast');
       await h.cluster.standby.start();
       open();
@@ -279,17 +264,9 @@ for (const major of MAJORS) {
       await resetSlots(h);
       await createPrimarySlot(h.cluster, 'no_snapshot');
       await h.cluster.waitForReplay();
-      let reached = false;
-      let open!: () => void;
-      h.deps.beforeApply = () => {
-        reached = true;
-        h.deps.beforeApply = undefined;
-        return new Promise<void>((resolve) => {
-          open = resolve;
-        });
-      };
+      const { reached, open } = holdNextCycle(h.deps);
       const cycle = timed(h.cycle());
-      await waitFor('the cycle held between reads and actions', async () => reached);
+      await waitFor('the cycle held between reads and actions', async () => reached());
       h.cluster.primary.pause();
       let outcome: Awaited<typeof cycle>;
       try {
