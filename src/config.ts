@@ -18,6 +18,11 @@ export const EnvSchema = Type.Object({
   SLOTSYNC_HOST: Type.String({ default: '127.0.0.1', description: 'where the API listens' }),
   SLOTSYNC_PORT: Int(0, 65535, 8432, 'API port'),
   SLOTSYNC_STATE_DIR: Type.String({ default: './.slotsync', description: 'registry folder' }),
+  SLOTSYNC_RESET_STATE: Type.Union([Type.Literal('on'), Type.Literal('off')], {
+    default: 'off',
+    description:
+      'on: a state folder that describes another standby is moved aside instead of refusing the start',
+  }),
   SLOTSYNC_WORKER: Type.Union([Type.Literal('on'), Type.Literal('off')], {
     default: 'on',
     description: 'run the background worker',
@@ -66,6 +71,7 @@ export interface Config {
   host: string;
   port: number;
   stateDir: string;
+  resetState: boolean;
   worker: boolean;
   apiToken: string | undefined;
   naptimeMinMs: number;
@@ -117,6 +123,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     host: env.SLOTSYNC_HOST,
     port: env.SLOTSYNC_PORT,
     stateDir: env.SLOTSYNC_STATE_DIR,
+    resetState: env.SLOTSYNC_RESET_STATE === 'on',
     worker: env.SLOTSYNC_WORKER === 'on',
     apiToken: env.SLOTSYNC_API_TOKEN,
     naptimeMinMs: env.SLOTSYNC_NAPTIME_MIN_MS,

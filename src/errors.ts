@@ -13,6 +13,9 @@ export type ErrorCode =
   | 'SLOTSYNC_UNREACHABLE'
   | 'SLOTSYNC_REGISTRY_CORRUPT'
   | 'SLOTSYNC_REGISTRY_WRITE'
+  | 'SLOTSYNC_NODE_MISMATCH'
+  | 'SLOTSYNC_WRONG_PRIMARY'
+  | 'SLOTSYNC_LOCK_LOST'
   | 'SLOTSYNC_CYCLE';
 
 export class SlotSyncError extends Error {

@@ -11,6 +11,8 @@ import { lockAndReadStandby, type StandbyState, unlockSync } from './standby.js'
 export class LockSession {
   #client: pg.Client | undefined;
   #connecting: Promise<pg.Client> | undefined;
+  /** The client that holds the lock now, if any: cleared when its connection is lost. */
+  #holder: pg.Client | undefined;
 
   constructor(private readonly options: PoolOptions) {}
 
@@ -35,6 +37,7 @@ export class LockSession {
 
   #discard(client: pg.Client): void {
     if (this.#client === client) this.#client = undefined;
+    if (this.#holder === client) this.#holder = undefined;
     client.end().catch(() => undefined);
   }
 
@@ -42,21 +45,28 @@ export class LockSession {
   async lockAndRead(knownFingerprint: string | null): Promise<StandbyState> {
     const client = await this.#connection();
     try {
-      return await lockAndReadStandby(client, knownFingerprint);
+      const state = await lockAndReadStandby(client, knownFingerprint);
+      this.#holder = state.locked ? client : undefined;
+      return state;
     } catch (error) {
       this.#discard(client);
       throw error;
     }
   }
 
-  /** The session's client, for statements that must run in it (reads after a cycle). */
-  async client(): Promise<pg.Client> {
-    return this.#connection();
+  /**
+   * Whether the lock taken by the last lockAndRead() is still held as far as this process
+   * can tell: false once its connection errored or ended. Statements that change slots
+   * check it on the server too (standby.ts, HOLDS_LOCK).
+   */
+  get held(): boolean {
+    return this.#holder !== undefined && this.#holder === this.#client;
   }
 
   /** Releases the lock without waiting; on failure the connection is closed (releasing it). */
   release(): void {
     const client = this.#client;
+    this.#holder = undefined;
     if (!client) return;
     unlockSync(client).catch(() => this.#discard(client));
   }
@@ -64,6 +74,7 @@ export class LockSession {
   async end(): Promise<void> {
     const client = this.#client;
     this.#client = undefined;
+    this.#holder = undefined;
     if (client) {
       await unlockSync(client).catch(() => undefined);
       await client.end().catch(() => undefined);

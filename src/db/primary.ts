@@ -9,11 +9,13 @@ export interface PrimaryState {
   now: Date;
   /** validate_remote_info(): the standby's primary_slot_name exists as a physical slot. */
   physicalSlotExists: boolean;
+  /** ... and is in use (the standby streams through it): this is the standby's upstream. */
+  physicalSlotActive: boolean;
+  systemIdentifier: string;
   synchronizedStandbySlots: string | null;
   /** null when the fingerprint equals the one passed in: the caller's copy is current. */
   slots: RemoteSlot[] | null;
-  oldestPreparedAt: Map<string, Date>;
-  /** Digest of the failover slots and prepared transactions: what a cycle acts on. */
+  /** Digest of the failover slots: what a cycle acts on. */
   fingerprint: string;
 }
 
@@ -22,41 +24,39 @@ interface PrimaryRow {
   version_num: number;
   now: Date;
   physical_slot_exists: boolean;
+  physical_slot_active: boolean;
+  system_identifier: string;
   synchronized_standby_slots: string | null;
   slots: (string | number | boolean | null)[][] | null;
-  prepared: Record<string, string>;
   fingerprint: string;
 }
 
 const FAILOVER_SLOTS = `SELECT ${REMOTE_COLUMNS} FROM pg_catalog.pg_replication_slots
                          WHERE failover AND NOT temporary`;
 /** Every slot once (the view is not free): the failover ones and the physical one. */
-const ALL_SLOTS = `SELECT ${REMOTE_COLUMNS}, slot_type FROM pg_catalog.pg_replication_slots`;
-const PREPARED = `SELECT database, min(prepared) AS oldest FROM pg_catalog.pg_prepared_xacts
-                   GROUP BY database`;
-const FINGERPRINT = `pg_catalog.md5(${digestOf('s', REMOTE_COLUMNS)} || '|' ||
-       coalesce((SELECT string_agg(database || '=' || oldest::text, ',' ORDER BY database) FROM p), ''))`;
+const ALL_SLOTS = `SELECT ${REMOTE_COLUMNS}, slot_type, active FROM pg_catalog.pg_replication_slots`;
+const FINGERPRINT = digestOf('s', REMOTE_COLUMNS);
 
 /**
  * Everything a cycle needs from the primary in one statement: slotsync.c's slot query,
- * validate_remote_info(), the clock, the prepared transactions (two_phase rule), and a
- * digest of it all. The slot rows come back only when the digest differs from $2, the one
+ * validate_remote_info() (with the cluster's identity), the clock, and a digest of it all. The slot rows come back only when the digest differs from $2, the one
  * the caller already holds: an idle cycle transfers and parses no slot.
  */
 const READ_PRIMARY = `
 WITH a AS MATERIALIZED (${ALL_SLOTS}),
      s AS MATERIALIZED (SELECT ${REMOTE_COLUMNS} FROM a WHERE failover AND NOT temporary),
-     p AS MATERIALIZED (${PREPARED}),
      f AS MATERIALIZED (SELECT ${FINGERPRINT} AS fingerprint)
 SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
        pg_catalog.current_setting('server_version_num')::int AS version_num,
        pg_catalog.now() AS now,
        EXISTS (SELECT 1 FROM a WHERE slot_type = 'physical' AND slot_name = $1::text)
          AS physical_slot_exists,
+       EXISTS (SELECT 1 FROM a WHERE slot_type = 'physical' AND slot_name = $1::text AND active)
+         AS physical_slot_active,
+       (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS system_identifier,
        pg_catalog.current_setting('synchronized_standby_slots', true) AS synchronized_standby_slots,
        f.fingerprint,
-       CASE WHEN f.fingerprint IS DISTINCT FROM $2::text THEN ${arraysOf('s', REMOTE_COLUMNS)} END AS slots,
-       (SELECT coalesce(json_object_agg(database, oldest), '{}'::json) FROM p) AS prepared
+       CASE WHEN f.fingerprint IS DISTINCT FROM $2::text THEN ${arraysOf('s', REMOTE_COLUMNS)} END AS slots
   FROM f`;
 
 export async function readPrimary(
@@ -77,31 +77,30 @@ export async function readPrimary(
     versionNum: row.version_num,
     now: row.now,
     physicalSlotExists: row.physical_slot_exists,
+    physicalSlotActive: row.physical_slot_active,
+    systemIdentifier: row.system_identifier,
     synchronizedStandbySlots: row.synchronized_standby_slots,
     slots: row.slots === null ? null : row.slots.map(toRemoteSlot),
-    oldestPreparedAt: new Map(
-      Object.entries(row.prepared).map(([database, at]) => [database, new Date(at)]),
-    ),
     fingerprint: row.fingerprint,
   };
 }
 
 /**
  * Makes copy creations on the standby return at once: they wait for a running-xacts record,
- * and the flushing message pushes it past the WAL writer's delay (DESIGN.md, measured facts).
+ * which the primary sends only once flushed, and left alone it waits for the WAL writer
+ * (about 200 ms). Nothing here reaches a logical consumer: the record is logged first, with
+ * no transaction id assigned yet (so it lists no transaction of ours), then an id is taken,
+ * so the commit of this statement flushes the WAL written so far. A commit with no change
+ * decodes to nothing (reorderbuffer.c skips transactions without a base snapshot), unlike
+ * pg_logical_emit_message(), which every consumer asking for messages receives.
+ * synchronous_commit = local: flush here, never wait for a synchronous standby.
  */
 export async function logStandbySnapshot(pool: pg.Pool): Promise<void> {
   await pool.query(
-    `SELECT pg_catalog.pg_log_standby_snapshot(),
-            pg_catalog.pg_logical_emit_message(false, 'slotsync', '', true)`,
+    `SELECT pg_catalog.set_config('synchronous_commit', 'local', true),
+            pg_catalog.pg_log_standby_snapshot(),
+            pg_catalog.pg_current_xact_id()`,
   );
-}
-
-export async function primaryNow(pool: pg.Pool): Promise<Date> {
-  const result = await pool.query<{ now: Date }>('SELECT pg_catalog.clock_timestamp() AS now');
-  const row = result.rows[0];
-  if (row === undefined) throw new Error('the primary answered no row');
-  return row.now;
 }
 
 export interface PrimaryProbe {
@@ -113,7 +112,7 @@ export interface PrimaryProbe {
 
 /** validate_remote_info() and synchronized_standby_slots, for /health (no slot list). */
 export async function probePrimary(pool: pg.Pool, primarySlotName: string): Promise<PrimaryProbe> {
-  const result = await pool.query<Omit<PrimaryRow, 'slots' | 'prepared' | 'now'>>(
+  const result = await pool.query<Pick<PrimaryRow, 'in_recovery' | 'version_num' | 'physical_slot_exists' | 'synchronized_standby_slots'>>(
     `SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
             pg_catalog.current_setting('server_version_num')::int AS version_num,
             EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots
@@ -135,7 +134,7 @@ export async function probePrimary(pool: pg.Pool, primarySlotName: string): Prom
 export async function readFingerprint(pool: pg.Pool): Promise<string> {
   const result = await pool.query<{ fingerprint: string }>({
     name: 'slotsync-fingerprint',
-    text: `WITH s AS MATERIALIZED (${FAILOVER_SLOTS}), p AS MATERIALIZED (${PREPARED})
+    text: `WITH s AS MATERIALIZED (${FAILOVER_SLOTS})
            SELECT ${FINGERPRINT} AS fingerprint`,
   });
   return result.rows[0]?.fingerprint ?? '';

@@ -1,5 +1,6 @@
 /** Statements run on the standby: one function each, typed results. */
 import type pg from 'pg';
+import { SlotSyncError } from '../errors.js';
 import { formatLsn, type Lsn, parseLsn } from '../sync/lsn.js';
 import type { LocalSlot } from '../sync/types.js';
 import type { StandbyFacts } from '../sync/validate.js';
@@ -8,12 +9,38 @@ import { arraysOf, digestOf, LOCAL_COLUMNS, toLocalSlot } from './rows.js';
 /** Session advisory lock key shared by every slotsync process syncing one standby. */
 export const SYNC_LOCK_KEY = 0x736c6f7473796e63n; // 'slotsync'
 
+/**
+ * True while the session `$1` (the lock session's backend) still holds the sync lock. Every
+ * statement that changes a slot runs only under this guard, in the same statement: if the
+ * lock session died (terminated, idle_session_timeout, a reset) and another process took
+ * the lock, the change does not happen (pg_locks shows a bigint advisory key as
+ * classid = high 32 bits, objid = low 32 bits, objsubid = 1).
+ */
+const HOLDS_LOCK = `EXISTS (SELECT 1 FROM pg_catalog.pg_locks
+   WHERE locktype = 'advisory' AND granted AND pid = $1::int
+     AND classid = ${SYNC_LOCK_KEY >> 32n}::oid AND objid = ${SYNC_LOCK_KEY & 0xffffffffn}::oid
+     AND objsubid = 1)`;
+
+/** Raised when a guarded statement found the lock gone (see HOLDS_LOCK). */
+export function lockLostError(): SlotSyncError {
+  return new SlotSyncError(
+    'SLOTSYNC_LOCK_LOST',
+    "the standby session holding slotsync's sync lock was lost during the cycle; the cycle stopped before its next change",
+  );
+}
+
 /** What ValidateSlotSyncParams() checks, as read by one statement. */
 export type StandbySettings = Omit<StandbyFacts, 'inRecovery'>;
 
 export interface StandbyState extends StandbySettings {
   /** Whether this session now holds the sync lock. */
   locked: boolean;
+  /** The backend of the session that read (the lock session, for HOLDS_LOCK). */
+  pid: number;
+  /** pg_control_system().system_identifier: the cluster (shared by physical replicas). */
+  systemIdentifier: string;
+  /** The timeline of the standby's last restartpoint. */
+  timeline: number | null;
   inRecovery: boolean;
   replayLsn: Lsn | null;
   /** null when the fingerprint equals the one passed in: the caller's copy is current. */
@@ -33,6 +60,9 @@ interface StandbyRow {
   primary_slot_name: string | null;
   primary_conninfo_set: boolean | null;
   sync_replication_slots: string | null;
+  system_identifier: string;
+  timeline: number | null;
+  pid: number;
   fingerprint: string;
   orphaned: number;
   slots: (string | number | boolean | null)[][] | null;
@@ -47,7 +77,10 @@ const SETTINGS = `
        pg_catalog.current_setting('primary_slot_name') AS primary_slot_name,
        CASE WHEN pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE')
             THEN pg_catalog.current_setting('primary_conninfo') <> '' END AS primary_conninfo_set,
-       pg_catalog.current_setting('sync_replication_slots', true) AS sync_replication_slots`;
+       pg_catalog.current_setting('sync_replication_slots', true) AS sync_replication_slots,
+       (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS system_identifier,
+       (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()) AS timeline,
+       pg_catalog.pg_backend_pid() AS pid`;
 
 const ORPHANED = `(SELECT count(*)::int FROM pg_catalog.pg_stat_activity
          WHERE application_name = 'slotsync-standby' AND state = 'active'
@@ -81,6 +114,9 @@ SELECT true AS locked, ${SETTINGS}, ${digestOf('s', LOCAL_COLUMNS)} AS fingerpri
 function toStandbyState(row: StandbyRow): StandbyState {
   return {
     locked: row.locked,
+    pid: row.pid,
+    systemIdentifier: row.system_identifier,
+    timeline: row.timeline,
     inRecovery: row.in_recovery,
     replayLsn: parseLsn(row.replay_lsn),
     versionNum: row.version_num,
@@ -129,43 +165,89 @@ export async function unlockSync(client: pg.ClientBase): Promise<void> {
 }
 
 /**
- * ReplicationSlotCreate() + reserve_wal_for_local_slot(), over SQL: a persistent,
- * non-failover logical slot (a standby refuses failover slots made by anyone but its own
- * worker). Returns the copy's consistent point, its confirmed_flush_lsn.
+ * ReplicationSlotCreate() + reserve_wal_for_local_slot(), over SQL, under the staging name:
+ * a persistent, non-failover logical slot (a standby refuses failover slots made by anyone
+ * but its own worker). Returns the copy's consistent point, its confirmed_flush_lsn.
  */
 export async function createCopy(
   pool: pg.Pool,
-  name: string,
+  lockPid: number,
+  stagingName: string,
   plugin: string,
   twoPhase: boolean,
 ): Promise<Lsn> {
   // The pool's connections carry the creation timeout (SLOTSYNC_CREATE_TIMEOUT_MS).
-  const result = await pool.query<{ lsn: string }>(
-    `SELECT lsn FROM pg_catalog.pg_create_logical_replication_slot($1::name, $2::name, false, $3::boolean, false)`,
-    [name, plugin, twoPhase],
+  const result = await pool.query<{ lsn: string | null }>(
+    `SELECT CASE WHEN ${HOLDS_LOCK} THEN (pg_catalog.pg_create_logical_replication_slot(
+              $2::name, $3::name, false, $4::boolean, false)).lsn END AS lsn`,
+    [lockPid, stagingName, plugin, twoPhase],
   );
-  const lsn = result.rows[0]?.lsn;
-  if (lsn === undefined) throw new Error(`creating replication slot "${name}" returned no row`);
-  return parseLsn(lsn);
+  return lsnOrLockLost(result.rows[0]?.lsn);
 }
 
 /** LogicalSlotAdvanceAndCheckSnapState(), over SQL. Returns where the slot ended up. */
 export async function advanceCopy(
   pool: pg.Pool | pg.PoolClient,
+  lockPid: number,
   name: string,
   target: Lsn,
 ): Promise<Lsn> {
-  const result = await pool.query<{ end_lsn: string }>(
-    'SELECT end_lsn FROM pg_catalog.pg_replication_slot_advance($1::name, $2::pg_lsn)',
-    [name, formatLsn(target)],
+  const result = await pool.query<{ end_lsn: string | null }>(
+    `SELECT CASE WHEN ${HOLDS_LOCK} THEN (pg_catalog.pg_replication_slot_advance($2::name, $3::pg_lsn)).end_lsn END AS end_lsn`,
+    [lockPid, name, formatLsn(target)],
   );
-  const lsn = result.rows[0]?.end_lsn;
-  if (lsn === undefined) throw new Error(`advancing replication slot "${name}" returned no row`);
-  return parseLsn(lsn);
+  return lsnOrLockLost(result.rows[0]?.end_lsn);
 }
 
-export async function dropCopy(pool: pg.Pool | pg.PoolClient, name: string): Promise<void> {
-  await pool.query('SELECT pg_catalog.pg_drop_replication_slot($1::name)', [name]);
+/**
+ * Publication: the sync-ready staging slot copied under the remote slot's name. The copy
+ * keeps restart_lsn, confirmed_flush_lsn and catalog_xmin (it is made without looking for a
+ * new start point, so it returns at once). Returns the copy's confirmed_flush_lsn.
+ */
+export async function publishCopy(
+  pool: pg.Pool | pg.PoolClient,
+  lockPid: number,
+  stagingName: string,
+  name: string,
+): Promise<Lsn> {
+  const result = await pool.query<{ lsn: string | null }>(
+    `SELECT CASE WHEN ${HOLDS_LOCK} THEN (pg_catalog.pg_copy_logical_replication_slot($2::name, $3::name)).lsn END AS lsn`,
+    [lockPid, stagingName, name],
+  );
+  return lsnOrLockLost(result.rows[0]?.lsn);
+}
+
+export async function dropCopy(
+  pool: pg.Pool | pg.PoolClient,
+  lockPid: number,
+  name: string,
+): Promise<void> {
+  const result = await pool.query<{ done: boolean | null }>(
+    `SELECT CASE WHEN ${HOLDS_LOCK} THEN (SELECT true FROM pg_catalog.pg_drop_replication_slot($2::name)) END AS done`,
+    [lockPid, name],
+  );
+  if (result.rows[0]?.done !== true) throw lockLostError();
+}
+
+/**
+ * The node marker: a physical slot that reserves no WAL, so it costs nothing; slots are
+ * never replicated, so only this node holds it (DESIGN.md, "Ownership registry").
+ */
+export async function createNodeMarker(
+  pool: pg.Pool | pg.PoolClient,
+  lockPid: number,
+  name: string,
+): Promise<void> {
+  const result = await pool.query<{ done: boolean | null }>(
+    `SELECT CASE WHEN ${HOLDS_LOCK} THEN (SELECT true FROM pg_catalog.pg_create_physical_replication_slot($2::name, false, false)) END AS done`,
+    [lockPid, name],
+  );
+  if (result.rows[0]?.done !== true) throw lockLostError();
+}
+
+function lsnOrLockLost(text: string | null | undefined): Lsn {
+  if (text === null || text === undefined) throw lockLostError();
+  return parseLsn(text);
 }
 
 /**

@@ -1,13 +1,25 @@
 /**
- * Carries out a plan over SQL. Errors of one slot do not stop the others; the registry and
- * the report say what actually happened (advances are not transactional).
+ * Carries out a plan over SQL, one function per step. Errors of one slot do not stop the
+ * others; the registry and the report say what actually happened (advances are not
+ * transactional). Every change to a slot is recorded in the registry before it is made
+ * (write-ahead), so a kill -9 between any two steps leaves a record the next cycle
+ * recovers from, never a copy owned by nobody, and never a not-ready copy under a remote
+ * slot's name. Every statement that changes a slot runs only while the lock session still
+ * holds the sync lock (standby.ts, HOLDS_LOCK); a cycle that lost it stops at once.
  */
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { primaryNow } from '../db/primary.js';
-import { advanceCopy, createCopy, dropCopy, terminateOrphanedStatements } from '../db/standby.js';
+import { hasSqlState, SQLSTATE } from '../db/sqlstate.js';
+import {
+  advanceCopy,
+  createCopy,
+  dropCopy,
+  lockLostError,
+  publishCopy,
+  terminateOrphanedStatements,
+} from '../db/standby.js';
 import type { StandbyPools } from '../db/standby-pools.js';
-import { messageOf } from '../errors.js';
+import { messageOf, SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { formatLsn, type Lsn } from '../sync/lsn.js';
 import { planSlot } from '../sync/plan.js';
@@ -17,6 +29,8 @@ import type {
   PlanInput,
   RegistryEntry,
   RemoteSlot,
+  ReportAction,
+  ReportState,
   SlotReport,
 } from '../sync/types.js';
 import { mapLimit } from '../util.js';
@@ -32,288 +46,208 @@ export interface ApplyDeps {
   onSnapshotRefused: ((message: string) => void) | undefined;
   /** Creations or advances of a dead slotsync process still running on the standby. */
   orphanedStatements: number;
-  /** Names a primary connection failure by its variable (SLOTSYNC_PRIMARY_URL). */
-  primaryError: (error: unknown) => unknown;
+  /** The lock session's backend, and whether that session is still alive. */
+  lock: { pid: number; held: () => boolean };
+  /** The primary's clock as this cycle read it (recorded with each new copy). */
+  primaryNow: Date;
 }
 
+/** What a cycle changed on the standby, for the cycle to patch its view of the copies. */
 export interface Applied {
   reports: SlotReport[];
   updated: boolean;
-  /** Where copies ended up: advanced and created ones by name, and those dropped. */
+  /** Where moved slots ended up, by slot name (staging or published). */
   moved: Map<string, Lsn>;
-  created: Map<string, Lsn>;
+  /** Staging slots made, by staging name. */
+  created: Map<string, { remote: RemoteSlot; lsn: Lsn }>;
+  /** Copies published, by remote slot name, from the staging slot named. */
+  published: Map<string, string>;
+  /** Slot names dropped. */
   dropped: Set<string>;
 }
 
-/** Positions alone are written to the registry at most this often (states at once). */
-const POSITIONS_WRITE_INTERVAL_MS = 30_000;
-
 type Kind<K extends Action['kind']> = Extract<Action, { kind: K }>;
+
+/** The cycle's working state: registry entries as they will be written, and reports. */
+class Book {
+  readonly entries: Map<string, RegistryEntry>;
+  readonly reports = new Map<string, SlotReport>();
+  readonly moved = new Map<string, Lsn>();
+  readonly created = new Map<string, { remote: RemoteSlot; lsn: Lsn }>();
+  readonly published = new Map<string, string>();
+  readonly dropped = new Set<string>();
+  updated = false;
+  /** Entries changed since the registry was last written. */
+  dirty = false;
+
+  constructor(
+    entries: ReadonlyMap<string, RegistryEntry>,
+    private readonly registry: Registry,
+    private readonly lock: ApplyDeps['lock'],
+  ) {
+    this.entries = new Map(entries);
+  }
+
+  set(name: string, change: Partial<RegistryEntry>): RegistryEntry | undefined {
+    const entry = this.entries.get(name);
+    if (entry === undefined) return undefined;
+    const next = { ...entry, ...change, updatedAt: new Date().toISOString() };
+    this.entries.set(name, next);
+    this.dirty = true;
+    return next;
+  }
+
+  forget(name: string): void {
+    if (this.entries.delete(name)) this.dirty = true;
+  }
+
+  /**
+   * Records a slot's outcome. A copy created in this cycle stays reported as `created`
+   * whatever else happened to it in the same cycle (its first advance, its publication).
+   */
+  report(name: string, action: ReportAction, state: ReportState, reason: string | null): void {
+    const previous = this.reports.get(name)?.action;
+    const kept = previous === 'created' && action !== 'failed' ? 'created' : action;
+    this.reports.set(name, { name, action: kept, state, reason });
+  }
+
+  /** The lock is still ours: checked before every step that changes something. */
+  assertLocked(): void {
+    if (!this.lock.held()) throw lockLostError();
+  }
+
+  /** Durable before the changes it announces are made. */
+  async persist(): Promise<void> {
+    if (!this.dirty) return;
+    this.assertLocked();
+    await this.registry.write(this.entries);
+    this.dirty = false;
+  }
+}
 
 export async function applyActions(
   actions: readonly Action[],
   input: PlanInput,
   deps: ApplyDeps,
 ): Promise<Applied> {
-  const log = deps.logger;
-  const entries = new Map(deps.registry.entries);
-  const reports = new Map<string, SlotReport>();
-  let updated = false;
-  let dirty = false;
-  let positionsDirty = false;
-  const moved = new Map<string, Lsn>();
-  const created = new Map<string, Lsn>();
-  const dropped = new Set<string>();
-  const now = () => new Date().toISOString();
-  const report = (r: SlotReport) => reports.set(r.name, r);
+  const book = new Book(deps.registry.entries, deps.registry, deps.lock);
   const ofKind = <K extends Action['kind']>(kind: K) =>
     actions.filter((a): a is Kind<K> => a.kind === kind);
 
-  // 1. drop_local_obsolete_slots() and copies of invalidated remote slots.
-  const drops = ofKind('drop');
-  const dropResults = await mapLimit(drops, deps.concurrency, (a) =>
-    dropCopy(deps.standby.main, a.name),
+  book.assertLocked();
+  await applyDrops(ofKind('drop'), book, deps);
+  applyRegistryChanges(actions, book, deps);
+  await endOrphanedStatements(book, deps);
+  const followUps = await applyCreations(ofKind('create'), book, deps, input);
+  const ready = await applyAdvances(
+    [...ofKind('advance'), ...followUps.filter((a): a is Kind<'advance'> => a.kind === 'advance')],
+    book,
+    deps,
   );
-  drops.forEach((action, i) => {
-    const result = dropResults[i];
-    const gone = result?.status === 'fulfilled' || /does not exist/.test(messageOf(result?.reason));
-    if (!gone) {
-      log.error({ slot: action.name, err: messageOf(result?.reason) }, 'could not drop copy');
-      report({
-        name: action.name,
-        action: 'failed',
-        state: 'temporary',
-        reason: messageOf(result?.reason),
-      });
-      return;
-    }
-    log.info({ slot: action.name, reason: action.reason }, 'dropped copy');
-    dropped.add(action.name);
-    updated = true;
-    dirty = true;
-    const entry = entries.get(action.name);
-    if (action.remoteInvalidation !== null && entry !== undefined) {
-      entries.set(action.name, {
-        ...entry,
-        state: 'invalidated',
-        remoteInvalidation: action.remoteInvalidation,
-        updatedAt: now(),
-      });
-    } else {
-      entries.delete(action.name);
-    }
-    const invalidated = action.remoteInvalidation !== null;
-    report({
-      name: action.name,
-      action: 'dropped',
-      state: invalidated ? 'invalidated' : 'absent',
-      reason: action.reason,
-    });
-  });
-
-  // 2. Registry-only changes.
-  for (const action of ofKind('forget')) {
-    entries.delete(action.name);
-    dirty = true;
-  }
-  for (const action of ofKind('record_invalidation')) {
-    const entry = entries.get(action.name);
-    if (entry)
-      entries.set(action.name, {
-        ...entry,
-        state: 'invalidated',
-        remoteInvalidation: action.remoteInvalidation,
-        updatedAt: now(),
-      });
-    dirty = true;
-    report({ name: action.name, action: 'skipped', state: 'invalidated', reason: action.reason });
-  }
-  for (const action of ofKind('adopt')) {
-    const entry = entries.get(action.name);
-    if (!entry) continue;
-    entries.set(action.name, {
-      ...entry,
-      state: 'temporary',
-      createdLsn: action.local.confirmedFlushLsn,
-      createdAt: input.primaryNow.toISOString(),
-      updatedAt: now(),
-    });
-    dirty = true;
-    log.warn({ slot: action.name }, action.reason ?? 'adopted copy');
-  }
-
-  // 3. Creations: the intent is durable before any slot exists, so a crash in between
-  //    leaves a record (adopted or retried later), never a copy owned by nobody.
-  const creates = ofKind('create');
-  const followUps: Action[] = [];
-  if (deps.orphanedStatements > 0) {
-    const ended = await terminateOrphanedStatements(deps.standby.main);
-    if (ended > 0)
-      log.warn(
-        { backends: ended },
-        'ended statements left running by a slotsync process that died',
-      );
-  }
-  if (creates.length > 0) {
-    // A retried intent that hits "already exists" is our own interrupted creation: keep the
-    // record so the next cycle adopts it, instead of leaving a copy owned by nobody.
-    const wasIntent = new Set(
-      creates.filter((a) => entries.get(a.name)?.state === 'creating').map((a) => a.name),
-    );
-    for (const action of creates) entries.set(action.name, intentEntry(action.remote, now()));
-    await deps.registry.write(entries);
-    dirty = false;
-    const pump = new SnapshotPump(deps.primary, log, deps.onSnapshotRefused);
-    pump.start();
-    const lsns = await mapLimit(creates, deps.concurrency * 2, (action) =>
-      createCopy(
-        deps.standby.forCreation(action.remote.database, deps.createTimeoutMs),
-        action.name,
-        action.remote.plugin,
-        action.remote.twoPhase,
-      ),
-    ).finally(() => pump.stop());
-    // One clock read after every creation returned: later than each copy was made, which
-    // is the conservative side of the two_phase rule. If it fails, the copies made stay
-    // recorded as intents and the next cycle adopts them with a later clock.
-    const createdAt = lsns.some((r) => r.status === 'fulfilled')
-      ? await primaryNow(deps.primary).catch((error: unknown) => {
-          throw deps.primaryError(error);
-        })
-      : new Date(0);
-    const results = lsns.map((r) =>
-      r.status === 'fulfilled' ? { status: r.status, value: { lsn: r.value, createdAt } } : r,
-    );
-    creates.forEach((action, i) => {
-      const result = results[i];
-      if (result?.status !== 'fulfilled') {
-        const message = messageOf(result?.reason);
-        if (/already exists/.test(message) && !wasIntent.has(action.name)) {
-          entries.delete(action.name); // someone else's slot appeared: never ours
-          report({ name: action.name, action: 'conflict', state: 'conflict', reason: message });
-        } else {
-          report({
-            name: action.name,
-            action: 'failed',
-            state: 'absent',
-            reason: `could not create replication slot "${action.name}": ${message}`,
-          });
-        }
-        log.error({ slot: action.name, err: message }, 'could not create copy');
-        return;
-      }
-      updated = true;
-      dirty = true;
-      const { lsn, createdAt } = result.value;
-      created.set(action.name, lsn);
-      const entry: RegistryEntry = {
-        ...intentEntry(action.remote, now()),
-        state: 'temporary',
-        createdLsn: lsn,
-        createdAt: createdAt.toISOString(),
-        confirmedFlushLsn: lsn,
-      };
-      entries.set(action.name, entry);
-      log.info({ slot: action.name, lsn: formatLsn(lsn) }, 'created copy');
-      report({ name: action.name, action: 'created', state: 'temporary', reason: action.reason });
-      // update_and_persist_local_synced_slot() right after creation, as slotsync.c does.
-      const follow = planSlot(action.remote, copyOf(entry), entry, input).filter(
-        (a) => a.kind === 'advance' || a.kind === 'mark_ready',
-      );
-      followUps.push(...follow);
-    });
-  }
-
-  // 4. Advances (parallel) and sync-ready marks.
-  const advances = [
-    ...ofKind('advance'),
-    ...followUps.filter((a): a is Kind<'advance'> => a.kind === 'advance'),
-  ];
-  const advanceResults = await mapLimit(advances, deps.concurrency, (a) =>
-    advanceCopy(deps.standby.forDatabase(a.remote.database), a.name, a.to),
+  await applyPublications(
+    [...ofKind('publish'), ...followUps.filter((a): a is Kind<'publish'> => a.kind === 'publish'), ...ready],
+    book,
+    deps,
   );
-  advances.forEach((action, i) => {
-    const result = advanceResults[i];
-    const entry = entries.get(action.name);
-    if (!entry) return;
-    if (result?.status !== 'fulfilled') {
-      const message = messageOf(result?.reason);
-      log.error({ slot: action.name, err: message }, 'could not advance copy');
-      report({ name: action.name, action: 'failed', state: stateOf(entry), reason: message });
-      return;
-    }
-    updated = true;
-    const end = result.value;
-    moved.set(action.name, end);
-    if (action.markReady || entry.state !== 'sync_ready') dirty = true;
-    else positionsDirty = true;
-    const positioned = { ...entry, confirmedFlushLsn: end, updatedAt: now() };
-    if (end !== action.to) {
-      // slotsync.c's sanity check after LogicalSlotAdvanceAndCheckSnapState().
-      entries.set(action.name, positioned);
-      const reason = `synchronized confirmed_flush for slot "${action.name}" differs from remote slot: Remote slot has LSN ${formatLsn(action.to)} but local slot has LSN ${formatLsn(end)}.`;
-      log.error({ slot: action.name, target: formatLsn(action.to), end: formatLsn(end) }, reason);
-      report({ name: action.name, action: 'failed', state: stateOf(entry), reason });
-      return;
-    }
-    const ready = action.markReady || entry.state === 'sync_ready';
-    entries.set(action.name, {
-      ...positioned,
-      state: ready ? 'sync_ready' : entry.state === 'creating' ? 'temporary' : entry.state,
-    });
-    if (action.markReady) log.info({ slot: action.name }, action.reason ?? 'sync-ready');
-    const previous = reports.get(action.name);
-    report({
-      name: action.name,
-      action: previous?.action === 'created' ? 'created' : action.markReady ? 'ready' : 'advanced',
-      state: ready ? 'sync_ready' : 'temporary',
-      reason: action.reason,
-    });
-  });
-  const marks = [
-    ...ofKind('mark_ready'),
-    ...followUps.filter((a): a is Kind<'mark_ready'> => a.kind === 'mark_ready'),
-  ];
-  for (const action of marks) {
-    const entry = entries.get(action.name);
-    if (!entry) continue;
-    entries.set(action.name, { ...entry, state: 'sync_ready', updatedAt: now() });
-    updated = true;
-    dirty = true;
-    log.info({ slot: action.name }, action.reason ?? 'sync-ready');
-    const previous = reports.get(action.name);
-    report({
-      name: action.name,
-      action: previous?.action === 'created' ? 'created' : 'ready',
-      state: 'sync_ready',
-      reason: action.reason,
-    });
-  }
-
-  // 5. What was decided without touching the standby.
-  for (const action of actions) {
-    if (reports.has(action.name)) continue;
-    if (action.kind === 'skip')
-      report({ name: action.name, action: 'skipped', state: action.state, reason: action.reason });
-    else if (action.kind === 'conflict')
-      report({ name: action.name, action: 'conflict', state: 'conflict', reason: action.reason });
-    else if (action.kind === 'none')
-      report({
-        name: action.name,
-        action: 'unchanged',
-        state: action.state,
-        reason: action.reason,
-      });
-  }
-
-  const positionsDue = Date.now() - deps.registry.writtenAt > POSITIONS_WRITE_INTERVAL_MS;
-  if (dirty || (positionsDirty && positionsDue)) await deps.registry.write(entries);
-  return { reports: [...reports.values()], updated, moved, created, dropped };
+  await applyFinishedPublications(ofKind('finish_publish'), book, deps);
+  reportUntouched(actions, book);
+  await book.persist();
+  const { updated, moved, created, published, dropped } = book;
+  return { reports: [...book.reports.values()], updated, moved, created, published, dropped };
 }
 
-function intentEntry(remote: RemoteSlot, at: string): RegistryEntry {
+/** Whether a failed statement failed because the lock was lost: the cycle stops. */
+function throwIfLockLost(results: readonly PromiseSettledResult<unknown>[]): void {
+  for (const r of results) {
+    if (r.status === 'rejected' && (r.reason as SlotSyncError)?.code === 'SLOTSYNC_LOCK_LOST') {
+      throw r.reason;
+    }
+  }
+}
+
+/** Drops the named slots in order; a slot already gone counts as dropped. */
+async function dropSlots(deps: ApplyDeps, slots: readonly string[]): Promise<void> {
+  for (const slot of slots) {
+    try {
+      await dropCopy(deps.standby.main, deps.lock.pid, slot);
+    } catch (error) {
+      if (!hasSqlState(error, SQLSTATE.undefinedObject)) throw error;
+    }
+  }
+}
+
+/**
+ * 1. drop_local_obsolete_slots(), copies of invalidated remote slots, fenced copies,
+ *    leftover and orphaned staging slots.
+ */
+async function applyDrops(drops: Kind<'drop'>[], book: Book, deps: ApplyDeps): Promise<void> {
+  if (drops.length === 0) return;
+  const results = await mapLimit(drops, deps.concurrency, (a) => dropSlots(deps, a.slots));
+  throwIfLockLost(results);
+  drops.forEach((action, i) => {
+    const result = results[i];
+    if (result?.status !== 'fulfilled') {
+      const message = messageOf(result?.reason);
+      deps.logger.error({ slot: action.name, slots: action.slots, err: message }, 'could not drop copy');
+      // A copy under the remote slot's name that should be gone is never sync-ready.
+      if (action.after === 'forget' && action.slots.includes(action.name)) {
+        book.set(action.name, { state: 'retiring' });
+      }
+      if (!action.quiet) book.report(action.name, 'failed', 'temporary', message);
+      return;
+    }
+    for (const slot of action.slots) book.dropped.add(slot);
+    book.updated = true;
+    deps.logger.info({ slot: action.name, dropped: action.slots, reason: action.reason }, 'dropped copy');
+    if (action.after === 'forget') book.forget(action.name);
+    if (action.after === 'invalidate') {
+      book.set(action.name, { state: 'invalidated', remoteInvalidation: action.remoteInvalidation });
+    }
+    if (!action.quiet) {
+      const state = action.after === 'invalidate' ? 'invalidated' : 'absent';
+      book.report(action.name, 'dropped', state, action.reason);
+    }
+  });
+}
+
+/** 2. Changes of the registry alone. */
+function applyRegistryChanges(actions: readonly Action[], book: Book, deps: ApplyDeps): void {
+  for (const action of actions) {
+    if (action.kind === 'forget') book.forget(action.name);
+    else if (action.kind === 'restage') book.set(action.name, { state: 'staging' });
+    else if (action.kind === 'record_invalidation') {
+      book.set(action.name, { state: 'invalidated', remoteInvalidation: action.remoteInvalidation });
+      book.report(action.name, 'skipped', 'invalidated', action.reason);
+    } else if (action.kind === 'adopt') {
+      book.set(action.name, {
+        state: 'staging',
+        createdLsn: action.stage.confirmedFlushLsn,
+        confirmedFlushLsn: action.stage.confirmedFlushLsn,
+        createdAt: deps.primaryNow.toISOString(),
+      });
+      deps.logger.warn({ slot: action.name, staging: action.stage.name }, action.reason ?? 'adopted copy');
+    }
+  }
+}
+
+/**
+ * Ends creations and advances a dead slotsync process left running: a creation finishing
+ * later would leave a slot this cycle did not see.
+ */
+async function endOrphanedStatements(book: Book, deps: ApplyDeps): Promise<void> {
+  if (deps.orphanedStatements === 0) return;
+  book.assertLocked();
+  const ended = await terminateOrphanedStatements(deps.standby.main);
+  if (ended > 0) {
+    deps.logger.warn({ backends: ended }, 'ended statements left running by a slotsync process that died');
+  }
+}
+
+/** A fresh registry entry: the write-ahead intent of a copy. */
+export function intentEntry(remote: RemoteSlot, stagingName: string, at: string): RegistryEntry {
   return {
     name: remote.name,
+    stagingName,
     database: remote.database,
     plugin: remote.plugin,
     twoPhase: remote.twoPhase,
@@ -328,24 +262,251 @@ function intentEntry(remote: RemoteSlot, at: string): RegistryEntry {
   };
 }
 
-/** The copy as it stands right after creation, for the same-cycle readiness check. */
-function copyOf(entry: RegistryEntry): LocalSlot {
+/** A copy as it stands right after an action of this cycle, without reading it again. */
+export function copySlot(
+  name: string,
+  entry: Pick<RegistryEntry, 'plugin' | 'database' | 'twoPhase'>,
+  confirmedFlushLsn: Lsn | null,
+): LocalSlot {
   return {
-    name: entry.name,
+    name,
     slotType: 'logical',
     plugin: entry.plugin,
     database: entry.database,
     temporary: false,
     active: false,
-    confirmedFlushLsn: entry.createdLsn,
+    confirmedFlushLsn,
     restartLsn: null,
     catalogXmin: null,
-    twoPhase: entry.twoPhase,
+    twoPhase: false,
     synced: false,
     invalidationReason: null,
   };
 }
 
-function stateOf(entry: RegistryEntry): 'temporary' | 'sync_ready' {
-  return entry.state === 'sync_ready' ? 'sync_ready' : 'temporary';
+/**
+ * 3. Creations, under staging names. The intents are durable before any slot exists.
+ *    Returns what update_and_persist_local_synced_slot() does right after a creation.
+ */
+async function applyCreations(
+  creates: Kind<'create'>[],
+  book: Book,
+  deps: ApplyDeps,
+  input: PlanInput,
+): Promise<Action[]> {
+  if (creates.length === 0) return [];
+  const log = deps.logger;
+  // A retried intent that hits "already exists" is our own interrupted creation: keep the
+  // record so the next cycle adopts it, instead of leaving a copy owned by nobody.
+  const wasIntent = new Set(
+    creates.filter((a) => book.entries.get(a.name)?.state === 'creating').map((a) => a.name),
+  );
+  const now = new Date().toISOString();
+  for (const action of creates) {
+    book.entries.set(action.name, intentEntry(action.remote, action.stagingName, now));
+  }
+  book.dirty = true;
+  await book.persist();
+  const pump = new SnapshotPump(deps.primary, log, deps.onSnapshotRefused);
+  pump.start();
+  const results = await mapLimit(creates, deps.concurrency * 2, (action) =>
+    createCopy(
+      deps.standby.forCreation(action.remote.database, deps.createTimeoutMs),
+      deps.lock.pid,
+      action.stagingName,
+      action.remote.plugin,
+      action.remote.twoPhase,
+    ),
+  ).finally(() => pump.stop());
+  throwIfLockLost(results);
+
+  const followUps: Action[] = [];
+  creates.forEach((action, i) => {
+    const result = results[i];
+    if (result?.status !== 'fulfilled') {
+      const message = messageOf(result?.reason);
+      if (hasSqlState(result?.reason, SQLSTATE.duplicateObject) && !wasIntent.has(action.name)) {
+        book.forget(action.name); // someone else's slot under our staging name: never ours
+        book.report(action.name, 'conflict', 'conflict', message);
+      } else {
+        const reason = `could not create replication slot "${action.stagingName}" for "${action.name}": ${message}`;
+        book.report(action.name, 'failed', 'absent', reason);
+      }
+      log.error({ slot: action.name, staging: action.stagingName, err: message }, 'could not create copy');
+      return;
+    }
+    const lsn = result.value;
+    book.updated = true;
+    book.created.set(action.stagingName, { remote: action.remote, lsn });
+    const entry = book.set(action.name, {
+      state: 'staging',
+      createdLsn: lsn,
+      createdAt: deps.primaryNow.toISOString(),
+      confirmedFlushLsn: lsn,
+    });
+    log.info({ slot: action.name, staging: action.stagingName, lsn: formatLsn(lsn) }, 'created copy');
+    book.report(action.name, 'created', 'temporary', action.reason);
+    if (entry === undefined) return;
+    // update_and_persist_local_synced_slot() right after creation, as slotsync.c does.
+    const local = new Map([[action.stagingName, copySlot(action.stagingName, entry, lsn)]]);
+    followUps.push(
+      ...planSlot(action.remote, local, entry, input).filter(
+        (a) => a.kind === 'advance' || a.kind === 'publish',
+      ),
+    );
+  });
+  await book.persist();
+  return followUps;
+}
+
+/**
+ * 4. Advances, in parallel. Each target is recorded before the move (fencing compares a
+ *    copy with it). Returns the publications of staging copies that reached their target.
+ */
+async function applyAdvances(
+  advances: Kind<'advance'>[],
+  book: Book,
+  deps: ApplyDeps,
+): Promise<Kind<'publish'>[]> {
+  if (advances.length === 0) return [];
+  for (const action of advances) {
+    const recorded = book.entries.get(action.name)?.confirmedFlushLsn ?? null;
+    if (recorded === null || action.to > recorded) {
+      book.set(action.name, { confirmedFlushLsn: action.to });
+    }
+  }
+  await book.persist();
+  const results = await mapLimit(advances, deps.concurrency, (a) =>
+    advanceCopy(deps.standby.forDatabase(a.remote.database), deps.lock.pid, a.slot, a.to),
+  );
+  throwIfLockLost(results);
+  const ready: Kind<'publish'>[] = [];
+  advances.forEach((action, i) => {
+    const result = results[i];
+    const entry = book.entries.get(action.name);
+    if (entry === undefined) return;
+    const state: ReportState = entry.state === 'sync_ready' ? 'sync_ready' : 'temporary';
+    if (result?.status !== 'fulfilled') {
+      const message = messageOf(result?.reason);
+      deps.logger.error({ slot: action.name, err: message }, 'could not advance copy');
+      book.report(action.name, 'failed', state, message);
+      return;
+    }
+    const end = result.value;
+    book.updated = true;
+    book.moved.set(action.slot, end);
+    if (end !== action.to) {
+      // slotsync.c's sanity check after LogicalSlotAdvanceAndCheckSnapState().
+      const reason = `synchronized confirmed_flush for slot "${action.name}" differs from remote slot: Remote slot has LSN ${formatLsn(action.to)} but local slot has LSN ${formatLsn(end)}.`;
+      deps.logger.error({ slot: action.name, target: formatLsn(action.to), end: formatLsn(end) }, reason);
+      book.report(action.name, 'failed', state, reason);
+      return;
+    }
+    if (action.publish) {
+      ready.push({
+        kind: 'publish',
+        name: action.name,
+        stagingName: action.slot,
+        remote: action.remote,
+        reason: action.reason,
+      });
+    } else {
+      book.report(action.name, 'advanced', state, action.reason);
+    }
+  });
+  return ready;
+}
+
+/**
+ * 5. Publications: a sync-ready staging slot is copied under the remote slot's name, then
+ *    dropped. The intent (`publishing`) is durable first; the copy exists under the name
+ *    only once it is sync-ready, so a promotion at any moment hands no subscriber a copy
+ *    that skips changes.
+ */
+async function applyPublications(
+  publications: Kind<'publish'>[],
+  book: Book,
+  deps: ApplyDeps,
+): Promise<void> {
+  if (publications.length === 0) return;
+  for (const action of publications) book.set(action.name, { state: 'publishing' });
+  await book.persist();
+  const results = await mapLimit(publications, deps.concurrency, (a) =>
+    publishCopy(deps.standby.forDatabase(a.remote.database), deps.lock.pid, a.stagingName, a.name),
+  );
+  throwIfLockLost(results);
+  const published: Kind<'publish'>[] = [];
+  publications.forEach((action, i) => {
+    const result = results[i];
+    if (result?.status === 'fulfilled') {
+      published.push(action);
+      book.published.set(action.name, action.stagingName);
+      book.updated = true;
+      return;
+    }
+    const message = messageOf(result?.reason);
+    book.set(action.name, { state: 'staging' });
+    if (hasSqlState(result?.reason, SQLSTATE.duplicateObject)) {
+      // Someone made a slot under the remote slot's name meanwhile: it is theirs.
+      book.report(action.name, 'conflict', 'conflict', message);
+    } else {
+      book.report(action.name, 'failed', 'temporary', `could not publish "${action.name}": ${message}`);
+    }
+    deps.logger.error({ slot: action.name, err: message }, 'could not publish copy');
+  });
+  await finishPublications(
+    published.map((a) => ({ name: a.name, stagingName: a.stagingName, reason: a.reason })),
+    book,
+    deps,
+  );
+}
+
+/** 6. Publications whose copy exists but whose staging slot was not dropped yet. */
+async function applyFinishedPublications(
+  finishes: Kind<'finish_publish'>[],
+  book: Book,
+  deps: ApplyDeps,
+): Promise<void> {
+  await finishPublications(
+    finishes.map((a) => ({
+      name: a.name,
+      stagingName: a.dropStaging ? a.stagingName : null,
+      reason: a.reason,
+    })),
+    book,
+    deps,
+  );
+}
+
+async function finishPublications(
+  items: { name: string; stagingName: string | null; reason: string | null }[],
+  book: Book,
+  deps: ApplyDeps,
+): Promise<void> {
+  if (items.length === 0) return;
+  const drops = items.filter((i) => i.stagingName !== null);
+  const results = await mapLimit(drops, deps.concurrency, (i) =>
+    dropSlots(deps, [i.stagingName as string]),
+  );
+  throwIfLockLost(results);
+  drops.forEach((item, i) => {
+    if (results[i]?.status === 'fulfilled') book.dropped.add(item.stagingName as string);
+    // A staging slot left behind is dropped by a later cycle (plan: leftover staging slot).
+  });
+  for (const item of items) {
+    book.set(item.name, { state: 'sync_ready' });
+    book.updated = true;
+    deps.logger.info({ slot: item.name }, item.reason ?? 'sync-ready');
+    book.report(item.name, 'ready', 'sync_ready', item.reason);
+  }
+}
+
+/** 7. What was decided without touching the standby. */
+function reportUntouched(actions: readonly Action[], book: Book): void {
+  for (const action of actions) {
+    if (book.reports.has(action.name)) continue;
+    if (action.kind === 'skip') book.report(action.name, 'skipped', action.state, action.reason);
+    else if (action.kind === 'conflict') book.report(action.name, 'conflict', 'conflict', action.reason);
+    else if (action.kind === 'none') book.report(action.name, 'unchanged', action.state, action.reason);
+  }
 }

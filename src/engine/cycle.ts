@@ -11,6 +11,8 @@ import type { Logger } from 'pino';
 import { isConnectionError, unreachable } from '../db/errors.js';
 import type { LockSession } from '../db/lock-session.js';
 import { type PrimaryState, readPrimary } from '../db/primary.js';
+import type { StandbyState } from '../db/standby.js';
+import { redactUrl } from '../redact.js';
 import type { StandbyPools } from '../db/standby-pools.js';
 import { CONCURRENT_MESSAGE, SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
@@ -20,7 +22,9 @@ import { remoteAheadOfStandby } from '../sync/rules.js';
 import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
-import { type Applied, applyActions } from './apply.js';
+import { type Applied, applyActions, copySlot } from './apply.js';
+import { checkNode } from './node.js';
+import { dropStagingSlots, type PromotionCleanup } from './promotion.js';
 
 export interface EngineDeps {
   primary: pg.Pool;
@@ -35,8 +39,12 @@ export interface EngineDeps {
   createTimeoutMs: number;
   /** What the last cycles read; owned by the engine, reset with it. */
   cache: CycleCache;
+  /** SLOTSYNC_RESET_STATE: a state folder of another node is moved aside, not refused. */
+  resetState: boolean;
   /** Called with every copy creation wait, so /health can say when snapshots are refused. */
   onSnapshotRefused?: (message: string) => void;
+  /** Called when a cycle found the standby promoted and dropped its staging slots. */
+  onPromotion?: (cleanup: PromotionCleanup) => void;
   /** Test hook: runs after both sides were read and before anything is applied. */
   beforeApply?: () => Promise<void>;
 }
@@ -116,6 +124,28 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       });
     locked = standby.locked;
     if (!locked) throw new SlotSyncError('SLOTSYNC_CONCURRENT', CONCURRENT_MESSAGE);
+    const localNow = standby.slots ?? cache.local ?? [];
+    await deps.registry.refresh();
+    await checkNode(
+      {
+        registry: deps.registry,
+        logger: deps.logger,
+        standbyMain: deps.standby.main,
+        resetState: deps.resetState,
+      },
+      standby,
+      localNow,
+    );
+    if (!standby.inRecovery) {
+      // Promoted, with or without POST /shutdown: staging slots go before anything else.
+      const cleanup = await dropStagingSlots(
+        { registry: deps.registry, logger: deps.logger, standbyMain: deps.standby.main },
+        standby.pid,
+        localNow,
+      );
+      cache.forget();
+      deps.onPromotion?.(cleanup);
+    }
     validateStandby(standby);
     let primary: PrimaryState;
     const first = early ? await early : null;
@@ -127,6 +157,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
         Promise.reject(primaryError(e)),
       );
     validatePrimary(primary, standby);
+    checkUpstream(primary, standby, deps.primaryUrl);
 
     const remote = primary.slots ?? cache.remote ?? [];
     const local = standby.slots ?? cache.local ?? [];
@@ -138,7 +169,6 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
     cache.local = local;
     if (primary.slots !== null && standby.slots !== null) cache.fullReadAt = Date.now();
 
-    await deps.registry.refresh();
     const reusable = cache.stable;
     if (
       unchanged &&
@@ -155,8 +185,6 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       local,
       registry: deps.registry.entries,
       standbyReplayLsn: standby.replayLsn ?? 0n,
-      oldestPreparedAt: primary.oldestPreparedAt,
-      primaryNow: primary.now,
     };
     const actions = planCycle(input);
     if (deps.beforeApply) await deps.beforeApply();
@@ -169,9 +197,10 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       createTimeoutMs: deps.createTimeoutMs,
       onSnapshotRefused: deps.onSnapshotRefused,
       orphanedStatements: standby.orphanedStatements,
-      primaryError,
+      lock: { pid: standby.pid, held: () => deps.lock.held },
+      primaryNow: primary.now,
     });
-    const localAfter = applied.updated ? patchLocal(local, remote, applied) : local;
+    const localAfter = applied.updated ? patchLocal(local, applied) : local;
     if (applied.updated) {
       cache.local = localAfter;
       cache.standbyFingerprint = null; // our own changes: read the copies again next time
@@ -215,12 +244,31 @@ function finish(result: CycleResult, started: number, startedAt: string): CycleR
   return { ...result, report: { ...result.report, startedAt, durationMs } };
 }
 
+/**
+ * The primary URL must name this standby's upstream: the same cluster, and the standby's
+ * physical slot in use there. Otherwise slotsync would copy another server's slots.
+ */
+function checkUpstream(
+  primary: Pick<PrimaryState, 'systemIdentifier' | 'physicalSlotActive'>,
+  standby: Pick<StandbyState, 'systemIdentifier' | 'primarySlotName'>,
+  primaryUrl: string,
+): void {
+  if (primary.systemIdentifier !== standby.systemIdentifier) {
+    throw new SlotSyncError(
+      'SLOTSYNC_WRONG_PRIMARY',
+      `SLOTSYNC_PRIMARY_URL: ${redactUrl(primaryUrl)} is not this standby's upstream: its system identifier ${primary.systemIdentifier} differs from the standby's ${standby.systemIdentifier}`,
+    );
+  }
+  if (!primary.physicalSlotActive) {
+    throw new SlotSyncError(
+      'SLOTSYNC_WRONG_PRIMARY',
+      `SLOTSYNC_PRIMARY_URL: replication slot "${standby.primarySlotName}" on ${redactUrl(primaryUrl)} is not active: the standby is not streaming from this server (not reconnected yet, or not its upstream)`,
+    );
+  }
+}
+
 /** The copies after this cycle's own changes, without reading them again. */
-function patchLocal(
-  local: readonly LocalSlot[],
-  remote: readonly RemoteSlot[],
-  applied: Applied,
-): LocalSlot[] {
+function patchLocal(local: readonly LocalSlot[], applied: Applied): LocalSlot[] {
   const out: LocalSlot[] = [];
   for (const slot of local) {
     if (applied.dropped.has(slot.name)) continue;
@@ -228,23 +276,18 @@ function patchLocal(
     out.push(end === undefined ? slot : { ...slot, confirmedFlushLsn: end });
   }
   const present = new Set(out.map((slot) => slot.name));
-  for (const slot of remote) {
-    const createdAt = applied.created.get(slot.name);
-    if (createdAt === undefined || present.has(slot.name)) continue;
-    out.push({
-      name: slot.name,
-      slotType: 'logical',
-      plugin: slot.plugin,
-      database: slot.database,
-      temporary: false,
-      active: false,
-      confirmedFlushLsn: applied.moved.get(slot.name) ?? createdAt,
-      restartLsn: null,
-      catalogXmin: null,
-      twoPhase: slot.twoPhase,
-      synced: false,
-      invalidationReason: null,
-    });
+  for (const [stagingName, { remote, lsn }] of applied.created) {
+    if (present.has(stagingName) || applied.dropped.has(stagingName)) continue;
+    out.push(copySlot(stagingName, remote, applied.moved.get(stagingName) ?? lsn));
+    present.add(stagingName);
   }
-  return out;
+  for (const [name, stagingName] of applied.published) {
+    if (present.has(name)) continue;
+    const stage = out.find((slot) => slot.name === stagingName);
+    const created = applied.created.get(stagingName);
+    const position = stage?.confirmedFlushLsn ?? applied.moved.get(stagingName) ?? created?.lsn ?? null;
+    const from = stage ?? (created ? copySlot(stagingName, created.remote, position) : undefined);
+    if (from) out.push({ ...from, name, confirmedFlushLsn: position });
+  }
+  return out.filter((slot) => !applied.dropped.has(slot.name));
 }

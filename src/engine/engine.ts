@@ -53,6 +53,7 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
       standbyUrl: config.standbyUrl,
       concurrency: config.concurrency,
       createTimeoutMs: config.createTimeoutMs,
+      resetState: config.resetState,
       cache: new CycleCache(),
     },
     close: async () => {

@@ -5,13 +5,16 @@
  * rename over the old one, fsync of the folder. A kill -9 at any moment leaves the previous
  * or the new content; content that does not parse stops the start instead of being replaced.
  */
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
 import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { messageOf, SlotSyncError } from '../errors.js';
 import { formatLsn, parseLsn, parseXid } from '../sync/lsn.js';
-import type { RegistryEntry } from '../sync/types.js';
+import { stagingNameOf } from '../sync/names.js';
+import type { NodeBinding, RegistryEntry } from '../sync/types.js';
 
 const FILE_NAME = 'registry.json';
 const FORMAT = 'slotsync-registry';
@@ -19,14 +22,19 @@ const FORMAT = 'slotsync-registry';
 const NullableString = Type.Union([Type.String(), Type.Null()]);
 const StoredEntry = Type.Object({
   name: Type.String({ minLength: 1 }),
+  stagingName: Type.Optional(Type.String({ minLength: 1 })),
   database: Type.String(),
   plugin: Type.String(),
   twoPhase: Type.Boolean(),
   state: Type.Union([
     Type.Literal('creating'),
-    Type.Literal('temporary'),
+    Type.Literal('staging'),
+    Type.Literal('publishing'),
     Type.Literal('sync_ready'),
+    Type.Literal('retiring'),
     Type.Literal('invalidated'),
+    // Version 1: a not-ready copy under the remote slot's own name (see migrate()).
+    Type.Literal('temporary'),
   ]),
   createdLsn: NullableString,
   createdAt: NullableString,
@@ -36,26 +44,40 @@ const StoredEntry = Type.Object({
   remoteInvalidation: NullableString,
   updatedAt: Type.String(),
 });
+const StoredNode = Type.Object({
+  marker: Type.String({ minLength: 1 }),
+  systemIdentifier: Type.String({ minLength: 1 }),
+  timeline: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()]),
+});
 const StoredRegistry = Type.Object({
   format: Type.Literal(FORMAT),
-  version: Type.Literal(1),
+  version: Type.Union([Type.Literal(1), Type.Literal(2)]),
+  node: Type.Optional(Type.Union([StoredNode, Type.Null()])),
   slots: Type.Array(StoredEntry),
 });
 type Stored = Static<typeof StoredRegistry>;
 
 export type RegistryMap = ReadonlyMap<string, RegistryEntry>;
 
+interface Loaded {
+  entries: RegistryMap;
+  node: NodeBinding | null;
+  fingerprint: string | null;
+}
+
 export class Registry {
   readonly path: string;
   #entries: RegistryMap;
+  #node: NodeBinding | null;
   #fingerprint: string | null;
   #version = 0;
   #writtenAt = 0;
 
-  private constructor(path: string, entries: RegistryMap, fingerprint: string | null) {
+  private constructor(path: string, loaded: Loaded) {
     this.path = path;
-    this.#entries = entries;
-    this.#fingerprint = fingerprint;
+    this.#entries = loaded.entries;
+    this.#node = loaded.node;
+    this.#fingerprint = loaded.fingerprint;
   }
 
   /** Loads the registry of `dir`, creating the folder; corrupt content is an error. */
@@ -69,12 +91,21 @@ export class Registry {
       );
     }
     const path = join(dir, FILE_NAME);
-    const { entries, fingerprint } = await readRegistry(path);
-    return new Registry(path, entries, fingerprint);
+    return new Registry(path, await readRegistry(path));
   }
 
   get entries(): RegistryMap {
     return this.#entries;
+  }
+
+  /** The standby node this registry describes; null until the first cycle binds it. */
+  get node(): NodeBinding | null {
+    return this.#node;
+  }
+
+  /** Whether the file exists (a registry that was written once must never vanish). */
+  get exists(): boolean {
+    return this.#fingerprint !== null;
   }
 
   /** When this process last wrote the file (ms since the epoch; 0: never). */
@@ -94,23 +125,54 @@ export class Registry {
   async refresh(): Promise<void> {
     const current = await fingerprintOf(this.path);
     if (current === this.#fingerprint) return;
-    const { entries, fingerprint } = await readRegistry(this.path);
-    this.#entries = entries;
-    this.#fingerprint = fingerprint;
+    if (current === null) {
+      throw new SlotSyncError(
+        'SLOTSYNC_REGISTRY_CORRUPT',
+        `SLOTSYNC_STATE_DIR: the ownership registry ${this.path} vanished after it was written`,
+        {
+          hint: 'slotsync will not guess which slots it owns. Restore the file, or restart with SLOTSYNC_RESET_STATE=on to start afresh.',
+        },
+      );
+    }
+    const loaded = await readRegistry(this.path);
+    this.#entries = loaded.entries;
+    this.#node = loaded.node;
+    this.#fingerprint = loaded.fingerprint;
+    this.#version++;
+  }
+
+  /**
+   * SLOTSYNC_RESET_STATE: the file is moved aside (kept for the operator, never deleted)
+   * and the registry starts empty and unbound.
+   */
+  async reset(): Promise<void> {
+    if (this.#fingerprint !== null) {
+      const aside = `${this.path}.reset-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      await rename(this.path, aside);
+    }
+    this.#entries = new Map();
+    this.#node = null;
+    this.#fingerprint = null;
     this.#version++;
   }
 
   /** Replaces the content durably; on failure the old content stays, in memory and on disk. */
-  async write(entries: RegistryMap): Promise<void> {
+  async write(entries: RegistryMap, node: NodeBinding | null = this.#node): Promise<void> {
     const stored: Stored = {
       format: FORMAT,
-      version: 1,
+      version: 2,
+      node,
       slots: [...entries.values()].map(toStored),
     };
     const text = `${JSON.stringify(stored, null, 1)}\n`;
-    const temporary = `${this.path}.${process.pid}.tmp`;
+    const temporary = `${this.path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
     try {
-      const handle = await open(temporary, 'w', 0o600);
+      // Opened exclusively and never through a symlink: the name is new and unpredictable.
+      const handle = await open(
+        temporary,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+        0o600,
+      );
       try {
         await handle.writeFile(text, 'utf8');
         await handle.sync();
@@ -128,21 +190,20 @@ export class Registry {
       );
     }
     this.#entries = new Map(entries);
+    this.#node = node;
     this.#fingerprint = await fingerprintOf(this.path);
     this.#version++;
     this.#writtenAt = Date.now();
   }
 }
 
-async function readRegistry(
-  path: string,
-): Promise<{ entries: RegistryMap; fingerprint: string | null }> {
+async function readRegistry(path: string): Promise<Loaded> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      return { entries: new Map(), fingerprint: null };
+      return { entries: new Map(), node: null, fingerprint: null };
     }
     throw new SlotSyncError(
       'SLOTSYNC_REGISTRY_CORRUPT',
@@ -163,7 +224,7 @@ async function readRegistry(
   } catch (error) {
     throw corrupt(path, messageOf(error));
   }
-  return { entries, fingerprint: await fingerprintOf(path) };
+  return { entries, node: (parsed as Stored).node ?? null, fingerprint: await fingerprintOf(path) };
 }
 
 function corrupt(path: string, detail: string): SlotSyncError {
@@ -185,9 +246,21 @@ function toStored(entry: RegistryEntry): Static<typeof StoredEntry> {
   };
 }
 
+/**
+ * Version 1 kept a not-ready copy under the remote slot's own name, which promotion would
+ * hand to a subscriber (DESIGN.md invariant 7): such a copy is retired (dropped, then
+ * staged afresh). Sync-ready copies stay, checked by the fencing rule like any other.
+ */
+function migratedState(state: Static<typeof StoredEntry>['state']): RegistryEntry['state'] {
+  return state === 'temporary' || state === 'creating' ? 'retiring' : state;
+}
+
 function fromStored(stored: Static<typeof StoredEntry>): RegistryEntry {
+  const v1 = stored.stagingName === undefined;
   return {
     ...stored,
+    stagingName: stored.stagingName ?? stagingNameOf(stored.name),
+    state: v1 ? migratedState(stored.state) : (stored.state as RegistryEntry['state']),
     createdLsn: parseLsn(stored.createdLsn),
     confirmedFlushLsn: parseLsn(stored.confirmedFlushLsn),
     restartLsn: parseLsn(stored.restartLsn),

@@ -8,6 +8,7 @@
 import type { Logger } from 'pino';
 import { type CycleResult, runCycle } from '../engine/cycle.js';
 import type { Engine } from '../engine/engine.js';
+import type { PromotionCleanup } from '../engine/promotion.js';
 import { CONCURRENT_MESSAGE, messageOf, PROMOTION_MESSAGE, SlotSyncError } from '../errors.js';
 import type { SlotView } from '../sync/view.js';
 import type { Metrics } from './metrics.js';
@@ -30,6 +31,8 @@ export interface Snapshot {
   lastError: { code: string; message: string; at: number } | undefined;
   lastStartTime: number | undefined;
   snapshotRefused: string | undefined;
+  /** What was dropped when a cycle found the standby promoted. */
+  promotion: PromotionCleanup | undefined;
 }
 
 export interface SyncOptions {
@@ -57,13 +60,22 @@ export class SyncContext {
     lastError: undefined,
     lastStartTime: undefined,
     snapshotRefused: undefined,
+    promotion: undefined,
   };
 
   constructor(engine: Engine, metrics: Metrics, logger: Logger) {
     this.#engine = engine;
     this.#metrics = metrics;
     this.#logger = logger;
+    this.#hook(engine);
+  }
+
+  #hook(engine: Engine): void {
     engine.deps.onSnapshotRefused = (message) => this.#update({ snapshotRefused: message });
+    engine.deps.onPromotion = (cleanup) => {
+      this.#metrics.promotionDropped.inc(cleanup.dropped.length);
+      this.#update({ promotion: cleanup });
+    };
   }
 
   get engine(): Engine {
@@ -135,7 +147,7 @@ export class SyncContext {
   /** Swaps the engine (configuration reload); the caller holds the sync lock. */
   async replaceEngine(engine: Engine): Promise<void> {
     const old = this.#engine;
-    engine.deps.onSnapshotRefused = (message) => this.#update({ snapshotRefused: message });
+    this.#hook(engine);
     this.#engine = engine;
     this.#update({ lastResult: undefined, lastResultAt: undefined, snapshotRefused: undefined });
     await old.close();

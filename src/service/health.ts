@@ -157,6 +157,17 @@ export async function checkHealth(service: SlotSyncService): Promise<HealthRepor
     };
   }
 
+  if (snapshot.promotion) {
+    const { dropped, failed: left } = snapshot.promotion;
+    checks.promotion = {
+      status: left.length > 0 ? 'fail' : 'warn',
+      detail:
+        left.length > 0
+          ? `the standby was promoted; these staging slots could not be dropped and must be dropped by hand: ${left.map((f) => f.slot).join(', ')}`
+          : `the standby was promoted; ${dropped.length} staging slot(s) of copies that were not sync-ready were dropped${dropped.length > 0 ? `: ${dropped.join(', ')}` : ''}`,
+    };
+  }
+
   const failed = Object.values(checks).some((c) => c.status === 'fail');
   return { status: failed ? 'fail' : 'pass', checks };
 }

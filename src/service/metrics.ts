@@ -74,6 +74,11 @@ export class Metrics {
     labelNames: ['reason'],
     registers: [this.registry],
   });
+  readonly promotionDropped = new Counter({
+    name: 'slotsync_promotion_staging_dropped_total',
+    help: 'Staging slots (copies not sync-ready) dropped because the standby was found promoted',
+    registers: [this.registry],
+  });
   readonly workerRunning = new Gauge({
     name: 'slotsync_worker_running',
     help: '1 while the background worker runs',

@@ -59,6 +59,12 @@ export const SlotView = Type.Object(
     two_phase: Type.Boolean(),
     state: ReportState,
     sync_ready: Type.Boolean({ description: 'The copy can be used after promotion' }),
+    staging_name: Nullable(
+      Type.String({
+        description:
+          "Where the copy lives while it is not sync-ready (a reserved slotsync_stage_ name no subscriber asks for); null once published under the remote slot's name",
+      }),
+    ),
     local: Nullable(Positions),
     remote: Nullable(
       Type.Composite([Positions, Type.Object({ invalidation_reason: Nullable(Type.String()) })]),

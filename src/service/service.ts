@@ -7,14 +7,16 @@ import type { Config } from '../config.js';
 import { readStandby } from '../db/standby.js';
 import type { CycleReport } from '../engine/cycle.js';
 import { createEngine, type Engine } from '../engine/engine.js';
+import { dropStagingSlots } from '../engine/promotion.js';
 import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
-import { isOwnedCopy } from '../sync/rules.js';
-import type { RegistryEntry } from '../sync/types.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
-import { delay, mapLimit } from '../util.js';
+import { delay } from '../util.js';
 import { SyncContext } from './context.js';
 import { Metrics } from './metrics.js';
 import { Worker } from './worker.js';
+
+/** How often shutdown asks again for a sync lock another process holds. */
+const LOCK_RETRY_MS = 100;
 
 export interface ShutdownResult {
   stopped: true;
@@ -156,66 +158,47 @@ export class SlotSyncService {
     const { deps } = this.context.engine;
     // Another slotsync process may be in a cycle on this standby: wait for its lock.
     const deadline = Date.now() + this.#config.syncWaitMs;
-    while (!(await deps.lock.lockAndRead(null)).locked) {
+    let state = await deps.lock.lockAndRead(null);
+    while (!state.locked) {
       if (Date.now() > deadline) {
         throw new SlotSyncError(
           'SLOTSYNC_LOCK_TIMEOUT',
           `${CONCURRENT_MESSAGE}: another slotsync process holds the standby's sync lock`,
         );
       }
-      await delay(100);
+      await delay(LOCK_RETRY_MS);
+      state = await deps.lock.lockAndRead(null);
     }
     try {
-      return await this.#dropNotReadyLocked();
+      return await this.#dropNotReadyLocked(state.pid);
     } finally {
       deps.lock.release();
       deps.cache.forget();
     }
   }
 
-  async #dropNotReadyLocked(): Promise<{ slots: SlotView[]; dropped: string[] }> {
+  async #dropNotReadyLocked(lockPid: number): Promise<{ slots: SlotView[]; dropped: string[] }> {
     const { deps } = this.context.engine;
     await deps.registry.refresh();
     const before = await readStandby(deps.standby.main);
-    const localByName = new Map(before.slots.map((s) => [s.name, s]));
-    const entries = new Map<string, RegistryEntry>(deps.registry.entries);
-    const toDrop = [...entries.values()].filter((entry) => {
-      if (entry.state === 'sync_ready' || entry.state === 'invalidated') return false;
-      const local = localByName.get(entry.name);
-      return local !== undefined && isOwnedCopy(local, entry);
-    });
-    const results = await mapLimit(toDrop, deps.concurrency, (entry) =>
-      deps.standby.main.query('SELECT pg_catalog.pg_drop_replication_slot($1::name)', [entry.name]),
+    // In PostgreSQL the not-ready copies are temporary and vanish on promotion: here they
+    // are staging slots, dropped now (published copies are sync-ready and stay).
+    const cleanup = await dropStagingSlots(
+      { registry: deps.registry, logger: this.logger, standbyMain: deps.standby.main },
+      lockPid,
+      before.slots,
     );
-    const dropped: string[] = [];
-    const failures: string[] = [];
-    toDrop.forEach((entry, i) => {
-      const result = results[i];
-      if (
-        result?.status === 'fulfilled' ||
-        /does not exist/.test(messageOf(result?.status === 'rejected' ? result.reason : ''))
-      ) {
-        dropped.push(entry.name);
-        entries.delete(entry.name);
-      } else {
-        failures.push(
-          `${entry.name}: ${messageOf(result?.status === 'rejected' ? result.reason : '')}`,
-        );
-      }
-    });
-    // Intents whose creation never happened leave nothing to drop.
-    for (const entry of [...entries.values()]) {
-      if (entry.state === 'creating' && !localByName.has(entry.name)) entries.delete(entry.name);
-    }
-    await deps.registry.write(entries);
-    if (failures.length > 0) {
-      throw new Error(`could not drop copies that are not sync-ready: ${failures.join('; ')}`);
+    if (cleanup.failed.length > 0) {
+      throw new SlotSyncError(
+        'SLOTSYNC_CYCLE',
+        `could not drop copies that are not sync-ready: ${cleanup.failed.map((f) => `${f.slot}: ${f.error}`).join('; ')}`,
+      );
     }
     const after = await readStandby(deps.standby.main);
     const remote = this.context.snapshot.lastResult?.remote ?? [];
     const slots = buildSlotViews(remote, after.slots, deps.registry.entries, []);
     this.context.recordViews(slots);
-    return { slots, dropped };
+    return { slots, dropped: cleanup.dropped };
   }
 
   /** Graceful stop: the worker first (finishing its cycle), then the pools. */

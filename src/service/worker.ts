@@ -132,10 +132,10 @@ export class Worker {
         }
         if (code === 'SLOTSYNC_STANDBY_NOT_IN_RECOVERY') {
           // The standby was promoted underneath us: stop, touch nothing on the new primary.
+          const dropped = this.context.snapshot.promotion?.dropped ?? [];
           this.context.workerState = 'stopped_promoted';
-          this.context.workerDetail =
-            'the standby is no longer in recovery (promoted); the worker stopped and will not sync again';
-          this.logger.warn('standby is no longer in recovery: slot sync worker stopped');
+          this.context.workerDetail = `the standby is no longer in recovery (promoted); the worker stopped and will not sync again; staging slots dropped: ${dropped.length === 0 ? 'none' : dropped.join(', ')}`;
+          this.logger.warn({ dropped }, 'standby is no longer in recovery: slot sync worker stopped');
           return;
         }
         this.context.workerState = 'restarting';

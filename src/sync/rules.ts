@@ -41,23 +41,17 @@ export function isOwnedCopy(local: LocalSlot, entry: RegistryEntry | undefined):
   );
 }
 
-/**
- * local_sync_slot_required(): keep a copy only while its remote slot exists (in the failover
- * list) and the copy was not invalidated locally while the remote one is valid.
- */
-export function localCopyRequired(local: LocalSlot, remote: RemoteSlot | undefined): boolean {
-  if (remote === undefined) return false;
-  const locallyInvalidated =
-    remote.invalidationReason === null && local.invalidationReason !== null;
-  return !locallyInvalidated;
+/** Registry states in which a slot under the remote slot's own name may be slotsync's. */
+export function mayHavePublishedCopy(entry: RegistryEntry | undefined): boolean {
+  return (
+    entry !== undefined &&
+    (entry.state === 'sync_ready' || entry.state === 'publishing' || entry.state === 'retiring')
+  );
 }
 
 /** Why drop_local_obsolete_slots() drops a copy, in words an operator can act on. */
-export function obsoleteReason(local: LocalSlot, remote: RemoteSlot | undefined): string {
-  if (remote === undefined) {
-    return `dropped replication slot "${local.name}" of database "${local.database}": the remote slot no longer exists or is no longer a failover slot`;
-  }
-  return `dropped replication slot "${local.name}" of database "${local.database}": it was invalidated on the standby (${local.invalidationReason}) while the remote slot is valid; it will be created again`;
+export function obsoleteReason(name: string, database: string): string {
+  return `dropped replication slot "${name}" of database "${database}": the remote slot no longer exists or is no longer a failover slot`;
 }
 
 /**
@@ -115,24 +109,59 @@ export function needsAdvance(remote: RemoteSlot, local: LocalSlot): boolean {
 }
 
 /**
- * DESIGN.md "two_phase copies": SQL cannot copy two_phase_at, so a two_phase copy is
- * sync-ready only when the primary holds no transaction prepared (in the slot's database)
- * before the copy was made; otherwise such a transaction could be sent twice after promotion.
+ * DESIGN.md "two_phase copies": pg_copy_logical_replication_slot() does not keep two_phase
+ * (measured on 17.10 and 18.4: the copy has two_phase = false, two_phase_at NULL), and a
+ * copy that is not sync-ready must never carry the remote slot's name. A two_phase copy can
+ * therefore not be published over SQL: after promotion its subscriber would get prepared
+ * transactions again. Such slots are reported, never copied; the subscriber then gets a
+ * clear "replication slot does not exist" after promotion instead of changes sent twice.
  */
-export function twoPhaseBlocksReady(
-  entry: Pick<RegistryEntry, 'twoPhase' | 'createdAt' | 'database'>,
-  oldestPreparedAt: ReadonlyMap<string, Date>,
-): boolean {
-  if (!entry.twoPhase) return false;
-  const oldest = oldestPreparedAt.get(entry.database);
-  if (oldest === undefined) return false;
-  if (entry.createdAt === null) return true;
-  // Timestamps reach us with millisecond precision: count a tie as "before" (conservative).
-  return oldest.getTime() <= new Date(entry.createdAt).getTime() + 1;
+export function twoPhaseUnsupportedMessage(name: string): string {
+  return `replication slot "${name}" is a two_phase slot and is not synchronized: pg_copy_logical_replication_slot() does not keep two_phase on PostgreSQL 17 and 18, so a published copy would send prepared transactions again after promotion; use PostgreSQL's own slot sync worker for two_phase slots`;
 }
 
-export function twoPhaseBlockedMessage(name: string): string {
-  return `replication slot "${name}" is not sync-ready yet: the primary holds a transaction prepared before the copy was made (two_phase)`;
+export function reservedNameMessage(name: string): string {
+  return `replication slot "${name}" is not synchronized: its name starts with a prefix slotsync reserves for its own slots`;
+}
+
+/**
+ * Fencing (DESIGN.md invariant 8): a copy slotsync did not move where it now is, or that
+ * is ahead of its remote slot, or that the standby invalidated, is not sync-ready from now
+ * on. Returns why, or null when the copy is where slotsync left it.
+ */
+export function fenceReason(
+  local: LocalSlot,
+  entry: RegistryEntry,
+  remote: RemoteSlot,
+  published: boolean,
+): string | null {
+  const what = published ? 'published copy' : 'staging copy';
+  if (local.invalidationReason !== null) {
+    return `the ${what} of "${remote.name}" was invalidated on the standby (${local.invalidationReason}); it is dropped and staged afresh`;
+  }
+  const given = entry.confirmedFlushLsn;
+  if (given !== null && local.confirmedFlushLsn !== null && local.confirmedFlushLsn > given) {
+    return `the ${what} of "${remote.name}" was moved on the standby by someone else (confirmed_flush_lsn ${formatLsn(
+      local.confirmedFlushLsn,
+    )}, slotsync left it at ${formatLsn(given)}); it is not sync-ready, it is dropped and staged afresh`;
+  }
+  if (
+    published &&
+    remote.confirmedFlushLsn !== null &&
+    local.confirmedFlushLsn !== null &&
+    local.confirmedFlushLsn > remote.confirmedFlushLsn
+  ) {
+    return `the published copy of "${remote.name}" is ahead of its remote slot (copy at ${formatLsn(
+      local.confirmedFlushLsn,
+    )}, remote at ${formatLsn(
+      remote.confirmedFlushLsn,
+    )}: the remote slot was dropped and made again behind it); it is dropped and staged afresh`;
+  }
+  const changed = propertiesDiffer(remote, local);
+  if (changed !== null) {
+    return `the remote slot's ${changed} changed; the copy of "${remote.name}" is dropped and will be created again`;
+  }
+  return null;
 }
 
 /**
@@ -155,6 +184,10 @@ export function conflictMessage(name: string, local: LocalSlot): string {
 
 export function readyMessage(name: string): string {
   return `newly created replication slot "${name}" is sync-ready now`;
+}
+
+export function publishedMessage(name: string, stagingName: string): string {
+  return `newly created replication slot "${name}" is sync-ready now: published from staging slot "${stagingName}"`;
 }
 
 export function remoteInvalidatedMessage(remote: RemoteSlot): string {

@@ -32,28 +32,56 @@ export interface LocalSlot {
 }
 
 /**
- * Lifecycle of a copy slotsync owns, mirroring slotsync.c's persistency:
- * `creating` is a write-ahead intent (the create call may or may not have happened),
- * `temporary` is RS_TEMPORARY (not usable after promotion), `sync_ready` is RS_PERSISTENT,
- * `invalidated` records that the primary's slot was invalidated and the copy dropped.
+ * Lifecycle of a copy slotsync owns (DESIGN.md, "Staging"). slotsync.c's RS_TEMPORARY is
+ * `staging`: the copy lives under its staging name, which no subscriber asks for.
+ * - `creating`: write-ahead intent; the staging slot may or may not exist yet.
+ * - `staging`: the staging slot exists and is advanced; not usable after promotion.
+ * - `publishing`: write-ahead intent of the publication; the copy under the remote slot's
+ *   name may or may not exist yet (if it does, it was made from a sync-ready staging slot).
+ * - `sync_ready`: RS_PERSISTENT; published under the remote slot's name.
+ * - `retiring`: a copy under the remote slot's name that must not stay (moved by someone
+ *   else, or made not-ready by an older slotsync): dropped, then staged afresh.
+ * - `invalidated`: the primary's slot was invalidated and the copy dropped.
  */
-export type CopyState = 'creating' | 'temporary' | 'sync_ready' | 'invalidated';
+export type CopyState =
+  | 'creating'
+  | 'staging'
+  | 'publishing'
+  | 'sync_ready'
+  | 'retiring'
+  | 'invalidated';
 
 export interface RegistryEntry {
   name: string;
+  /** Where the copy lives until it is sync-ready (names.ts). */
+  stagingName: string;
   database: string;
   plugin: string;
   twoPhase: boolean;
   state: CopyState;
   /** The copy's confirmed_flush_lsn when it was made (its consistent point). */
   createdLsn: Lsn | null;
-  /** The primary's clock right after the copy was made (two_phase rule). */
+  /** The primary's clock right after the copy was made. */
   createdAt: string | null;
+  /**
+   * Where slotsync last moved the copy, written before every move (write-ahead): a copy
+   * found past it was moved by someone else (fencing, DESIGN.md invariant 8).
+   */
   confirmedFlushLsn: Lsn | null;
   restartLsn: Lsn | null;
   catalogXmin: Xid | null;
   remoteInvalidation: string | null;
   updatedAt: string;
+}
+
+/** The standby node a registry describes (DESIGN.md, "Ownership registry"). */
+export interface NodeBinding {
+  /** A physical slot on the standby that reserves no WAL (names.ts). */
+  marker: string;
+  /** pg_control_system().system_identifier, as text. */
+  systemIdentifier: string;
+  /** The standby's timeline when the binding was last checked. */
+  timeline: number | null;
 }
 
 export interface PlanInput {
@@ -62,37 +90,47 @@ export interface PlanInput {
   registry: ReadonlyMap<string, RegistryEntry>;
   /** `pg_last_wal_replay_lsn()` on the standby. */
   standbyReplayLsn: Lsn;
-  /** Earliest `pg_prepared_xacts.prepared` per database on the primary. */
-  oldestPreparedAt: ReadonlyMap<string, Date>;
-  /** The primary's `now()` when it was read. */
-  primaryNow: Date;
 }
 
 interface ActionBase {
+  /** The remote slot's name (the report's key). */
   name: string;
   reason: string | null;
 }
 
+/** What becomes of the registry entry once a drop succeeded. */
+export type AfterDrop = 'forget' | 'invalidate' | 'keep';
+
 export type Action =
-  | (ActionBase & { kind: 'create'; remote: RemoteSlot })
+  | (ActionBase & { kind: 'create'; remote: RemoteSlot; stagingName: string })
+  | (ActionBase & { kind: 'adopt'; stage: LocalSlot })
   | (ActionBase & {
       kind: 'advance';
       remote: RemoteSlot;
+      /** The slot moved: the staging name while staging, the remote name once published. */
+      slot: string;
       from: Lsn;
       to: Lsn;
-      /** Mark the copy sync-ready once it reaches `to`. */
-      markReady: boolean;
+      /** Publish the staging slot once it reaches `to` (it is then sync-ready). */
+      publish: boolean;
     })
-  | (ActionBase & { kind: 'mark_ready'; remote: RemoteSlot })
-  | (ActionBase & { kind: 'adopt'; remote: RemoteSlot; local: LocalSlot })
-  | (ActionBase & { kind: 'drop'; remoteInvalidation: string | null })
+  | (ActionBase & { kind: 'publish'; remote: RemoteSlot; stagingName: string })
+  | (ActionBase & { kind: 'finish_publish'; stagingName: string; dropStaging: boolean })
+  | (ActionBase & { kind: 'restage' })
+  | (ActionBase & {
+      kind: 'drop';
+      /** Slot names to drop on the standby (the published copy and/or the staging slot). */
+      slots: string[];
+      after: AfterDrop;
+      remoteInvalidation: string | null;
+      /** Not reported as the slot's outcome (a leftover staging slot, an orphan). */
+      quiet: boolean;
+    })
   | (ActionBase & { kind: 'forget' })
   | (ActionBase & { kind: 'record_invalidation'; remoteInvalidation: string })
   | (ActionBase & { kind: 'skip'; state: ReportState })
   | (ActionBase & { kind: 'conflict' })
   | (ActionBase & { kind: 'none'; state: ReportState });
-
-export type ActionKind = Action['kind'];
 
 /** State of a slot's copy as the API reports it. */
 export type ReportState = 'temporary' | 'sync_ready' | 'invalidated' | 'conflict' | 'absent';

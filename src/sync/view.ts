@@ -1,5 +1,6 @@
 /** What GET /slots shows: every failover slot of the primary beside its copy. */
 import { formatLsn, lsnDistance } from './lsn.js';
+import { isOwnedCopy, mayHavePublishedCopy } from './rules.js';
 import type { LocalSlot, RegistryEntry, RemoteSlot, ReportState, SlotReport } from './types.js';
 
 export interface Positions {
@@ -15,6 +16,8 @@ export interface SlotView {
   two_phase: boolean;
   state: ReportState;
   sync_ready: boolean;
+  /** Where the copy lives while it is not sync-ready (null once published, or none). */
+  staging_name: string | null;
   local: Positions | null;
   remote: (Positions & { invalidation_reason: string | null }) | null;
   lag_bytes: number | null;
@@ -44,18 +47,18 @@ export function buildSlotViews(
     seen.add(slot.name);
     const entry = registry.get(slot.name);
     const report = reportByName.get(slot.name);
-    const copy = localByName.get(slot.name);
-    const owned = entry !== undefined && entry.state !== 'invalidated' && copy !== undefined;
+    const copy = currentCopy(entry, localByName);
     const state: ReportState =
       report?.state === 'conflict'
         ? 'conflict'
-        : owned
-          ? entry.state === 'sync_ready'
+        : copy !== undefined && entry !== undefined
+          ? readyNow(entry, copy)
             ? 'sync_ready'
             : 'temporary'
           : entry?.state === 'invalidated' || slot.invalidationReason !== null
             ? 'invalidated'
             : 'absent';
+    const shown = state === 'conflict' ? localByName.get(slot.name) : copy;
     views.push({
       name: slot.name,
       plugin: slot.plugin,
@@ -63,31 +66,31 @@ export function buildSlotViews(
       two_phase: slot.twoPhase,
       state,
       sync_ready: state === 'sync_ready',
-      local: owned || state === 'conflict' ? positions(copy as LocalSlot) : null,
+      staging_name: copy !== undefined && copy.name !== slot.name ? copy.name : null,
+      local: shown === undefined ? null : positions(shown),
       remote: { ...positions(slot), invalidation_reason: slot.invalidationReason },
       lag_bytes:
-        owned && copy !== undefined
-          ? lsnDistance(copy.confirmedFlushLsn, slot.confirmedFlushLsn)
-          : null,
+        copy !== undefined ? lsnDistance(copy.confirmedFlushLsn, slot.confirmedFlushLsn) : null,
       reason: report?.reason ?? entry?.remoteInvalidation ?? null,
     });
   }
   // Copies whose remote slot is gone but that are still recorded (e.g. a failed drop).
   for (const entry of registry.values()) {
     if (seen.has(entry.name)) continue;
-    const copy = localByName.get(entry.name);
+    const copy = currentCopy(entry, localByName);
     views.push({
       name: entry.name,
       plugin: entry.plugin,
       database: entry.database,
       two_phase: entry.twoPhase,
       state:
-        entry.state === 'sync_ready'
+        copy !== undefined && readyNow(entry, copy)
           ? 'sync_ready'
           : entry.state === 'invalidated'
             ? 'invalidated'
             : 'temporary',
       sync_ready: false,
+      staging_name: copy !== undefined && copy.name !== entry.name ? copy.name : null,
       local: copy === undefined ? null : positions(copy),
       remote: null,
       lag_bytes: null,
@@ -95,4 +98,28 @@ export function buildSlotViews(
     });
   }
   return views.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/**
+ * The slot that holds an owned copy now: the published one once sync-ready (or being
+ * published), else the staging slot.
+ */
+function currentCopy(
+  entry: RegistryEntry | undefined,
+  local: ReadonlyMap<string, LocalSlot>,
+): LocalSlot | undefined {
+  if (entry === undefined || entry.state === 'invalidated') return undefined;
+  const published = local.get(entry.name);
+  if (published !== undefined && mayHavePublishedCopy(entry) && isOwnedCopy(published, entry)) {
+    return published;
+  }
+  const stage = local.get(entry.stagingName);
+  return stage !== undefined && isOwnedCopy(stage, entry) ? stage : undefined;
+}
+
+/** Sync-ready as the standby shows it now: published, recorded ready, not invalidated. */
+export function readyNow(entry: RegistryEntry, copy: LocalSlot): boolean {
+  return (
+    entry.state === 'sync_ready' && copy.name === entry.name && copy.invalidationReason === null
+  );
 }

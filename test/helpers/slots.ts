@@ -1,5 +1,6 @@
 /** Builders for slot rows in unit tests. */
 import { parseLsn } from '../../src/sync/lsn.js';
+import { stagingNameOf } from '../../src/sync/names.js';
 import type { LocalSlot, PlanInput, RegistryEntry, RemoteSlot } from '../../src/sync/types.js';
 
 export function remote(name: string, lsn: string, extra: Partial<RemoteSlot> = {}): RemoteSlot {
@@ -43,6 +44,7 @@ export function entry(
 ): RegistryEntry {
   return {
     name,
+    stagingName: stagingNameOf(name),
     database: 'postgres',
     plugin: 'pgoutput',
     twoPhase: false,
@@ -63,16 +65,14 @@ export function input(parts: {
   local?: LocalSlot[];
   registry?: RegistryEntry[];
   replay?: string;
-  prepared?: Record<string, string>;
 }): PlanInput {
   return {
     remote: parts.remote ?? [],
     local: parts.local ?? [],
     registry: new Map((parts.registry ?? []).map((e) => [e.name, e])),
     standbyReplayLsn: parseLsn(parts.replay ?? 'FF/0'),
-    oldestPreparedAt: new Map(
-      Object.entries(parts.prepared ?? {}).map(([db, at]) => [db, new Date(at)]),
-    ),
-    primaryNow: new Date('2026-01-01T00:01:00.000Z'),
   };
 }
+
+/** The staging name of a remote slot (a copy lives there until it is sync-ready). */
+export const stage = (name: string): string => stagingNameOf(name);

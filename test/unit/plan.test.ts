@@ -1,31 +1,48 @@
-/** Every rule of slotsync.c as the planner applies it, without a database. */
+/** Every rule of slotsync.c as the planner applies it, with staging, without a database. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseLsn } from '../../src/sync/lsn.js';
-import { planCycle } from '../../src/sync/plan.js';
 import {
-  isEphemeral,
-  isOwnedCopy,
-  localCopyRequired,
-  twoPhaseBlocksReady,
-} from '../../src/sync/rules.js';
+  isReservedName,
+  isStagingName,
+  STAGING_PREFIX,
+  stagingNameOf,
+} from '../../src/sync/names.js';
+import { planCycle } from '../../src/sync/plan.js';
+import { isEphemeral, isOwnedCopy } from '../../src/sync/rules.js';
 import type { Action } from '../../src/sync/types.js';
-import { entry, input, local, remote } from '../helpers/slots.js';
+import { entry, input, local, remote, stage } from '../helpers/slots.js';
 
 const kinds = (actions: Action[]) => actions.map((a) => `${a.kind}:${a.name}`);
+const show = (value: unknown) =>
+  JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
 const only = (actions: Action[]) => {
-  assert.equal(
-    actions.length,
-    1,
-    JSON.stringify(actions, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)),
-  );
+  assert.equal(actions.length, 1, show(actions));
   return actions[0] as Action;
 };
+const ofKind = <K extends Action['kind']>(actions: Action[], kind: K) =>
+  actions.filter((a): a is Extract<Action, { kind: K }> => a.kind === kind);
+
+describe('staging names', () => {
+  it('are reserved, at most 63 bytes, stable, and distinct per remote name', () => {
+    const long = 'x'.repeat(63);
+    for (const name of ['a', long, 'ünïcödé_slot']) {
+      const staging = stagingNameOf(name);
+      assert.ok(Buffer.byteLength(staging) <= 63, staging);
+      assert.ok(staging.startsWith(STAGING_PREFIX));
+      assert.equal(stagingNameOf(name), staging, 'deterministic: a restart finds it again');
+      assert.ok(isStagingName(staging) && isReservedName(staging));
+    }
+    assert.notEqual(stagingNameOf('a'), stagingNameOf('b'));
+    assert.equal(isReservedName('sub'), false);
+  });
+});
 
 describe('planner: creating copies (synchronize_one_slot, no local slot)', () => {
-  it('creates a copy of a failover slot', () => {
+  it('creates a copy under its staging name, never under the remote name', () => {
     const action = only(planCycle(input({ remote: [remote('a', '0/2000')] })));
     assert.equal(action.kind, 'create');
+    assert.equal(action.kind === 'create' && action.stagingName, stage('a'));
   });
 
   it('never copies a slot without failover, or a temporary one', () => {
@@ -61,21 +78,27 @@ describe('planner: creating copies (synchronize_one_slot, no local slot)', () =>
       ),
     );
     assert.equal(action.kind, 'skip');
-    assert.match(action.reason ?? '', /invalidated on the primary \(wal_removed\)/);
   });
 
   it('skips a slot whose remote position is ahead of the standby replay', () => {
     const action = only(planCycle(input({ remote: [remote('a', '0/3000')], replay: '0/2000' })));
     assert.equal(action.kind, 'skip');
-    assert.equal(
-      action.reason,
-      'skipping slot synchronization because the received slot sync LSN 0/3000 for slot "a" is ahead of the standby position 0/2000',
-    );
+    assert.match(action.reason ?? '', /ahead of the standby position 0\/2000/);
   });
 
-  it('recreates a copy that disappeared from the standby', () => {
+  it('never copies a remote slot with a reserved name, nor a two_phase slot (the copy would lose two_phase)', () => {
+    const actions = planCycle(
+      input({
+        remote: [remote(stage('x'), '0/2000'), remote('tp', '0/2000', { twoPhase: true })],
+      }),
+    );
+    assert.deepEqual(kinds(actions), [`skip:${stage('x')}`, 'skip:tp']);
+    assert.match(actions[1]?.reason ?? '', /two_phase/);
+  });
+
+  it('stages again a copy whose staging slot disappeared', () => {
     const action = only(
-      planCycle(input({ remote: [remote('a', '0/2000')], registry: [entry('a', 'sync_ready')] })),
+      planCycle(input({ remote: [remote('a', '0/2000')], registry: [entry('a', 'staging')] })),
     );
     assert.equal(action.kind, 'create');
     assert.match(action.reason ?? '', /disappeared/);
@@ -86,48 +109,44 @@ describe('planner: ownership (a slot slotsync does not own is never touched)', (
   it('reports a same-name user slot as conflict, and still syncs the others', () => {
     const actions = planCycle(
       input({
-        remote: [remote('mine', '0/3000'), remote('theirs', '0/3000')],
-        local: [local('mine', '0/2000'), local('theirs', '0/1000')],
-        registry: [entry('mine', 'sync_ready')],
+        remote: [remote('mine', '0/2000'), remote('theirs', '0/2000')],
+        local: [local('theirs', '0/1000')],
       }),
     );
-    assert.deepEqual(kinds(actions).sort(), ['advance:mine', 'conflict:theirs']);
-    const conflict = actions.find((a) => a.kind === 'conflict');
-    assert.match(
-      conflict?.reason ?? '',
-      /exiting from slot synchronization because same name slot "theirs" already exists on the standby/,
+    assert.deepEqual(kinds(actions).sort(), ['conflict:theirs', 'create:mine']);
+  });
+
+  it('a slot under the remote name while the copy is staging is never ours', () => {
+    const actions = planCycle(
+      input({
+        remote: [remote('a', '0/2000')],
+        local: [local('a', '0/2000'), local(stage('a'), '0/1000')],
+        registry: [entry('a', 'staging')],
+      }),
     );
+    assert.deepEqual(kinds(actions), ['conflict:a']);
   });
 
   it("never owns a slot synced by PostgreSQL's own worker, even if recorded", () => {
-    const synced = local('a', '0/2000', { synced: true });
+    const synced = local('a', '0/1000', { synced: true });
     assert.equal(isOwnedCopy(synced, entry('a', 'sync_ready')), false);
     const action = only(
       planCycle(
-        input({
-          remote: [remote('a', '0/3000')],
-          local: [synced],
-          registry: [entry('a', 'sync_ready')],
-        }),
+        input({ remote: [remote('a', '0/2000')], local: [synced], registry: [entry('a', 'sync_ready')] }),
       ),
     );
     assert.equal(action.kind, 'conflict');
   });
 
   it('does not own a slot that no longer matches its record (plugin or database)', () => {
-    assert.equal(
-      isOwnedCopy(local('a', '0/1', { plugin: 'test_decoding' }), entry('a', 'sync_ready')),
-      false,
-    );
-    assert.equal(
-      isOwnedCopy(local('a', '0/1', { database: 'other' }), entry('a', 'sync_ready')),
-      false,
-    );
-    assert.equal(
-      isOwnedCopy(local('a', '0/1', { temporary: true }), entry('a', 'sync_ready')),
-      false,
-    );
-    assert.equal(isOwnedCopy(local('a', '0/1'), entry('a', 'sync_ready')), true);
+    assert.equal(isOwnedCopy(local('a', '0/1000', { plugin: 'other' }), entry('a', 'sync_ready')), false);
+    assert.equal(isOwnedCopy(local('a', '0/1000', { database: 'db2' }), entry('a', 'sync_ready')), false);
+  });
+
+  it('drops a staging slot no registry entry accounts for (the prefix is reserved)', () => {
+    const action = only(planCycle(input({ local: [local(stage('gone'), '0/1000')] })));
+    assert.equal(action.kind, 'drop');
+    assert.deepEqual(action.kind === 'drop' && action.slots, [stage('gone')]);
   });
 
   it('never drops a user slot whose remote is gone', () => {
@@ -136,96 +155,153 @@ describe('planner: ownership (a slot slotsync does not own is never touched)', (
 });
 
 describe('planner: drop_local_obsolete_slots', () => {
-  it('drops a copy whose remote slot is gone or no longer failover', () => {
-    const gone = only(
-      planCycle(input({ local: [local('a', '0/1000')], registry: [entry('a', 'sync_ready')] })),
+  it('drops the published copy and the staging slot of a remote that is gone, and forgets it', () => {
+    const action = only(
+      planCycle(
+        input({
+          local: [local('a', '0/1000'), local(stage('a'), '0/1000')],
+          registry: [entry('a', 'sync_ready')],
+        }),
+      ),
     );
-    assert.equal(gone.kind, 'drop');
-    const notFailover = planCycle(
-      input({
-        remote: [remote('a', '0/2000', { failover: false })],
-        local: [local('a', '0/1000')],
-        registry: [entry('a', 'sync_ready')],
-      }),
-    );
-    assert.deepEqual(kinds(notFailover), ['drop:a']);
-  });
-
-  it('drops a copy invalidated on the standby while the remote is valid, and does not recreate it in the same cycle', () => {
-    const copy = local('a', '0/1000', { invalidationReason: 'wal_removed' });
-    assert.equal(localCopyRequired(copy, remote('a', '0/2000')), false);
-    const actions = planCycle(
-      input({
-        remote: [remote('a', '0/2000')],
-        local: [copy],
-        registry: [entry('a', 'sync_ready')],
-      }),
-    );
-    assert.deepEqual(kinds(actions), ['drop:a']);
-    assert.match(actions[0]?.reason ?? '', /invalidated on the standby/);
+    assert.equal(action.kind, 'drop');
+    if (action.kind !== 'drop') return;
+    assert.deepEqual(action.slots, ['a', stage('a')]);
+    assert.equal(action.after, 'forget');
   });
 
   it('drops the copy of a slot invalidated on the primary and records the reason', () => {
-    const actions = planCycle(
-      input({
-        remote: [remote('a', '0/2000', { invalidationReason: 'rows_removed' })],
-        local: [local('a', '0/1000')],
-        registry: [entry('a', 'sync_ready')],
-      }),
+    const action = only(
+      planCycle(
+        input({
+          remote: [remote('a', '0/2000', { invalidationReason: 'wal_removed' })],
+          local: [local('a', '0/1000')],
+          registry: [entry('a', 'sync_ready')],
+        }),
+      ),
     );
-    const action = only(actions);
-    assert.equal(action.kind, 'drop');
-    assert.equal(action.kind === 'drop' && action.remoteInvalidation, 'rows_removed');
+    assert.equal(action.kind === 'drop' && action.after, 'invalidate');
   });
 
   it('forgets a record whose copy and remote are both gone', () => {
-    assert.deepEqual(kinds(planCycle(input({ registry: [entry('a', 'temporary')] }))), [
-      'forget:a',
-    ]);
+    const action = only(planCycle(input({ registry: [entry('a', 'staging')] })));
+    assert.equal(action.kind, 'forget');
   });
 });
 
-describe('planner: moving copies (update_local_synced_slot)', () => {
+describe('planner: staging until sync-ready (update_and_persist_local_synced_slot)', () => {
+  it('keeps a new copy staged while the remote slot is behind it', () => {
+    const action = only(
+      planCycle(
+        input({
+          remote: [remote('a', '0/0800')],
+          local: [local(stage('a'), '0/1000')],
+          registry: [entry('a', 'staging')],
+        }),
+      ),
+    );
+    assert.equal(action.kind, 'skip');
+    assert.equal(action.kind === 'skip' && action.state, 'temporary');
+    assert.match(action.reason ?? '', /remote slot precedes local slot/);
+  });
+
+  it('advances the staging slot to the remote and publishes it once the remote caught up', () => {
+    const action = only(
+      planCycle(
+        input({
+          remote: [remote('a', '0/3000')],
+          local: [local(stage('a'), '0/1000')],
+          registry: [entry('a', 'staging')],
+        }),
+      ),
+    );
+    assert.equal(action.kind, 'advance');
+    if (action.kind !== 'advance') return;
+    assert.equal(action.slot, stage('a'), 'the staging slot moves, not a slot under the name');
+    assert.equal(action.to, parseLsn('0/3000'));
+    assert.equal(action.publish, true);
+  });
+
+  it('publishes at once when the remote is exactly at the copy', () => {
+    const action = only(
+      planCycle(
+        input({
+          remote: [remote('a', '0/1000')],
+          local: [local(stage('a'), '0/1000')],
+          registry: [entry('a', 'staging')],
+        }),
+      ),
+    );
+    assert.equal(action.kind, 'publish');
+  });
+
+  it('adopts a staging slot whose creation was interrupted', () => {
+    const actions = planCycle(
+      input({
+        remote: [remote('a', '0/0800')],
+        local: [local(stage('a'), '0/1000')],
+        registry: [entry('a', 'creating', { createdLsn: null, confirmedFlushLsn: null })],
+      }),
+    );
+    assert.deepEqual(kinds(actions), ['adopt:a', 'skip:a']);
+  });
+
+  it('a publication whose copy was not made goes back to staging and is tried again', () => {
+    const actions = planCycle(
+      input({
+        remote: [remote('a', '0/1000')],
+        local: [local(stage('a'), '0/1000')],
+        registry: [entry('a', 'publishing')],
+      }),
+    );
+    assert.deepEqual(kinds(actions), ['restage:a', 'publish:a']);
+  });
+
+  it('a publication whose copy exists is finished: the staging slot is dropped', () => {
+    const actions = planCycle(
+      input({
+        remote: [remote('a', '0/1000')],
+        local: [local('a', '0/1000'), local(stage('a'), '0/1000')],
+        registry: [entry('a', 'publishing')],
+      }),
+    );
+    assert.deepEqual(kinds(actions), ['finish_publish:a']);
+  });
+
+  it('does not touch a staging slot someone is decoding on the standby', () => {
+    const action = only(
+      planCycle(
+        input({
+          remote: [remote('a', '0/3000')],
+          local: [local(stage('a'), '0/1000', { active: true })],
+          registry: [entry('a', 'staging')],
+        }),
+      ),
+    );
+    assert.equal(action.kind, 'skip');
+  });
+});
+
+describe('planner: published copies (update_local_synced_slot) and fencing', () => {
   it('advances a sync-ready copy to the remote confirmed_flush_lsn', () => {
     const action = only(
       planCycle(
         input({
           remote: [remote('a', '0/3000')],
-          local: [local('a', '0/2000')],
+          local: [local('a', '0/1000')],
           registry: [entry('a', 'sync_ready')],
         }),
       ),
     );
-    assert.equal(action.kind, 'advance');
-    if (action.kind === 'advance') {
-      assert.equal(action.to, parseLsn('0/3000'));
-      assert.equal(action.from, parseLsn('0/2000'));
-    }
-  });
-
-  it('never moves a copy backwards', () => {
-    const action = only(
-      planCycle(
-        input({
-          remote: [remote('a', '0/1000')],
-          local: [local('a', '0/2000')],
-          registry: [entry('a', 'sync_ready')],
-        }),
-      ),
-    );
-    assert.equal(action.kind, 'skip');
-    assert.match(
-      action.reason ?? '',
-      /Local slot's start streaming location LSN\(0\/2000\) is ahead of remote slot's LSN\(0\/1000\)/,
-    );
+    assert.equal(action.kind === 'advance' && action.slot, 'a');
   });
 
   it('does nothing when the copy is at the remote position (no advance to the same LSN)', () => {
     const action = only(
       planCycle(
         input({
-          remote: [remote('a', '0/2000')],
-          local: [local('a', '0/2000')],
+          remote: [remote('a', '0/1000')],
+          local: [local('a', '0/1000')],
           registry: [entry('a', 'sync_ready')],
         }),
       ),
@@ -237,131 +313,133 @@ describe('planner: moving copies (update_local_synced_slot)', () => {
     const action = only(
       planCycle(
         input({
-          remote: [remote('a', '0/5000')],
-          local: [local('a', '0/2000')],
+          remote: [remote('a', '0/3000')],
+          local: [local('a', '0/1000')],
           registry: [entry('a', 'sync_ready')],
-          replay: '0/4FFF',
+          replay: '0/2000',
         }),
       ),
     );
     assert.equal(action.kind, 'skip');
   });
 
-  it('does not touch a copy someone is decoding on the standby', () => {
+  it('fences a copy moved on the standby by someone else: dropped, staged afresh', () => {
     const action = only(
       planCycle(
         input({
           remote: [remote('a', '0/3000')],
-          local: [local('a', '0/2000', { active: true })],
-          registry: [entry('a', 'sync_ready')],
+          local: [local('a', '0/2000')],
+          registry: [entry('a', 'sync_ready', { confirmedFlushLsn: parseLsn('0/1000') })],
         }),
       ),
     );
-    assert.equal(action.kind, 'skip');
+    assert.equal(action.kind, 'drop');
+    assert.match(action.reason ?? '', /moved on the standby by someone else/);
+    assert.equal(action.kind === 'drop' && action.after, 'forget');
   });
 
-  it('drops and recreates a copy whose remote changed plugin or two_phase', () => {
+  it('fences a copy ahead of its remote slot (remote dropped and made again behind it)', () => {
     const action = only(
       planCycle(
         input({
-          remote: [remote('a', '0/3000', { twoPhase: true })],
-          local: [local('a', '0/2000')],
+          remote: [remote('a', '0/0800')],
+          local: [local('a', '0/1000')],
           registry: [entry('a', 'sync_ready')],
         }),
       ),
     );
     assert.equal(action.kind, 'drop');
-    assert.match(action.reason ?? '', /two_phase changed/);
+    assert.match(action.reason ?? '', /ahead of its remote slot/);
   });
-});
 
-describe('planner: sync-ready (update_and_persist_local_synced_slot)', () => {
-  it('keeps a new copy temporary while the remote slot is behind it', () => {
+  it('fences a copy invalidated on the standby while the remote is valid', () => {
     const action = only(
       planCycle(
         input({
-          remote: [remote('a', '0/1000')],
-          local: [local('a', '0/2000')],
-          registry: [entry('a', 'temporary')],
+          remote: [remote('a', '0/2000')],
+          local: [local('a', '0/1000', { invalidationReason: 'rows_removed' })],
+          registry: [entry('a', 'sync_ready')],
+        }),
+      ),
+    );
+    assert.equal(action.kind, 'drop');
+    assert.match(action.reason ?? '', /invalidated on the standby \(rows_removed\)/);
+  });
+
+  it('fences a staging copy moved by someone else too', () => {
+    const action = only(
+      planCycle(
+        input({
+          remote: [remote('a', '0/3000')],
+          local: [local(stage('a'), '0/2000')],
+          registry: [entry('a', 'staging', { confirmedFlushLsn: parseLsn('0/1000') })],
+        }),
+      ),
+    );
+    assert.equal(action.kind, 'drop');
+    assert.deepEqual(action.kind === 'drop' && action.slots, [stage('a')]);
+  });
+
+  it('drops and stages again a copy whose remote changed plugin', () => {
+    const action = only(
+      planCycle(
+        input({
+          remote: [remote('a', '0/2000', { plugin: 'test_decoding' })],
+          local: [local('a', '0/1000', { plugin: 'test_decoding' })],
+          registry: [entry('a', 'sync_ready', { plugin: 'test_decoding' })],
+        }),
+      ),
+    );
+    assert.equal(action.kind, 'advance', 'same plugin: kept in step');
+    const changed = only(
+      planCycle(
+        input({
+          remote: [remote('a', '0/2000')],
+          local: [local('a', '0/1000', { plugin: 'test_decoding' })],
+          registry: [entry('a', 'sync_ready', { plugin: 'test_decoding' })],
+        }),
+      ),
+    );
+    assert.equal(changed.kind, 'drop');
+    assert.match(changed.reason ?? '', /plugin changed/);
+  });
+
+  it('does not touch a published copy someone is decoding on the standby', () => {
+    const action = only(
+      planCycle(
+        input({
+          remote: [remote('a', '0/3000')],
+          local: [local('a', '0/1000', { active: true })],
+          registry: [entry('a', 'sync_ready')],
         }),
       ),
     );
     assert.equal(action.kind, 'skip');
-    assert.equal(action.kind === 'skip' && action.state, 'temporary');
-    assert.match(
-      action.reason ?? '',
-      /could not synchronize replication slot "a" because remote slot precedes local slot/,
-    );
   });
 
-  it('marks a copy sync-ready once the remote caught up, advancing it first when ahead', () => {
-    const equal = only(
-      planCycle(
-        input({
-          remote: [remote('a', '0/2000')],
-          local: [local('a', '0/2000')],
-          registry: [entry('a', 'temporary')],
-        }),
-      ),
-    );
-    assert.equal(equal.kind, 'mark_ready');
-    assert.equal(equal.reason, 'newly created replication slot "a" is sync-ready now');
-    const ahead = only(
-      planCycle(
-        input({
-          remote: [remote('a', '0/3000')],
-          local: [local('a', '0/2000')],
-          registry: [entry('a', 'temporary')],
-        }),
-      ),
-    );
-    assert.equal(ahead.kind === 'advance' && ahead.markReady, true);
-  });
-
-  it('adopts a copy whose creation was interrupted, as temporary', () => {
+  it('drops a leftover staging slot of a published copy without reporting it', () => {
     const actions = planCycle(
       input({
         remote: [remote('a', '0/1000')],
-        local: [local('a', '0/2000')],
-        registry: [entry('a', 'creating', { createdLsn: null })],
+        local: [local('a', '0/1000'), local(stage('a'), '0/1000')],
+        registry: [entry('a', 'sync_ready')],
       }),
     );
-    assert.deepEqual(kinds(actions), ['adopt:a', 'skip:a']);
+    assert.deepEqual(kinds(actions), ['drop:a', 'none:a']);
+    assert.equal(ofKind(actions, 'drop')[0]?.quiet, true);
   });
 
-  it('two_phase: not sync-ready while a transaction prepared before the copy is pending', () => {
-    const twoPhase = entry('a', 'temporary', {
-      twoPhase: true,
-      createdAt: '2026-01-01T00:00:10.000Z',
-    });
-    assert.equal(
-      twoPhaseBlocksReady(twoPhase, new Map([['postgres', new Date('2026-01-01T00:00:09.000Z')]])),
-      true,
+  it('retires a copy an older slotsync left under the remote name before it was ready', () => {
+    const action = only(
+      planCycle(
+        input({
+          remote: [remote('a', '0/3000')],
+          local: [local('a', '0/1000')],
+          registry: [entry('a', 'retiring')],
+        }),
+      ),
     );
-    assert.equal(
-      twoPhaseBlocksReady(twoPhase, new Map([['postgres', new Date('2026-01-01T00:00:11.000Z')]])),
-      false,
-    );
-    assert.equal(
-      twoPhaseBlocksReady(twoPhase, new Map([['other', new Date('2026-01-01T00:00:09.000Z')]])),
-      false,
-    );
-    assert.equal(
-      twoPhaseBlocksReady({ ...twoPhase, twoPhase: false }, new Map([['postgres', new Date(0)]])),
-      false,
-    );
-
-    const rows = {
-      remote: [remote('a', '0/3000', { twoPhase: true })],
-      local: [local('a', '0/2000', { twoPhase: true })],
-      registry: [twoPhase],
-    };
-    const blocked = only(
-      planCycle(input({ ...rows, prepared: { postgres: '2026-01-01T00:00:05.000Z' } })),
-    );
-    assert.equal(blocked.kind === 'advance' && blocked.markReady, false);
-    assert.match(blocked.reason ?? '', /prepared before the copy was made/);
-    const free = only(planCycle(input(rows)));
-    assert.equal(free.kind === 'advance' && free.markReady, true);
+    assert.equal(action.kind, 'drop');
+    assert.deepEqual(action.kind === 'drop' && action.slots, ['a']);
   });
 });

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Registry } from '../../src/registry/registry.js';
+import { stagingNameOf } from '../../src/sync/names.js';
 import { parseLsn } from '../../src/sync/lsn.js';
 import { entry } from '../helpers/slots.js';
 
@@ -76,9 +77,9 @@ describe('ownership registry', () => {
     const dir = await freshDir();
     const one = await Registry.open(dir);
     const two = await Registry.open(dir);
-    await one.write(new Map([['a', entry('a', 'temporary')]]));
+    await one.write(new Map([['a', entry('a', 'staging')]]));
     await two.refresh();
-    assert.equal(two.entries.get('a')?.state, 'temporary');
+    assert.equal(two.entries.get('a')?.state, 'staging');
   });
 
   it('a kill -9 during writes leaves the old or the new content, never a broken file', async () => {
@@ -118,7 +119,7 @@ describe('ownership registry', () => {
       // root ignores permissions: use a path that cannot be a folder instead
       const dir = await freshDir();
       const registry = await Registry.open(dir);
-      await registry.write(new Map([['a', entry('a', 'temporary')]]));
+      await registry.write(new Map([['a', entry('a', 'staging')]]));
       await rm(dir, { recursive: true });
       await writeFile(dir, 'not a folder');
       await assert.rejects(registry.write(new Map()), /could not write the ownership registry/);
@@ -128,11 +129,53 @@ describe('ownership registry', () => {
     }
     const dir = await freshDir();
     const registry = await Registry.open(dir);
-    await registry.write(new Map([['a', entry('a', 'temporary')]]));
+    await registry.write(new Map([['a', entry('a', 'staging')]]));
     const { chmod } = await import('node:fs/promises');
     await chmod(dir, 0o500);
     await assert.rejects(registry.write(new Map()), /could not write the ownership registry/);
     await chmod(dir, 0o700);
     assert.equal((await Registry.open(dir)).entries.size, 1);
+  });
+
+  it('reads a version 1 file: not-ready copies under the remote name are retired, ready ones kept', async () => {
+    const dir = await freshDir();
+    const v1 = (name: string, state: string) => ({
+      name,
+      database: 'postgres',
+      plugin: 'pgoutput',
+      twoPhase: false,
+      state,
+      createdLsn: '0/1000',
+      createdAt: null,
+      confirmedFlushLsn: '0/1000',
+      restartLsn: null,
+      catalogXmin: null,
+      remoteInvalidation: null,
+      updatedAt: 'x',
+    });
+    await writeFile(
+      join(dir, 'registry.json'),
+      JSON.stringify({
+        format: 'slotsync-registry',
+        version: 1,
+        slots: [v1('t', 'temporary'), v1('c', 'creating'), v1('r', 'sync_ready')],
+      }),
+    );
+    const registry = await Registry.open(dir);
+    assert.equal(registry.entries.get('t')?.state, 'retiring');
+    assert.equal(registry.entries.get('c')?.state, 'retiring');
+    assert.equal(registry.entries.get('r')?.state, 'sync_ready');
+    assert.equal(registry.entries.get('r')?.stagingName, stagingNameOf('r'));
+    assert.equal(registry.node, null, 'bound to the standby by the first cycle');
+  });
+
+  it('keeps the node binding, and a registry that vanished after it was written is an error', async () => {
+    const dir = await freshDir();
+    const registry = await Registry.open(dir);
+    const node = { marker: 'slotsync_node_x', systemIdentifier: '42', timeline: 1 };
+    await registry.write(new Map([['a', entry('a', 'staging')]]), node);
+    assert.deepEqual((await Registry.open(dir)).node, node);
+    await rm(join(dir, 'registry.json'));
+    await assert.rejects(registry.refresh(), /SLOTSYNC_STATE_DIR: .* vanished after it was written/);
   });
 });

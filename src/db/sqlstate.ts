@@ -1,0 +1,23 @@
+/**
+ * PostgreSQL errors classified by SQLSTATE, never by their English text (a server with
+ * another lc_messages words them differently). Names as in PostgreSQL's errcodes.txt.
+ */
+export const SQLSTATE = {
+  undefinedObject: '42704',
+  duplicateObject: '42710',
+  insufficientPrivilege: '42501',
+  objectInUse: '55006',
+  queryCanceled: '57014',
+} as const;
+
+export type SqlState = (typeof SQLSTATE)[keyof typeof SQLSTATE];
+
+/** The SQLSTATE of a PostgreSQL error (node-postgres puts it in `code`), else undefined. */
+export function sqlStateOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+export function hasSqlState(error: unknown, state: SqlState): boolean {
+  return sqlStateOf(error) === state;
+}

@@ -1,0 +1,90 @@
+/**
+ * Binds the ownership registry to the standby node it describes (DESIGN.md, "Ownership
+ * registry", invariant 8). Physical replicas share the system identifier, so the old
+ * primary rejoining as a standby would pass that check alone, with its own same-name
+ * failover slots; the node marker, a physical slot only this node holds, tells them apart.
+ */
+import type { Logger } from 'pino';
+import { createNodeMarker, dropCopy } from '../db/standby.js';
+import type { StandbyState } from '../db/standby.js';
+import { SlotSyncError } from '../errors.js';
+import type { Registry } from '../registry/registry.js';
+import { isNodeMarkerName, newNodeMarkerName } from '../sync/names.js';
+import type { LocalSlot } from '../sync/types.js';
+
+export interface NodeDeps {
+  registry: Registry;
+  logger: Logger;
+  standbyMain: import('pg').Pool;
+  /** SLOTSYNC_RESET_STATE: a state folder that does not match is moved aside, not refused. */
+  resetState: boolean;
+}
+
+const RESET_HINT =
+  'Point SLOTSYNC_STATE_DIR at the folder of this standby, or set SLOTSYNC_RESET_STATE=on to move this one aside and start afresh (copies made earlier are then left as users\' slots and never touched).';
+
+function mismatch(dir: string, detail: string): SlotSyncError {
+  return new SlotSyncError('SLOTSYNC_NODE_MISMATCH', `SLOTSYNC_STATE_DIR: ${dir}: ${detail}`, {
+    hint: RESET_HINT,
+  });
+}
+
+/**
+ * Checks the binding, every cycle (cheap: the marker is in the slot list already read).
+ * Binds a new registry to this standby, creating its marker, when the standby is in
+ * recovery. Throws SLOTSYNC_NODE_MISMATCH, naming SLOTSYNC_STATE_DIR, when the folder
+ * describes another node.
+ */
+export async function checkNode(
+  deps: NodeDeps,
+  standby: Pick<StandbyState, 'pid' | 'systemIdentifier' | 'timeline' | 'inRecovery'>,
+  local: readonly LocalSlot[],
+): Promise<void> {
+  const { registry } = deps;
+  const dir = registry.path.replace(/\/[^/]*$/, '');
+  const markers = local
+    .filter((s) => s.slotType === 'physical' && isNodeMarkerName(s.name))
+    .map((s) => s.name);
+  const node = registry.node;
+  if (node !== null) {
+    const problem =
+      node.systemIdentifier !== standby.systemIdentifier
+        ? `the registry describes a standby of another cluster (system identifier ${node.systemIdentifier}, this standby: ${standby.systemIdentifier})`
+        : !markers.includes(node.marker)
+          ? `the registry describes another node: its marker slot "${node.marker}" is not on this standby (the old primary rejoined as a standby, a copied data folder, or another state folder's standby)`
+          : null;
+    if (problem === null) {
+      if (standby.timeline !== null && node.timeline !== standby.timeline) {
+        deps.logger.warn(
+          { from: node.timeline, to: standby.timeline },
+          'the standby follows a new timeline; every copy is re-checked by the fencing rule',
+        );
+        await registry.write(registry.entries, { ...node, timeline: standby.timeline });
+      }
+      return;
+    }
+    if (!deps.resetState) throw mismatch(dir, problem);
+    deps.logger.warn({ problem }, 'SLOTSYNC_RESET_STATE=on: the state folder is moved aside');
+    await registry.reset();
+  } else if (!registry.exists && markers.length > 0 && !deps.resetState) {
+    throw mismatch(
+      dir,
+      `it holds no registry, but the standby holds slotsync's node marker ${markers.map((m) => `"${m}"`).join(', ')}: the registry of this standby vanished or lives in another state folder`,
+    );
+  }
+  if (!standby.inRecovery) return; // bound on a standby only; a promoted server is left alone
+  if (deps.resetState) {
+    for (const marker of markers) {
+      await dropCopy(deps.standbyMain, standby.pid, marker);
+      deps.logger.warn({ marker }, 'dropped the node marker of a state folder moved aside');
+    }
+  }
+  const marker = newNodeMarkerName();
+  await createNodeMarker(deps.standbyMain, standby.pid, marker);
+  await registry.write(registry.entries, {
+    marker,
+    systemIdentifier: standby.systemIdentifier,
+    timeline: standby.timeline,
+  });
+  deps.logger.info({ marker, systemIdentifier: standby.systemIdentifier }, 'registry bound to this standby');
+}
