@@ -23,9 +23,19 @@ export class InvariantChecker {
   readonly #seen = new Map<string, Seen>();
   checks = 0;
 
-  constructor(private readonly cluster: Cluster) {}
+  /** With `stateDir`, invariants 7 and 8 are checked too (see checkPublished). */
+  constructor(
+    private readonly cluster: Cluster,
+    private readonly stateDir?: string,
+  ) {}
 
   async check(): Promise<void> {
+    await this.#checkPositions();
+    if (this.stateDir !== undefined) await checkPublished(this.cluster, this.stateDir);
+    this.checks++;
+  }
+
+  async #checkPositions(): Promise<void> {
     const rows = await this.cluster.standby.sql<{
       slot_name: string;
       confirmed_flush_lsn: string | null;
@@ -74,7 +84,67 @@ export class InvariantChecker {
       this.#seen.set(row.slot_name, now);
     }
     for (const name of this.#seen.keys()) if (!present.has(name)) this.#seen.delete(name);
-    this.checks++;
+  }
+}
+
+interface StoredEntry {
+  name: string;
+  stagingName?: string;
+  state: string;
+  confirmedFlushLsn: string | null;
+}
+
+async function readEntries(stateDir: string): Promise<StoredEntry[]> {
+  const text = await readFile(join(stateDir, 'registry.json'), 'utf8').catch(() => '');
+  return text ? (JSON.parse(text).slots as StoredEntry[]) : [];
+}
+
+/**
+ * Invariants 7 and 8 of DESIGN.md, from outside: a slot slotsync owns under a remote
+ * slot's name is recorded sync-ready (or mid-publication, made from a sync-ready staging
+ * slot), is not invalidated, is not past the position slotsync recorded for it, and is
+ * never ahead of its remote slot (so never ahead of the subscriber). Only meaningful
+ * between cycles.
+ */
+export async function checkPublished(cluster: Cluster, stateDir: string): Promise<void> {
+  const entries = new Map((await readEntries(stateDir)).map((e) => [e.name, e]));
+  const standby = await cluster.standby.sql<{
+    slot_name: string;
+    confirmed_flush_lsn: string | null;
+    invalidation_reason: string | null;
+  }>(
+    `SELECT slot_name, confirmed_flush_lsn::text, invalidation_reason
+       FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT synced`,
+  );
+  const primary = new Map(
+    (
+      await cluster.primary.sql<{ slot_name: string; confirmed_flush_lsn: string | null }>(
+        `SELECT slot_name, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_type = 'logical'`,
+      )
+    ).map((r) => [r.slot_name, parseLsn(r.confirmed_flush_lsn)]),
+  );
+  for (const row of standby) {
+    const entry = entries.get(row.slot_name);
+    if (entry === undefined || entry.state === 'invalidated') continue; // not slotsync's
+    assert.ok(
+      entry.state === 'sync_ready' || entry.state === 'publishing',
+      `invariant 7: "${row.slot_name}" exists under the remote name while ${entry.state}`,
+    );
+    const at = parseLsn(row.confirmed_flush_lsn);
+    const recorded = parseLsn(entry.confirmedFlushLsn);
+    if (recorded !== null && at !== null) {
+      assert.ok(
+        at <= recorded,
+        `invariant 8: "${row.slot_name}" at ${formatLsn(at)} is past what slotsync recorded (${formatLsn(recorded)})`,
+      );
+    }
+    const remote = primary.get(row.slot_name);
+    if (remote !== undefined && remote !== null && at !== null) {
+      assert.ok(
+        at <= remote,
+        `invariant 7: "${row.slot_name}" at ${formatLsn(at)} is ahead of its remote slot (${formatLsn(remote)})`,
+      );
+    }
   }
 }
 
@@ -89,10 +159,11 @@ export async function unownedCopies(
   stateDir: string,
   foreign: readonly string[] = [],
 ): Promise<string[]> {
-  const text = await readFile(join(stateDir, 'registry.json'), 'utf8').catch(() => '');
-  const owned = new Set<string>(
-    text ? (JSON.parse(text).slots as { name: string }[]).map((s) => s.name) : [],
-  );
+  const owned = new Set<string>();
+  for (const entry of await readEntries(stateDir)) {
+    owned.add(entry.name);
+    if (entry.stagingName) owned.add(entry.stagingName);
+  }
   for (const name of foreign) owned.add(name);
   const rows = await cluster.standby.sql<{ slot_name: string }>(
     `SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical'`,

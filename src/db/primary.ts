@@ -112,7 +112,12 @@ export interface PrimaryProbe {
 
 /** validate_remote_info() and synchronized_standby_slots, for /health (no slot list). */
 export async function probePrimary(pool: pg.Pool, primarySlotName: string): Promise<PrimaryProbe> {
-  const result = await pool.query<Pick<PrimaryRow, 'in_recovery' | 'version_num' | 'physical_slot_exists' | 'synchronized_standby_slots'>>(
+  const result = await pool.query<
+    Pick<
+      PrimaryRow,
+      'in_recovery' | 'version_num' | 'physical_slot_exists' | 'synchronized_standby_slots'
+    >
+  >(
     `SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
             pg_catalog.current_setting('server_version_num')::int AS version_num,
             EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots

@@ -19,7 +19,7 @@ import {
   terminateOrphanedStatements,
 } from '../db/standby.js';
 import type { StandbyPools } from '../db/standby-pools.js';
-import { messageOf, SlotSyncError } from '../errors.js';
+import { messageOf, type SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { formatLsn, type Lsn } from '../sync/lsn.js';
 import { planSlot } from '../sync/plan.js';
@@ -145,7 +145,11 @@ export async function applyActions(
     deps,
   );
   await applyPublications(
-    [...ofKind('publish'), ...followUps.filter((a): a is Kind<'publish'> => a.kind === 'publish'), ...ready],
+    [
+      ...ofKind('publish'),
+      ...followUps.filter((a): a is Kind<'publish'> => a.kind === 'publish'),
+      ...ready,
+    ],
     book,
     deps,
   );
@@ -188,7 +192,10 @@ async function applyDrops(drops: Kind<'drop'>[], book: Book, deps: ApplyDeps): P
     const result = results[i];
     if (result?.status !== 'fulfilled') {
       const message = messageOf(result?.reason);
-      deps.logger.error({ slot: action.name, slots: action.slots, err: message }, 'could not drop copy');
+      deps.logger.error(
+        { slot: action.name, slots: action.slots, err: message },
+        'could not drop copy',
+      );
       // A copy under the remote slot's name that should be gone is never sync-ready.
       if (action.after === 'forget' && action.slots.includes(action.name)) {
         book.set(action.name, { state: 'retiring' });
@@ -198,10 +205,16 @@ async function applyDrops(drops: Kind<'drop'>[], book: Book, deps: ApplyDeps): P
     }
     for (const slot of action.slots) book.dropped.add(slot);
     book.updated = true;
-    deps.logger.info({ slot: action.name, dropped: action.slots, reason: action.reason }, 'dropped copy');
+    deps.logger.info(
+      { slot: action.name, dropped: action.slots, reason: action.reason },
+      'dropped copy',
+    );
     if (action.after === 'forget') book.forget(action.name);
     if (action.after === 'invalidate') {
-      book.set(action.name, { state: 'invalidated', remoteInvalidation: action.remoteInvalidation });
+      book.set(action.name, {
+        state: 'invalidated',
+        remoteInvalidation: action.remoteInvalidation,
+      });
     }
     if (!action.quiet) {
       const state = action.after === 'invalidate' ? 'invalidated' : 'absent';
@@ -216,7 +229,10 @@ function applyRegistryChanges(actions: readonly Action[], book: Book, deps: Appl
     if (action.kind === 'forget') book.forget(action.name);
     else if (action.kind === 'restage') book.set(action.name, { state: 'staging' });
     else if (action.kind === 'record_invalidation') {
-      book.set(action.name, { state: 'invalidated', remoteInvalidation: action.remoteInvalidation });
+      book.set(action.name, {
+        state: 'invalidated',
+        remoteInvalidation: action.remoteInvalidation,
+      });
       book.report(action.name, 'skipped', 'invalidated', action.reason);
     } else if (action.kind === 'adopt') {
       book.set(action.name, {
@@ -225,7 +241,10 @@ function applyRegistryChanges(actions: readonly Action[], book: Book, deps: Appl
         confirmedFlushLsn: action.stage.confirmedFlushLsn,
         createdAt: deps.primaryNow.toISOString(),
       });
-      deps.logger.warn({ slot: action.name, staging: action.stage.name }, action.reason ?? 'adopted copy');
+      deps.logger.warn(
+        { slot: action.name, staging: action.stage.name },
+        action.reason ?? 'adopted copy',
+      );
     }
   }
 }
@@ -239,7 +258,10 @@ async function endOrphanedStatements(book: Book, deps: ApplyDeps): Promise<void>
   book.assertLocked();
   const ended = await terminateOrphanedStatements(deps.standby.main);
   if (ended > 0) {
-    deps.logger.warn({ backends: ended }, 'ended statements left running by a slotsync process that died');
+    deps.logger.warn(
+      { backends: ended },
+      'ended statements left running by a slotsync process that died',
+    );
   }
 }
 
@@ -332,7 +354,10 @@ async function applyCreations(
         const reason = `could not create replication slot "${action.stagingName}" for "${action.name}": ${message}`;
         book.report(action.name, 'failed', 'absent', reason);
       }
-      log.error({ slot: action.name, staging: action.stagingName, err: message }, 'could not create copy');
+      log.error(
+        { slot: action.name, staging: action.stagingName, err: message },
+        'could not create copy',
+      );
       return;
     }
     const lsn = result.value;
@@ -344,7 +369,10 @@ async function applyCreations(
       createdAt: deps.primaryNow.toISOString(),
       confirmedFlushLsn: lsn,
     });
-    log.info({ slot: action.name, staging: action.stagingName, lsn: formatLsn(lsn) }, 'created copy');
+    log.info(
+      { slot: action.name, staging: action.stagingName, lsn: formatLsn(lsn) },
+      'created copy',
+    );
     book.report(action.name, 'created', 'temporary', action.reason);
     if (entry === undefined) return;
     // update_and_persist_local_synced_slot() right after creation, as slotsync.c does.
@@ -398,7 +426,10 @@ async function applyAdvances(
     if (end !== action.to) {
       // slotsync.c's sanity check after LogicalSlotAdvanceAndCheckSnapState().
       const reason = `synchronized confirmed_flush for slot "${action.name}" differs from remote slot: Remote slot has LSN ${formatLsn(action.to)} but local slot has LSN ${formatLsn(end)}.`;
-      deps.logger.error({ slot: action.name, target: formatLsn(action.to), end: formatLsn(end) }, reason);
+      deps.logger.error(
+        { slot: action.name, target: formatLsn(action.to), end: formatLsn(end) },
+        reason,
+      );
       book.report(action.name, 'failed', state, reason);
       return;
     }
@@ -450,7 +481,12 @@ async function applyPublications(
       // Someone made a slot under the remote slot's name meanwhile: it is theirs.
       book.report(action.name, 'conflict', 'conflict', message);
     } else {
-      book.report(action.name, 'failed', 'temporary', `could not publish "${action.name}": ${message}`);
+      book.report(
+        action.name,
+        'failed',
+        'temporary',
+        `could not publish "${action.name}": ${message}`,
+      );
     }
     deps.logger.error({ slot: action.name, err: message }, 'could not publish copy');
   });
@@ -506,7 +542,9 @@ function reportUntouched(actions: readonly Action[], book: Book): void {
   for (const action of actions) {
     if (book.reports.has(action.name)) continue;
     if (action.kind === 'skip') book.report(action.name, 'skipped', action.state, action.reason);
-    else if (action.kind === 'conflict') book.report(action.name, 'conflict', 'conflict', action.reason);
-    else if (action.kind === 'none') book.report(action.name, 'unchanged', action.state, action.reason);
+    else if (action.kind === 'conflict')
+      book.report(action.name, 'conflict', 'conflict', action.reason);
+    else if (action.kind === 'none')
+      book.report(action.name, 'unchanged', action.state, action.reason);
   }
 }

@@ -12,9 +12,9 @@ import { isConnectionError, unreachable } from '../db/errors.js';
 import type { LockSession } from '../db/lock-session.js';
 import { type PrimaryState, readPrimary } from '../db/primary.js';
 import type { StandbyState } from '../db/standby.js';
-import { redactUrl } from '../redact.js';
 import type { StandbyPools } from '../db/standby-pools.js';
 import { CONCURRENT_MESSAGE, SlotSyncError } from '../errors.js';
+import { redactUrl } from '../redact.js';
 import type { Registry } from '../registry/registry.js';
 import { formatLsn, type Lsn } from '../sync/lsn.js';
 import { planCycle } from '../sync/plan.js';
@@ -75,7 +75,12 @@ export interface CycleResult {
 /** Full reads at least this often, whatever the digests say. */
 const FULL_READ_INTERVAL_MS = 60_000;
 
+/** How long the standby's physical slot may stay inactive on the primary (reconnecting). */
+const UPSTREAM_INACTIVE_GRACE_MS = 60_000;
+
 export class CycleCache {
+  /** Since when the standby's physical slot has been seen inactive on the primary. */
+  upstreamInactiveSince: number | null = null;
   primarySlotName: string | null = null;
   primaryFingerprint: string | null = null;
   remote: RemoteSlot[] | null = null;
@@ -157,7 +162,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
         Promise.reject(primaryError(e)),
       );
     validatePrimary(primary, standby);
-    checkUpstream(primary, standby, deps.primaryUrl);
+    checkUpstream(primary, standby, deps.primaryUrl, cache);
 
     const remote = primary.slots ?? cache.remote ?? [];
     const local = standby.slots ?? cache.local ?? [];
@@ -252,6 +257,7 @@ function checkUpstream(
   primary: Pick<PrimaryState, 'systemIdentifier' | 'physicalSlotActive'>,
   standby: Pick<StandbyState, 'systemIdentifier' | 'primarySlotName'>,
   primaryUrl: string,
+  cache: CycleCache,
 ): void {
   if (primary.systemIdentifier !== standby.systemIdentifier) {
     throw new SlotSyncError(
@@ -259,10 +265,17 @@ function checkUpstream(
       `SLOTSYNC_PRIMARY_URL: ${redactUrl(primaryUrl)} is not this standby's upstream: its system identifier ${primary.systemIdentifier} differs from the standby's ${standby.systemIdentifier}`,
     );
   }
-  if (!primary.physicalSlotActive) {
+  // A standby reconnecting (after a restart of either server) leaves the slot inactive for a
+  // few seconds: refused only once it stays inactive (a primary the standby left: split brain).
+  if (primary.physicalSlotActive) {
+    cache.upstreamInactiveSince = null;
+    return;
+  }
+  cache.upstreamInactiveSince ??= Date.now();
+  if (Date.now() - cache.upstreamInactiveSince > UPSTREAM_INACTIVE_GRACE_MS) {
     throw new SlotSyncError(
       'SLOTSYNC_WRONG_PRIMARY',
-      `SLOTSYNC_PRIMARY_URL: replication slot "${standby.primarySlotName}" on ${redactUrl(primaryUrl)} is not active: the standby is not streaming from this server (not reconnected yet, or not its upstream)`,
+      `SLOTSYNC_PRIMARY_URL: replication slot "${standby.primarySlotName}" on ${redactUrl(primaryUrl)} is not active: the standby has not streamed from this server for ${UPSTREAM_INACTIVE_GRACE_MS / 1000} s: it is not this standby's upstream`,
     );
   }
 }
@@ -283,9 +296,10 @@ function patchLocal(local: readonly LocalSlot[], applied: Applied): LocalSlot[] 
   }
   for (const [name, stagingName] of applied.published) {
     if (present.has(name)) continue;
-    const stage = out.find((slot) => slot.name === stagingName);
+    const stage = local.find((slot) => slot.name === stagingName);
     const created = applied.created.get(stagingName);
-    const position = stage?.confirmedFlushLsn ?? applied.moved.get(stagingName) ?? created?.lsn ?? null;
+    const position =
+      applied.moved.get(stagingName) ?? stage?.confirmedFlushLsn ?? created?.lsn ?? null;
     const from = stage ?? (created ? copySlot(stagingName, created.remote, position) : undefined);
     if (from) out.push({ ...from, name, confirmedFlushLsn: position });
   }

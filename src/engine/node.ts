@@ -5,8 +5,8 @@
  * failover slots; the node marker, a physical slot only this node holds, tells them apart.
  */
 import type { Logger } from 'pino';
-import { createNodeMarker, dropCopy } from '../db/standby.js';
 import type { StandbyState } from '../db/standby.js';
+import { createNodeMarker, dropCopy } from '../db/standby.js';
 import { SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { isNodeMarkerName, newNodeMarkerName } from '../sync/names.js';
@@ -21,7 +21,7 @@ export interface NodeDeps {
 }
 
 const RESET_HINT =
-  'Point SLOTSYNC_STATE_DIR at the folder of this standby, or set SLOTSYNC_RESET_STATE=on to move this one aside and start afresh (copies made earlier are then left as users\' slots and never touched).';
+  "Point SLOTSYNC_STATE_DIR at the folder of this standby, or set SLOTSYNC_RESET_STATE=on to move this one aside and start afresh (copies made earlier are then left as users' slots and never touched).";
 
 function mismatch(dir: string, detail: string): SlotSyncError {
   return new SlotSyncError('SLOTSYNC_NODE_MISMATCH', `SLOTSYNC_STATE_DIR: ${dir}: ${detail}`, {
@@ -86,5 +86,8 @@ export async function checkNode(
     systemIdentifier: standby.systemIdentifier,
     timeline: standby.timeline,
   });
-  deps.logger.info({ marker, systemIdentifier: standby.systemIdentifier }, 'registry bound to this standby');
+  deps.logger.info(
+    { marker, systemIdentifier: standby.systemIdentifier },
+    'registry bound to this standby',
+  );
 }

@@ -43,7 +43,8 @@ export async function dropStagingSlots(
     }
   }
   for (const slot of local) {
-    if (slot.slotType === 'logical' && !slot.synced && isStagingName(slot.name)) targets.add(slot.name);
+    if (slot.slotType === 'logical' && !slot.synced && isStagingName(slot.name))
+      targets.add(slot.name);
   }
   const dropped: string[] = [];
   const failed: PromotionCleanup['failed'] = [];
@@ -63,7 +64,11 @@ export async function dropStagingSlots(
     if (entry.state === 'sync_ready' || entry.state === 'invalidated') continue;
     const published = byName.get(entry.name);
     if (entry.state === 'publishing' && published !== undefined && isOwnedCopy(published, entry)) {
-      entries.set(entry.name, { ...entry, state: 'sync_ready', updatedAt: new Date().toISOString() });
+      entries.set(entry.name, {
+        ...entry,
+        state: 'sync_ready',
+        updatedAt: new Date().toISOString(),
+      });
       changed = true;
     } else if (!failed.some((f) => f.slot === entry.stagingName || f.slot === entry.name)) {
       entries.delete(entry.name);

@@ -135,7 +135,10 @@ export class Worker {
           const dropped = this.context.snapshot.promotion?.dropped ?? [];
           this.context.workerState = 'stopped_promoted';
           this.context.workerDetail = `the standby is no longer in recovery (promoted); the worker stopped and will not sync again; staging slots dropped: ${dropped.length === 0 ? 'none' : dropped.join(', ')}`;
-          this.logger.warn({ dropped }, 'standby is no longer in recovery: slot sync worker stopped');
+          this.logger.warn(
+            { dropped },
+            'standby is no longer in recovery: slot sync worker stopped',
+          );
           return;
         }
         this.context.workerState = 'restarting';

@@ -5,7 +5,7 @@
  * with staging (DESIGN.md): a copy lives under its staging name until it is sync-ready,
  * then it is published under the remote slot's name.
  */
-import { isStagingName, isReservedName, stagingNameOf } from './names.js';
+import { isReservedName, isStagingName, stagingNameOf } from './names.js';
 import {
   aheadOfStandbyMessage,
   conflictMessage,
@@ -80,7 +80,12 @@ export function planCycle(input: PlanInput): Action[] {
   for (const remote of remoteList) {
     if (handled.has(remote.name)) continue;
     if (isReservedName(remote.name)) {
-      actions.push({ kind: 'skip', name: remote.name, reason: reservedNameMessage(remote.name), state: 'absent' });
+      actions.push({
+        kind: 'skip',
+        name: remote.name,
+        reason: reservedNameMessage(remote.name),
+        state: 'absent',
+      });
       continue;
     }
     if (remote.twoPhase) {
@@ -134,9 +139,10 @@ export function planSlot(
       ? underName
       : undefined;
   const stageSlot = local.get(stagingName);
-  const stage = stageSlot !== undefined && entry !== undefined && isOwnedCopy(stageSlot, entry)
-    ? stageSlot
-    : undefined;
+  const stage =
+    stageSlot !== undefined && entry !== undefined && isOwnedCopy(stageSlot, entry)
+      ? stageSlot
+      : undefined;
 
   // Same name on the standby and not ours: never touched (reported, the rest goes on).
   if (underName !== undefined && published === undefined) {
@@ -146,9 +152,17 @@ export function planSlot(
   if (remote.invalidationReason !== null) {
     const reason = remoteInvalidatedMessage(remote);
     const slots = [published?.name, stage?.name].filter((s): s is string => s !== undefined);
-    if (slots.length > 0) return [drop(name, slots, 'invalidate', reason, remote.invalidationReason)];
+    if (slots.length > 0)
+      return [drop(name, slots, 'invalidate', reason, remote.invalidationReason)];
     if (entry !== undefined && entry.state !== 'invalidated') {
-      return [{ kind: 'record_invalidation', name, reason, remoteInvalidation: remote.invalidationReason }];
+      return [
+        {
+          kind: 'record_invalidation',
+          name,
+          reason,
+          remoteInvalidation: remote.invalidationReason,
+        },
+      ];
     }
     return [{ kind: 'skip', name, reason, state: 'invalidated' }];
   }
@@ -158,7 +172,14 @@ export function planSlot(
   if (entry?.state === 'retiring') {
     const slots = [published?.name, stage?.name].filter((s): s is string => s !== undefined);
     if (slots.length === 0) return [{ kind: 'forget', name, reason: 'retired copy is gone' }];
-    return [drop(name, slots, 'forget', `the copy of "${name}" is not sync-ready; it is dropped and will be staged afresh`)];
+    return [
+      drop(
+        name,
+        slots,
+        'forget',
+        `the copy of "${name}" is not sync-ready; it is dropped and will be staged afresh`,
+      ),
+    ];
   }
 
   if (remoteAheadOfStandby(remote, input.standbyReplayLsn)) {
@@ -244,7 +265,12 @@ function planStaging(remote: RemoteSlot, stage: LocalSlot, entry: RegistryEntry)
   const actions: Action[] = [];
   if (entry.state === 'creating') {
     // A crash came between the create call and the registry update: the slot is ours.
-    actions.push({ kind: 'adopt', name, reason: 'adopted a copy whose creation was interrupted', stage });
+    actions.push({
+      kind: 'adopt',
+      name,
+      reason: 'adopted a copy whose creation was interrupted',
+      stage,
+    });
   } else if (entry.state === 'publishing') {
     // The publication did not happen: staging again until the next readiness check.
     actions.push({ kind: 'restage', name, reason: null });

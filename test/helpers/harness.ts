@@ -44,7 +44,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
   });
   const engine = await createEngine(config, logger);
   const deps = engine.deps;
-  const invariants = new InvariantChecker(cluster);
+  const invariants = new InvariantChecker(cluster, stateDir);
   return {
     cluster,
     stateDir,
@@ -180,10 +180,25 @@ export async function resetSlots(h: Harness): Promise<void> {
   await h.cycle();
 }
 
-/** Drops every logical slot on both servers, whoever made it (between service tests). */
+/**
+ * Drops every logical slot on both servers, whoever made it, and slotsync's node markers
+ * (between service tests: the next test is a new deployment with a new state folder).
+ */
 export async function wipeSlots(cluster: Cluster): Promise<void> {
   const drop = `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT active`;
   await cluster.primary.sql(drop);
   await cluster.waitForReplay();
   await cluster.standby.sql(drop);
+  await dropNodeMarkers(cluster);
+}
+
+/**
+ * Removes slotsync's node markers from the standby: what an operator does when retiring a
+ * deployment, so that a new state folder may bind to this standby.
+ */
+export async function dropNodeMarkers(cluster: Cluster): Promise<void> {
+  await cluster.standby.sql(
+    `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+      WHERE slot_type = 'physical' AND slot_name LIKE 'slotsync\\_node\\_%' AND NOT active`,
+  );
 }

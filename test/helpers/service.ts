@@ -8,7 +8,7 @@ import type { Cluster } from '../../src/cluster/cluster.js';
 import { loadConfig } from '../../src/config.js';
 import { buildApp } from '../../src/service/app.js';
 import { SlotSyncService } from '../../src/service/service.js';
-import { holdNextCycle as holdCycleOf } from './harness.js';
+import { dropNodeMarkers, holdNextCycle as holdCycleOf } from './harness.js';
 
 export const TOKEN = 'test-token-0123456789abcdef';
 
@@ -25,6 +25,7 @@ export async function startService(
   options: { syncRatePerSecond?: number } = {},
 ): Promise<ServiceUnderTest> {
   const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-svc-'));
+  await dropNodeMarkers(cluster); // a new deployment with a new state folder
   const config = loadConfig({
     SLOTSYNC_PRIMARY_URL: cluster.primary.url('postgres', 'svc-secret-pw'),
     SLOTSYNC_STANDBY_URL: cluster.standby.url('postgres', 'svc-secret-pw'),

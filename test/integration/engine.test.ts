@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { MAJORS } from '../../src/cluster/binaries.js';
 import { parseLsn } from '../../src/sync/lsn.js';
+import { stagingNameOf } from '../../src/sync/names.js';
 import {
   advancePrimarySlot,
   createPrimarySlot,
@@ -59,8 +60,15 @@ for (const major of MAJORS) {
         `SELECT slot_name, failover FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1`,
       );
       assert.deepEqual(
-        standbySlots.map((s) => s.slot_name),
-        ['cdc_test_decoding', 'sub_pgoutput'],
+        standbySlots.map((s) => s.slot_name).sort(),
+        [stagingNameOf('cdc_test_decoding'), stagingNameOf('sub_pgoutput')].sort(),
+        'a copy that is not sync-ready never exists under the remote name',
+      );
+      const staged = first.views.find((v) => v.name === 'sub_pgoutput');
+      assert.equal(
+        staged?.staging_name,
+        stagingNameOf('sub_pgoutput'),
+        'GET /slots shows both names',
       );
 
       const again = await h.cycle();
@@ -84,6 +92,15 @@ for (const major of MAJORS) {
       assert.equal(view?.sync_ready, true);
       assert.equal(view?.lag_bytes, 0);
       assert.equal(h.deps.registry.entries.get('sub_pgoutput')?.state, 'sync_ready');
+      const published = await h.cluster.standby.sql<{ slot_name: string }>(
+        `SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1`,
+      );
+      assert.deepEqual(
+        published.map((s) => s.slot_name),
+        ['cdc_test_decoding', 'sub_pgoutput'],
+        'published under the remote names, staging slots dropped',
+      );
+      assert.equal(view?.staging_name, null);
 
       // An idle cycle changes nothing.
       const idle = await h.cycle();
@@ -160,10 +177,13 @@ for (const major of MAJORS) {
       await resetSlots(h);
     });
 
-    it('drops a copy invalidated on the standby while the primary slot is valid, and makes it again', async () => {
+    it('a ready copy invalidated on the standby after the last cycle is never reported ready: dropped and staged again', async () => {
       await createPrimarySlot(h.cluster, 'standby_invalid', { plugin: 'test_decoding' });
       await h.cluster.waitForReplay();
       await h.cycle();
+      await advancePrimarySlot(h.cluster, 'standby_invalid');
+      await h.cluster.waitForReplay();
+      assert.equal(h.slot(await h.cycle(), 'standby_invalid').state, 'sync_ready');
       await h.cluster.standby.sql(`ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'`);
       await h.cluster.standby.sql('SELECT pg_reload_conf()');
       try {
@@ -195,11 +215,14 @@ for (const major of MAJORS) {
         h.slot(dropped, 'standby_invalid').reason ?? '',
         /invalidated on the standby \(wal_removed\)/,
       );
+      assert.equal(h.slot(dropped, 'standby_invalid').state, 'absent');
+      assert.equal(await slotRow(h.cluster.standby, 'standby_invalid'), undefined);
       const recreated = await h.cycle();
       assert.equal(h.slot(recreated, 'standby_invalid').action, 'created');
       assert.equal(
-        (await slotRow(h.cluster.standby, 'standby_invalid'))?.invalidation_reason,
+        (await slotRow(h.cluster.standby, stagingNameOf('standby_invalid')))?.invalidation_reason,
         null,
+        'staged afresh',
       );
       await resetSlots(h);
     });
@@ -301,78 +324,54 @@ for (const major of MAJORS) {
       await resetSlots(h);
     });
 
-    it('two_phase: a copy is not sync-ready while a transaction prepared before it is pending', async () => {
+    it('two_phase slots are reported, never copied; a creation blocked by an open prepared transaction is bounded and retried', async () => {
+      // pg_copy_logical_replication_slot() drops two_phase on 17 and 18, so a two_phase copy
+      // could never be published without resending prepared transactions after promotion.
       await createPrimarySlot(h.cluster, 'twophase', { plugin: 'test_decoding', twoPhase: true });
+      await createPrimarySlot(h.cluster, 'blocked', { plugin: 'test_decoding' });
       await h.cluster.primary.sql('CREATE TABLE IF NOT EXISTS tp (x int)');
-      const prepare = async (gid: string) => {
-        const session = h.cluster.primary.client();
-        await session.connect();
-        await session.query('BEGIN');
-        await session.query('INSERT INTO tp VALUES (1)');
-        await session.query(`PREPARE TRANSACTION '${gid}'`);
-        await session.end();
-      };
-      // A copy cannot even reach a consistent point while a prepared transaction is open:
-      // its creation is bounded, reported, leaves no copy, and is retried later.
-      await prepare('open_during_creation');
+      const session = h.cluster.primary.client();
+      await session.connect();
+      await session.query('BEGIN');
+      await session.query('INSERT INTO tp VALUES (1)');
+      await session.query(`PREPARE TRANSACTION 'open_during_creation'`);
+      await session.end();
+      // A copy cannot reach a consistent point while a prepared transaction is open: its
+      // creation is bounded, reported, leaves no copy, and is retried later.
       await h.cluster.waitForReplay();
       h.deps.createTimeoutMs = 1_500;
       try {
-        const stuck = h.slot(await h.cycle(), 'twophase');
+        const cycle = await h.cycle();
+        const twophase = h.slot(cycle, 'twophase');
+        assert.equal(twophase.action, 'skipped');
+        assert.match(twophase.reason ?? '', /two_phase slot and is not synchronized/);
+        const stuck = h.slot(cycle, 'blocked');
         assert.equal(stuck.action, 'failed');
         assert.match(
           stuck.reason ?? '',
-          /could not create replication slot "twophase": canceling statement due to statement timeout/,
+          /could not create replication slot "slotsync_stage_\w+" for "blocked": canceling statement due to statement timeout/,
         );
-        assert.equal(await slotRow(h.cluster.standby, 'twophase'), undefined, 'no half-made copy');
+        assert.equal(
+          await slotRow(h.cluster.standby, stagingNameOf('blocked')),
+          undefined,
+          'no half-made copy',
+        );
       } finally {
         h.deps.createTimeoutMs = 30_000;
       }
       await h.cluster.primary.sql(`COMMIT PREPARED 'open_during_creation'`);
       await h.cluster.waitForReplay();
-      const created = h.slot(await h.cycle(), 'twophase');
-      assert.equal(created.action, 'created');
-      assert.equal(created.reason, 'retrying a creation that did not finish');
-
-      // A transaction prepared before the copy's creation time, still pending: the copy
-      // follows the primary slot but is not presented as usable. (The creation time is
-      // moved after the PREPARE in the registry: a real race of creation and PREPARE cannot
-      // be timed from a test.)
-      await prepare('before_copy');
-      const entry = h.deps.registry.entries.get('twophase');
-      assert.ok(entry);
-      await h.deps.registry.write(
-        new Map([
-          ...h.deps.registry.entries,
-          ['twophase', { ...entry, createdAt: new Date(Date.now() + 3_600_000).toISOString() }],
-        ]),
-      );
-      await writeRows(h.cluster, 10);
-      await h.cluster.primary.sql(
-        `SELECT count(*) FROM pg_logical_slot_get_changes('twophase', NULL, NULL)`,
-      );
-      if (major >= 18) {
-        const [row] = await h.cluster.primary.sql<{ two_phase_at: string | null }>(
-          `SELECT two_phase_at::text FROM pg_replication_slots WHERE slot_name = 'twophase'`,
+      const retried = await h.cycle();
+      assert.equal(h.slot(retried, 'blocked').action, 'created');
+      assert.equal(h.slot(retried, 'blocked').reason, 'retrying a creation that did not finish');
+      assert.equal(h.slot(retried, 'twophase').action, 'skipped');
+      for (const name of ['twophase', stagingNameOf('twophase')]) {
+        assert.equal(
+          await slotRow(h.cluster.standby, name),
+          undefined,
+          `no ${name} on the standby`,
         );
-        assert.ok(row?.two_phase_at, 'PostgreSQL 18 shows two_phase_at on the primary');
       }
-      await h.cluster.waitForReplay();
-      const blocked = await h.cycle();
-      assert.equal(h.slot(blocked, 'twophase').state, 'temporary');
-      assert.match(h.slot(blocked, 'twophase').reason ?? '', /prepared before the copy was made/);
-      assert.equal(
-        (await slotRow(h.cluster.standby, 'twophase'))?.confirmed_flush_lsn,
-        (await slotRow(h.cluster.primary, 'twophase'))?.confirmed_flush_lsn,
-        'the copy still advances',
-      );
-      await h.cluster.primary.sql(`COMMIT PREPARED 'before_copy'`);
-      await h.cluster.primary.sql(
-        `SELECT count(*) FROM pg_logical_slot_get_changes('twophase', NULL, NULL)`,
-      );
-      await h.cluster.waitForReplay();
-      const ready = await h.cycle();
-      assert.equal(h.slot(ready, 'twophase').state, 'sync_ready');
       await resetSlots(h);
     });
 
@@ -385,7 +384,7 @@ for (const major of MAJORS) {
       assert.equal(h.slot(await h.cycle(), slot).action, 'created');
       const [copy] = await h.cluster.standby.sql<{ database: string }>(
         'SELECT database FROM pg_replication_slots WHERE slot_name = $1',
-        [slot],
+        [stagingNameOf(slot)],
       );
       assert.equal(copy?.database, database, "the copy belongs to the remote slot's database");
       await h.cluster.primary.sql(`CREATE TABLE t (x int)`, [], database);

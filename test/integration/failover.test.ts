@@ -5,6 +5,9 @@
  * (no slotsync) must lose the slot, so these tests prove something.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import request from 'supertest';
 import { MAJORS } from '../../src/cluster/binaries.js';
@@ -16,6 +19,8 @@ import {
   setupSubscription,
   Writer,
 } from '../../src/cluster/workload.js';
+import { stagingNameOf } from '../../src/sync/names.js';
+import { startProcess } from '../helpers/cli.js';
 import { createPrimarySlot, slotRow, waitFor } from '../helpers/harness.js';
 import { type ServiceUnderTest, startService } from '../helpers/service.js';
 
@@ -176,7 +181,7 @@ for (const major of MAJORS) {
       );
     });
 
-    it('the standby promoted underneath slotsync (no POST /shutdown): the worker stops, /health says so, nothing is dropped', async () => {
+    it('the standby promoted underneath slotsync (no POST /shutdown): the worker stops, /health says so, only staging slots are dropped', async () => {
       const cluster = await startCluster({ major, synchronizedStandbySlots: true });
       cleanups.push(() => cluster.stop());
       await createPrimarySlot(cluster, 'ready_copy', { plugin: 'test_decoding' });
@@ -214,15 +219,101 @@ for (const major of MAJORS) {
       );
       assert.deepEqual(
         left.map((r) => r.slot_name),
-        ['ready_copy', 'temp_copy'],
-        'nothing dropped on the new primary',
+        ['ready_copy'],
+        'the sync-ready copy stays; the staging slot of the other is dropped, never published',
       );
+      assert.match(health.body.checks.worker.detail, new RegExp(stagingNameOf('temp_copy')));
+      assert.match(health.body.checks.promotion.detail, /1 staging slot/);
       const sync = await api().post('/sync').expect(503);
       assert.equal(
         sync.body.detail,
         'replication slots can only be synchronized to a standby server',
       );
     });
+
+    for (const mode of ['running', 'killed -9 before the promotion'] as const) {
+      it(`promotion without POST /shutdown while copies are not sync-ready (slotsync ${mode}): consumers get "does not exist", never a stream with a gap`, async () => {
+        const { cluster, subscriber } = await subscribedCluster();
+        await createPrimarySlot(cluster, 'cdc', { plugin: 'test_decoding' });
+        // Rows neither consumer has received: the subscription is disabled, and nobody
+        // reads 'cdc'. Their copies are made after these rows, so they cannot be ready.
+        await subscriber.sql(`ALTER SUBSCRIPTION ${SUBSCRIPTION} DISABLE`);
+        const writer = new Writer(5);
+        writer.start(cluster.primary);
+        await waitFor('100 rows', async () => writer.lastCommitted >= 100);
+        await writer.stop();
+        await cluster.waitForReplay();
+        const before = (await countRows(subscriber)).count;
+        const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-failover-'));
+        cleanups.push(() => rm(stateDir, { recursive: true, force: true }));
+        const env = {
+          SLOTSYNC_PRIMARY_URL: cluster.primary.url('postgres', 'failover-pw'),
+          SLOTSYNC_STANDBY_URL: cluster.standby.url('postgres', 'failover-pw'),
+          SLOTSYNC_STATE_DIR: stateDir,
+          SLOTSYNC_NAPTIME_MIN_MS: '20',
+          SLOTSYNC_NAPTIME_MAX_MS: '100',
+        };
+        let p = await startProcess(env);
+        cleanups.push(() => p.stop().then(() => undefined));
+        await waitFor('both copies staged, neither ready', async () => {
+          const slots = (await (await fetch(`${p.base}/slots`)).json()) as {
+            slots: { name: string; staging_name: string | null; sync_ready: boolean }[];
+          };
+          return ['cdc', SUBSCRIPTION].every((name) => {
+            const view = slots.slots.find((s) => s.name === name);
+            return view?.staging_name === stagingNameOf(name) && view.sync_ready === false;
+          });
+        });
+        if (mode !== 'running') {
+          p.child.kill('SIGKILL');
+          await p.stop();
+        }
+        await cluster.primary.stop('immediate');
+        await cluster.standby.promote();
+        if (mode === 'running') {
+          await waitFor('the worker saw the promotion', async () => {
+            const health = await (await fetch(`${p.base}/health`)).json();
+            return /staging slot/.test(health.checks?.promotion?.detail ?? '');
+          });
+        }
+        // Nothing under the subscribers' names on the new primary, whatever slotsync did.
+        for (const name of ['cdc', SUBSCRIPTION]) {
+          assert.equal(
+            await slotRow(cluster.standby, name),
+            undefined,
+            `no "${name}" on the new primary`,
+          );
+        }
+        await assert.rejects(
+          cluster.standby.sql(`SELECT * FROM pg_logical_slot_get_changes('cdc', NULL, NULL)`),
+          /replication slot "cdc" does not exist/,
+        );
+        await pointSubscriptionAt(subscriber, cluster.standby);
+        await subscriber.sql(`ALTER SUBSCRIPTION ${SUBSCRIPTION} ENABLE`);
+        await waitFor('the subscriber reports the missing slot', async () =>
+          /replication slot "slotsync_sub" does not exist/.test(await subscriber.logTail(200)),
+        );
+        assert.equal((await countRows(subscriber)).count, before, 'no row arrived from a gap');
+        if (mode !== 'running') {
+          // The next start, with the same state folder, finds the staging slots and drops them.
+          const staged = await cluster.standby.sql<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name LIKE 'slotsync\\_stage\\_%'`,
+          );
+          assert.equal(staged[0]?.n, 2, 'left by the killed process, under names no one asks for');
+          p = await startProcess(env);
+          await waitFor('the restarted slotsync dropped them', async () => {
+            const rows = await cluster.standby.sql<{ n: number }>(
+              `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name LIKE 'slotsync\\_stage\\_%'`,
+            );
+            return rows[0]?.n === 0;
+          });
+          const health = await (await fetch(`${p.base}/health`)).json();
+          assert.match(health.checks.promotion.detail, /2 staging slot/);
+          assert.equal(health.checks.worker.status, 'fail');
+        }
+        await p.stop();
+      });
+    }
 
     it('control: without slotsync the promoted standby has no slot and the subscription stops', async () => {
       const { cluster, subscriber } = await subscribedCluster();

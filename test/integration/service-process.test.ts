@@ -52,7 +52,8 @@ for (const major of majors) {
       const b = await startProcess({
         ...env,
         SLOTSYNC_WORKER: 'off',
-        SLOTSYNC_STATE_DIR: join(dir, 'b'),
+        // One state folder shared by both (a registry belongs to one standby node).
+        SLOTSYNC_STATE_DIR: join(dir, 'a'),
       });
       try {
         // A's cycle is held inside a copy creation: a prepared transaction keeps the copy

@@ -132,15 +132,25 @@ describe('planner: ownership (a slot slotsync does not own is never touched)', (
     assert.equal(isOwnedCopy(synced, entry('a', 'sync_ready')), false);
     const action = only(
       planCycle(
-        input({ remote: [remote('a', '0/2000')], local: [synced], registry: [entry('a', 'sync_ready')] }),
+        input({
+          remote: [remote('a', '0/2000')],
+          local: [synced],
+          registry: [entry('a', 'sync_ready')],
+        }),
       ),
     );
     assert.equal(action.kind, 'conflict');
   });
 
   it('does not own a slot that no longer matches its record (plugin or database)', () => {
-    assert.equal(isOwnedCopy(local('a', '0/1000', { plugin: 'other' }), entry('a', 'sync_ready')), false);
-    assert.equal(isOwnedCopy(local('a', '0/1000', { database: 'db2' }), entry('a', 'sync_ready')), false);
+    assert.equal(
+      isOwnedCopy(local('a', '0/1000', { plugin: 'other' }), entry('a', 'sync_ready')),
+      false,
+    );
+    assert.equal(
+      isOwnedCopy(local('a', '0/1000', { database: 'db2' }), entry('a', 'sync_ready')),
+      false,
+    );
   });
 
   it('drops a staging slot no registry entry accounts for (the prefix is reserved)', () => {

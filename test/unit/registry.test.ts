@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Registry } from '../../src/registry/registry.js';
-import { stagingNameOf } from '../../src/sync/names.js';
 import { parseLsn } from '../../src/sync/lsn.js';
+import { stagingNameOf } from '../../src/sync/names.js';
 import { entry } from '../helpers/slots.js';
 
 const dirs: string[] = [];
@@ -176,6 +176,9 @@ describe('ownership registry', () => {
     await registry.write(new Map([['a', entry('a', 'staging')]]), node);
     assert.deepEqual((await Registry.open(dir)).node, node);
     await rm(join(dir, 'registry.json'));
-    await assert.rejects(registry.refresh(), /SLOTSYNC_STATE_DIR: .* vanished after it was written/);
+    await assert.rejects(
+      registry.refresh(),
+      /SLOTSYNC_STATE_DIR: .* vanished after it was written/,
+    );
   });
 });
