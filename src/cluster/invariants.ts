@@ -116,13 +116,13 @@ export async function checkPublished(cluster: Cluster, stateDir: string): Promis
     `SELECT slot_name, confirmed_flush_lsn::text, invalidation_reason
        FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT synced`,
   );
-  const primary = new Map(
-    (
-      await cluster.primary.sql<{ slot_name: string; confirmed_flush_lsn: string | null }>(
-        `SELECT slot_name, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_type = 'logical'`,
-      )
-    ).map((r) => [r.slot_name, parseLsn(r.confirmed_flush_lsn)]),
-  );
+  // The primary may be down in a fault test: then only the standby-side checks apply.
+  const remoteRows = await cluster.primary
+    .sql<{ slot_name: string; confirmed_flush_lsn: string | null }>(
+      `SELECT slot_name, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_type = 'logical'`,
+    )
+    .catch(() => []);
+  const primary = new Map(remoteRows.map((r) => [r.slot_name, parseLsn(r.confirmed_flush_lsn)]));
   for (const row of standby) {
     const entry = entries.get(row.slot_name);
     if (entry === undefined || entry.state === 'invalidated') continue; // not slotsync's

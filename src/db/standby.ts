@@ -25,7 +25,7 @@ const HOLDS_LOCK = `EXISTS (SELECT 1 FROM pg_catalog.pg_locks
 export function lockLostError(): SlotSyncError {
   return new SlotSyncError(
     'SLOTSYNC_LOCK_LOST',
-    "the standby session holding slotsync's sync lock was lost during the cycle; the cycle stopped before its next change",
+    "SLOTSYNC_STANDBY_URL: the standby session holding slotsync's sync lock was lost during the cycle (terminated, timed out or restarted); the cycle stopped before its next change",
   );
 }
 

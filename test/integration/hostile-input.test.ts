@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { MAJORS } from '../../src/cluster/binaries.js';
+import { stagingNameOf } from '../../src/sync/names.js';
 import {
   advancePrimarySlot,
   createPrimarySlot,
@@ -294,7 +295,7 @@ for (const major of MAJORS) {
         ]);
         const [copy] = await h.cluster.standby.sql<{ database: string }>(
           `SELECT database FROM pg_replication_slots WHERE slot_name = $1`,
-          [longest],
+          [stagingNameOf(longest)],
         );
         assert.equal(copy?.database, database, 'the copy belongs to the slot database');
 

@@ -9,6 +9,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import request from 'supertest';
 import { MAJORS } from '../../src/cluster/binaries.js';
 import { generateOpenApi } from '../../src/service/openapi.js';
+import { stagingNameOf } from '../../src/sync/names.js';
 import {
   createPrimarySlot,
   type Harness,
@@ -254,7 +255,7 @@ for (const major of MAJORS) {
       const answer = await shutdown;
       assert.equal(answer.status, 200);
       assert.equal(answer.body.stopped, true);
-      assert.deepEqual(answer.body.dropped, ['not_ready']);
+      assert.deepEqual(answer.body.dropped, [stagingNameOf('not_ready')], 'its staging slot');
       const states = Object.fromEntries(
         answer.body.slots.map((v: { name: string; state: string }) => [v.name, v.state]),
       );
