@@ -87,6 +87,9 @@ export class InvariantChecker {
   }
 }
 
+/** How long the invariant check waits for the primary before checking the standby alone. */
+const PRIMARY_READ_TIMEOUT_MS = 2_000;
+
 interface StoredEntry {
   name: string;
   stagingName?: string;
@@ -116,12 +119,19 @@ export async function checkPublished(cluster: Cluster, stateDir: string): Promis
     `SELECT slot_name, confirmed_flush_lsn::text, invalidation_reason
        FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT synced`,
   );
-  // The primary may be down in a fault test: then only the standby-side checks apply.
-  const remoteRows = await cluster.primary
-    .sql<{ slot_name: string; confirmed_flush_lsn: string | null }>(
+  // The primary may be down or frozen in a fault test: then only the standby-side checks
+  // apply (a frozen server never answers, so the read is bounded).
+  type Row = { slot_name: string; confirmed_flush_lsn: string | null };
+  const read = cluster.primary
+    .sql<Row>(
       `SELECT slot_name, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_type = 'logical'`,
     )
-    .catch(() => []);
+    .catch((): Row[] => []);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<Row[]>((resolve) => {
+    timer = setTimeout(() => resolve([]), PRIMARY_READ_TIMEOUT_MS);
+  });
+  const remoteRows = await Promise.race([read, timeout]).finally(() => clearTimeout(timer));
   const primary = new Map(remoteRows.map((r) => [r.slot_name, parseLsn(r.confirmed_flush_lsn)]));
   for (const row of standby) {
     const entry = entries.get(row.slot_name);

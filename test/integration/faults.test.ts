@@ -11,6 +11,7 @@ import { MAJORS } from '../../src/cluster/binaries.js';
 import { unownedCopies as unownedCopiesOf } from '../../src/cluster/invariants.js';
 import { SYNC_LOCK_KEY } from '../../src/db/standby.js';
 import type { CycleResult } from '../../src/engine/cycle.js';
+import { stagingNameOf } from '../../src/sync/names.js';
 import {
   advancePrimarySlot,
   createPrimarySlot,
@@ -273,7 +274,8 @@ for (const major of MAJORS) {
         open();
         outcome = await cycle;
         const [copy] = await h.cluster.standby.sql(
-          `SELECT slot_name FROM pg_replication_slots WHERE slot_name = 'no_snapshot'`,
+          `SELECT slot_name FROM pg_replication_slots WHERE slot_name = ANY($1)`,
+          [['no_snapshot', stagingNameOf('no_snapshot')]],
         );
         assert.equal(copy, undefined, 'no half-made copy is left on the standby');
       } finally {

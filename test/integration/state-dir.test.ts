@@ -18,6 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { MAJORS } from '../../src/cluster/binaries.js';
 import { serverUser } from '../../src/cluster/user.js';
+import { stagingNameOf } from '../../src/sync/names.js';
 import { type Running, startProcess } from '../helpers/cli.js';
 import {
   advancePrimarySlot,
@@ -68,10 +69,11 @@ for (const major of MAJORS) {
       return state === 'temporary' || state === 'sync_ready';
     }
 
+    /** A copy of `name` on the standby, staged or published. */
     async function standbyHas(name: string): Promise<boolean> {
       const rows = await h.cluster.standby.sql(
-        `SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`,
-        [name],
+        `SELECT 1 FROM pg_replication_slots WHERE slot_name = ANY($1)`,
+        [[name, stagingNameOf(name)]],
       );
       return rows.length > 0;
     }
@@ -161,7 +163,7 @@ for (const major of MAJORS) {
         await waitFor('every copy made once there is room', async () => {
           const rows = await h.cluster.standby.sql(
             `SELECT 1 FROM pg_replication_slots WHERE slot_name = ANY($1)`,
-            [names],
+            [names.map(stagingNameOf)],
           );
           return rows.length === names.length;
         });
