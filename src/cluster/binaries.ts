@@ -90,8 +90,14 @@ async function locate(major: Major, runAs: RunAs | null): Promise<Binaries> {
       await mkdir(staging, { recursive: true });
       await cp(native, staging, { recursive: true, verbatimSymlinks: true });
       execFileSync('chmod', ['-R', 'a+rX', staging]);
-      await rm(copy, { recursive: true, force: true });
-      await rename(staging, copy).catch(() => rm(staging, { recursive: true, force: true }));
+      // Another test process may have made a working copy meanwhile, and be running from it:
+      // never remove a copy that runs (two files starting at once broke each other's initdb).
+      if (runs(join(copy, 'bin', 'postgres'), runAs)) {
+        await rm(staging, { recursive: true, force: true });
+      } else {
+        await rm(copy, { recursive: true, force: true });
+        await rename(staging, copy).catch(() => rm(staging, { recursive: true, force: true }));
+      }
     }
     native = copy;
     if (!runs(join(native, 'bin', 'postgres'), runAs)) {
