@@ -154,6 +154,19 @@ const fuzzRequest: fc.Arbitrary<FuzzRequest> = fc
     return { method: r.method, url: `${r.path}${r.query}`, headers, body: r.body };
   });
 
+/** One request per kind of answer the fuzzing must reach: 200, 400, 401, 404. */
+const COVERAGE_EXAMPLES: [FuzzRequest][] = [
+  { method: 'GET', url: '/slots', headers: { authorization: `Bearer ${TOKEN}` }, body: undefined },
+  {
+    method: 'POST',
+    url: '/sync',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: '{"nowait":',
+  },
+  { method: 'POST', url: '/sync', headers: {}, body: undefined },
+  { method: 'GET', url: '/nowhere', headers: {}, body: undefined },
+].map((r): [FuzzRequest] => [r as FuzzRequest]);
+
 for (const major of MAJORS) {
   describe(`hostile input on PostgreSQL ${major}`, () => {
     let h: Harness;
@@ -248,7 +261,13 @@ for (const major of MAJORS) {
             s = await serviceWithToken();
           }
         }),
-        { numRuns: RUNS, endOnFailure: true },
+        // Random runs may miss a kind of answer; these always run, so the coverage check
+        // below never depends on the seed.
+        {
+          numRuns: RUNS + COVERAGE_EXAMPLES.length,
+          endOnFailure: true,
+          examples: COVERAGE_EXAMPLES,
+        },
       );
       // The generators reached both sides: rejections of several kinds, and acceptances.
       const seen = [...statuses.keys()];
