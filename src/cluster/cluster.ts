@@ -39,6 +39,12 @@ export interface Cluster {
   subscriber: PgServer | undefined;
   /** Waits until the standby has replayed everything the primary has written so far. */
   waitForReplay(timeoutMs?: number): Promise<void>;
+  /**
+   * A planned switchover: the primary stops cleanly, the standby is promoted, and the old
+   * primary rejoins as the new primary's standby (with its own slots still on it).
+   * `primary` and `standby` swap.
+   */
+  switchover(): Promise<void>;
   /** Stops every server and removes the folder. Idempotent. */
   stop(): Promise<void>;
 }
@@ -98,10 +104,31 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     primary,
     standby,
     subscriber,
-    waitForReplay: (timeoutMs = 30_000) => waitForReplay(primary, standby, timeoutMs),
+    waitForReplay: (timeoutMs = 30_000) =>
+      waitForReplay(cluster.primary, cluster.standby, timeoutMs),
+    switchover: async () => {
+      const [oldPrimary, newPrimary] = [cluster.primary, cluster.standby];
+      await cluster.waitForReplay();
+      await oldPrimary.stop('fast');
+      await newPrimary.promote();
+      await newPrimary.sql(`SELECT pg_create_physical_replication_slot($1, true)`, [STANDBY_SLOT]);
+      await writeFile(join(oldPrimary.dataDir, 'standby.signal'), '');
+      if (runAs) await chown(join(oldPrimary.dataDir, 'standby.signal'), runAs.uid, runAs.gid);
+      await oldPrimary.configure({
+        primary_conninfo: `host=127.0.0.1 port=${newPrimary.port} user=postgres dbname=postgres application_name=standby`,
+        primary_slot_name: STANDBY_SLOT,
+        synchronized_standby_slots: '',
+      });
+      await oldPrimary.start();
+      cluster.primary = newPrimary;
+      cluster.standby = oldPrimary;
+      await waitForStreaming(newPrimary);
+    },
     stop: async () => {
       live.delete(cluster);
-      await Promise.all([primary, standby, subscriber].map((s) => s?.stop('immediate')));
+      await Promise.all(
+        [cluster.primary, cluster.standby, subscriber].map((s) => s?.stop('immediate')),
+      );
       await rm(root, { recursive: true, force: true });
     },
   };

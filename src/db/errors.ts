@@ -1,8 +1,10 @@
 /** Connection failures named by the variable that configured the server, password redacted. */
 import { SlotSyncError } from '../errors.js';
 import { redactSecrets, redactUrl } from '../redact.js';
+import { isConnectionState, sqlStateOf } from './sqlstate.js';
 
-const CONNECTION_CODES = new Set([
+/** Socket errors of Node.js. */
+const SOCKET_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
   'ETIMEDOUT',
@@ -10,22 +12,19 @@ const CONNECTION_CODES = new Set([
   'EHOSTUNREACH',
   'EAI_AGAIN',
   'EPIPE',
-  '57P01',
-  '57P02',
-  '57P03',
-  '28P01',
-  '28000',
-  '3D000',
-  '08006',
-  '08001',
-  '08004',
 ]);
 
+/**
+ * Whether a connection failed: a socket error, a server SQLSTATE of that kind, or one of
+ * node-postgres's own client-side errors (which carry no code; their wording is the
+ * library's, not the server's, so it does not depend on lc_messages).
+ */
 export function isConnectionError(error: unknown): boolean {
-  const e = error as { code?: string; message?: string };
-  if (e?.code && CONNECTION_CODES.has(e.code)) return true;
-  return /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED|the database system is (starting up|shutting down)|Query read timeout/i.test(
-    e?.message ?? '',
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && SOCKET_CODES.has(code)) return true;
+  if (isConnectionState(sqlStateOf(error))) return true;
+  return /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED|Query read timeout/i.test(
+    (error as { message?: string } | null)?.message ?? '',
   );
 }
 

@@ -8,7 +8,27 @@ export const SQLSTATE = {
   insufficientPrivilege: '42501',
   objectInUse: '55006',
   queryCanceled: '57014',
+  adminShutdown: '57P01',
+  crashShutdown: '57P02',
+  cannotConnectNow: '57P03',
+  invalidAuthorizationSpecification: '28000',
+  invalidPassword: '28P01',
+  invalidCatalogName: '3D000',
 } as const;
+
+/** Errors that mean the server could not be reached or let us in (class 08 and the above). */
+const CONNECTION_STATES: ReadonlySet<string> = new Set([
+  SQLSTATE.adminShutdown,
+  SQLSTATE.crashShutdown,
+  SQLSTATE.cannotConnectNow,
+  SQLSTATE.invalidAuthorizationSpecification,
+  SQLSTATE.invalidPassword,
+  SQLSTATE.invalidCatalogName,
+]);
+
+export function isConnectionState(state: string | undefined): boolean {
+  return state !== undefined && (state.startsWith('08') || CONNECTION_STATES.has(state));
+}
 
 export type SqlState = (typeof SQLSTATE)[keyof typeof SQLSTATE];
 

@@ -50,7 +50,25 @@ export interface ApplyDeps {
   lock: { pid: number; held: () => boolean };
   /** The primary's clock as this cycle read it (recorded with each new copy). */
   primaryNow: Date;
+  /** Test hook, awaited at each step boundary (EngineDeps.pauseAt). */
+  pauseAt: ((point: CyclePoint) => Promise<void>) | undefined;
 }
+
+/**
+ * The boundaries between a cycle's steps: after the reads (`before_apply`), and after each
+ * registry write or batch of statements below. A process killed at any of them must leave
+ * the registry and the standby so that the next start recovers (crash-points.test.ts).
+ */
+export type CyclePoint =
+  | 'before_apply'
+  | 'dropped'
+  | 'creation_intent'
+  | 'created'
+  | 'advance_target'
+  | 'advanced'
+  | 'publication_intent'
+  | 'published'
+  | 'staging_dropped';
 
 /** What a cycle changed on the standby, for the cycle to patch its view of the copies. */
 export interface Applied {
@@ -188,6 +206,7 @@ async function applyDrops(drops: Kind<'drop'>[], book: Book, deps: ApplyDeps): P
   if (drops.length === 0) return;
   const results = await mapLimit(drops, deps.concurrency, (a) => dropSlots(deps, a.slots));
   throwIfLockLost(results);
+  await deps.pauseAt?.('dropped');
   drops.forEach((action, i) => {
     const result = results[i];
     if (result?.status !== 'fulfilled') {
@@ -329,6 +348,7 @@ async function applyCreations(
   }
   book.dirty = true;
   await book.persist();
+  await deps.pauseAt?.('creation_intent');
   const pump = new SnapshotPump(deps.primary, log, deps.onSnapshotRefused);
   pump.start();
   const results = await mapLimit(creates, deps.concurrency * 2, (action) =>
@@ -341,6 +361,7 @@ async function applyCreations(
     ),
   ).finally(() => pump.stop());
   throwIfLockLost(results);
+  await deps.pauseAt?.('created');
 
   const followUps: Action[] = [];
   creates.forEach((action, i) => {
@@ -404,10 +425,12 @@ async function applyAdvances(
     }
   }
   await book.persist();
+  await deps.pauseAt?.('advance_target');
   const results = await mapLimit(advances, deps.concurrency, (a) =>
     advanceCopy(deps.standby.forDatabase(a.remote.database), deps.lock.pid, a.slot, a.to),
   );
   throwIfLockLost(results);
+  await deps.pauseAt?.('advanced');
   const ready: Kind<'publish'>[] = [];
   advances.forEach((action, i) => {
     const result = results[i];
@@ -462,10 +485,12 @@ async function applyPublications(
   if (publications.length === 0) return;
   for (const action of publications) book.set(action.name, { state: 'publishing' });
   await book.persist();
+  await deps.pauseAt?.('publication_intent');
   const results = await mapLimit(publications, deps.concurrency, (a) =>
     publishCopy(deps.standby.forDatabase(a.remote.database), deps.lock.pid, a.stagingName, a.name),
   );
   throwIfLockLost(results);
+  await deps.pauseAt?.('published');
   const published: Kind<'publish'>[] = [];
   publications.forEach((action, i) => {
     const result = results[i];
@@ -525,6 +550,7 @@ async function finishPublications(
     dropSlots(deps, [i.stagingName as string]),
   );
   throwIfLockLost(results);
+  await deps.pauseAt?.('staging_dropped');
   drops.forEach((item, i) => {
     if (results[i]?.status === 'fulfilled') book.dropped.add(item.stagingName as string);
     // A staging slot left behind is dropped by a later cycle (plan: leftover staging slot).

@@ -22,7 +22,7 @@ import { remoteAheadOfStandby } from '../sync/rules.js';
 import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
-import { type Applied, applyActions, copySlot } from './apply.js';
+import { type Applied, applyActions, type CyclePoint, copySlot } from './apply.js';
 import { checkNode } from './node.js';
 import { dropStagingSlots, type PromotionCleanup } from './promotion.js';
 
@@ -45,8 +45,11 @@ export interface EngineDeps {
   onSnapshotRefused?: (message: string) => void;
   /** Called when a cycle found the standby promoted and dropped its staging slots. */
   onPromotion?: (cleanup: PromotionCleanup) => void;
-  /** Test hook: runs after both sides were read and before anything is applied. */
-  beforeApply?: () => Promise<void>;
+  /**
+   * Test hook: awaited at each step boundary of a cycle (see CyclePoint), where the tests
+   * hold a cycle, or stop it for good as a kill -9 would.
+   */
+  pauseAt?: (point: CyclePoint) => Promise<void>;
 }
 
 export interface CycleReport {
@@ -192,7 +195,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       standbyReplayLsn: standby.replayLsn ?? 0n,
     };
     const actions = planCycle(input);
-    if (deps.beforeApply) await deps.beforeApply();
+    await deps.pauseAt?.('before_apply');
     const applied = await applyActions(actions, input, {
       primary: deps.primary,
       standby: deps.standby,
@@ -204,6 +207,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       orphanedStatements: standby.orphanedStatements,
       lock: { pid: standby.pid, held: () => deps.lock.held },
       primaryNow: primary.now,
+      pauseAt: deps.pauseAt,
     });
     const localAfter = applied.updated ? patchLocal(local, applied) : local;
     if (applied.updated) {

@@ -7,6 +7,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { logStandbySnapshot } from '../db/primary.js';
+import { hasSqlState, SQLSTATE } from '../db/sqlstate.js';
 import { messageOf } from '../errors.js';
 
 const FIRST_DELAY_MS = 10;
@@ -43,7 +44,7 @@ export class SnapshotPump {
       await logStandbySnapshot(this.primary);
     } catch (error) {
       const message = messageOf(error);
-      if (/permission denied/.test(message)) {
+      if (hasSqlState(error, SQLSTATE.insufficientPrivilege)) {
         // Without the grant copies are still made, at the next running-xacts record (≤ 15 s).
         this.#refused = true;
         this.onRefused?.(message);

@@ -2,20 +2,32 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../src/cluster/server.js';
-import type { RunAs } from '../../src/cluster/user.js';
 import { waitFor } from './harness.js';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
+export interface SpawnOptions {
+  /**
+   * File permissions apply to the process even when the tests run as root: it runs without
+   * CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (setpriv), so a folder made read-only is
+   * read-only to it, while it still reads the checkout wherever that lives.
+   */
+  permissionsApply?: boolean;
+}
+
 export function spawnCli(
   args: string[],
   env: Record<string, string>,
-  runAs: RunAs | null = null,
+  options: SpawnOptions = {},
 ): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+  const node = [process.execPath, '--import', 'tsx', CLI, ...args];
+  const [command, ...rest] =
+    options.permissionsApply && process.getuid?.() === 0
+      ? ['setpriv', '--bounding-set', '-dac_override,-dac_read_search', ...node]
+      : node;
+  return spawn(command as string, rest, {
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
-    ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
   });
 }
 
@@ -29,13 +41,13 @@ export interface Running {
 /** `slotsync` (serve) as a process on a free port, once it answers /health/live. */
 export async function startProcess(
   env: Record<string, string>,
-  runAs: RunAs | null = null,
+  options: SpawnOptions = {},
 ): Promise<Running> {
   const port = await freePort();
   const child = spawnCli(
     [],
     { SLOTSYNC_PORT: String(port), SLOTSYNC_LOG_LEVEL: 'info', ...env },
-    runAs,
+    options,
   );
   let output = '';
   child.stdout?.on('data', (d) => {

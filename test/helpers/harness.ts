@@ -9,7 +9,7 @@ import { type Cluster, type ClusterOptions, startCluster } from '../../src/clust
 import { InvariantChecker } from '../../src/cluster/invariants.js';
 import { loadConfig } from '../../src/config.js';
 import { type CycleResult, type EngineDeps, runCycle } from '../../src/engine/cycle.js';
-import { createEngine } from '../../src/engine/engine.js';
+import { createEngine, type Engine } from '../../src/engine/engine.js';
 import type { SlotReport } from '../../src/sync/types.js';
 import { delay } from '../../src/util.js';
 
@@ -31,18 +31,27 @@ export interface HarnessOptions extends ClusterOptions {
   env?: (cluster: Cluster) => Promise<Record<string, string>>;
 }
 
-export async function startHarness(options: HarnessOptions): Promise<Harness> {
-  const cluster = await startCluster(options);
-  const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-state-'));
+/** An engine on `cluster` with the state folder `stateDir`, as a slotsync process has. */
+export async function openEngine(
+  cluster: Cluster,
+  stateDir: string,
+  env: Record<string, string> = {},
+): Promise<Engine> {
   const logger = pino({ level: process.env.SLOTSYNC_TEST_LOG ?? 'silent' });
   const config = loadConfig({
     SLOTSYNC_PRIMARY_URL: cluster.primary.url('postgres', 'not-a-secret'),
     SLOTSYNC_STANDBY_URL: cluster.standby.url('postgres', 'not-a-secret'),
     SLOTSYNC_STATE_DIR: stateDir,
     SLOTSYNC_CREATE_TIMEOUT_MS: '30000',
-    ...(await options.env?.(cluster)),
+    ...env,
   });
-  const engine = await createEngine(config, logger);
+  return createEngine(config, logger);
+}
+
+export async function startHarness(options: HarnessOptions): Promise<Harness> {
+  const cluster = await startCluster(options);
+  const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-state-'));
+  const engine = await openEngine(cluster, stateDir, await options.env?.(cluster));
   const deps = engine.deps;
   const invariants = new InvariantChecker(cluster, stateDir);
   return {
@@ -135,9 +144,10 @@ export function holdNextCycle(deps: EngineDeps): { reached: () => boolean; open:
     open = resolve;
   });
   let reached = false;
-  deps.beforeApply = () => {
+  deps.pauseAt = async (point) => {
+    if (point !== 'before_apply') return;
     reached = true;
-    deps.beforeApply = undefined;
+    deps.pauseAt = undefined;
     return gate;
   };
   return { reached: () => reached, open };

@@ -301,14 +301,16 @@ for (const major of MAJORS) {
           );
           assert.equal(staged[0]?.n, 2, 'left by the killed process, under names no one asks for');
           p = await startProcess(env);
-          await waitFor('the restarted slotsync dropped them', async () => {
-            const rows = await cluster.standby.sql<{ n: number }>(
-              `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name LIKE 'slotsync\\_stage\\_%'`,
-            );
-            return rows[0]?.n === 0;
+          // /health says so once the cleanup is over: wait for that, then check the slots.
+          await waitFor('the restarted slotsync reports the cleanup', async () => {
+            const health = await (await fetch(`${p.base}/health`)).json();
+            return /2 staging slot/.test(health.checks?.promotion?.detail ?? '');
           });
+          const rows = await cluster.standby.sql<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name LIKE 'slotsync\\_stage\\_%'`,
+          );
+          assert.equal(rows[0]?.n, 0, 'the restarted slotsync dropped them');
           const health = await (await fetch(`${p.base}/health`)).json();
-          assert.match(health.checks.promotion.detail, /2 staging slot/);
           assert.equal(health.checks.worker.status, 'fail');
         }
         await p.stop();

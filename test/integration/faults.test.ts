@@ -55,7 +55,7 @@ for (const major of MAJORS) {
       proxy.restore();
       h.cluster.primary.resume();
       h.cluster.standby.resume();
-      h.deps.beforeApply = undefined;
+      h.deps.pauseAt = undefined;
       await h.cluster.primary.start();
       await h.cluster.standby.start();
     });

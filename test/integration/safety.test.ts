@@ -2,17 +2,18 @@
  * Issue 10's safety scenarios on the engine, against real PostgreSQL 17 and 18: fencing of
  * copies moved by someone else or left ahead of a remote slot made again behind them, the
  * registry bound to its standby node, the primary URL bound to the standby's upstream, and
- * a cycle that lost its sync lock stopping before its next change. Invariants 1, 2, 7 and 8
+ * a cycle that lost its sync lock stopping before its next change, and a switchover whose
+ * old primary rejoins as the standby with its own same-name slots. Invariants 1, 2, 7 and 8
  * are checked after every cycle (harness).
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { pino } from 'pino';
 import { MAJORS } from '../../src/cluster/binaries.js';
-import { STANDBY_SLOT } from '../../src/cluster/cluster.js';
-import { loadConfig } from '../../src/config.js';
+import { STANDBY_SLOT, startCluster } from '../../src/cluster/cluster.js';
 import { runCycle } from '../../src/engine/cycle.js';
-import { createEngine } from '../../src/engine/engine.js';
 import type { SlotSyncError } from '../../src/errors.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import {
@@ -20,6 +21,7 @@ import {
   createPrimarySlot,
   type Harness,
   holdNextCycle,
+  openEngine,
   replicationCommand,
   resetSlots,
   slotRow,
@@ -128,14 +130,9 @@ for (const major of MAJORS) {
       const other = h.cluster.subscriber;
       assert.ok(other);
       await other.sql('SELECT pg_create_physical_replication_slot($1)', [STANDBY_SLOT]);
-      const engine = await createEngine(
-        loadConfig({
-          SLOTSYNC_PRIMARY_URL: other.url('postgres', 'not-a-secret'),
-          SLOTSYNC_STANDBY_URL: h.cluster.standby.url('postgres', 'not-a-secret'),
-          SLOTSYNC_STATE_DIR: h.stateDir,
-        }),
-        pino({ level: 'silent' }),
-      );
+      const engine = await openEngine(h.cluster, h.stateDir, {
+        SLOTSYNC_PRIMARY_URL: other.url('postgres', 'not-a-secret'),
+      });
       try {
         await assert.rejects(runCycle(engine.deps), (error: SlotSyncError) => {
           assert.equal(error.code, 'SLOTSYNC_WRONG_PRIMARY');
@@ -154,14 +151,7 @@ for (const major of MAJORS) {
       const gate = holdNextCycle(h.deps);
       const first = runCycle(h.deps);
       await waitFor('the first cycle held after its reads', async () => gate.reached());
-      const second = await createEngine(
-        loadConfig({
-          SLOTSYNC_PRIMARY_URL: h.cluster.primary.url('postgres', 'not-a-secret'),
-          SLOTSYNC_STANDBY_URL: h.cluster.standby.url('postgres', 'not-a-secret'),
-          SLOTSYNC_STATE_DIR: h.stateDir,
-        }),
-        pino({ level: 'silent' }),
-      );
+      const second = await openEngine(h.cluster, h.stateDir);
       try {
         const waiting = (async () => {
           for (;;) {
@@ -195,6 +185,59 @@ for (const major of MAJORS) {
       }
       await h.invariants.check();
       await resetSlots(h);
+    });
+  });
+
+  describe(`switchover on PostgreSQL ${major}`, () => {
+    it("the old primary rejoins as the standby and slotsync restarts with the same state folder: refused, naming SLOTSYNC_STATE_DIR; the old primary's same-name slots are never advanced or dropped, even after a reset", async () => {
+      const cluster = await startCluster({ major });
+      const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-switchover-'));
+      try {
+        let engine = await openEngine(cluster, stateDir);
+        await createPrimarySlot(cluster, 'sw', { plugin: 'test_decoding' });
+        await cluster.waitForReplay();
+        await runCycle(engine.deps);
+        await writeRows(cluster, 10);
+        await advancePrimarySlot(cluster, 'sw');
+        await cluster.waitForReplay();
+        const ready = await runCycle(engine.deps);
+        assert.equal(ready.report.slots.find((s) => s.name === 'sw')?.state, 'sync_ready');
+        await engine.close();
+
+        await cluster.switchover();
+        // The consumer carries on from the new primary, whose copy is armed for failover
+        // again; the old primary, now the standby, still holds its own "sw".
+        await replicationCommand(cluster, 'ALTER_REPLICATION_SLOT sw ( FAILOVER true )');
+        await writeRows(cluster, 10);
+        await advancePrimarySlot(cluster, 'sw');
+        await cluster.waitForReplay();
+        const held = await slotRow(cluster.standby, 'sw');
+        assert.ok(held, "the old primary's own slot");
+
+        engine = await openEngine(cluster, stateDir);
+        try {
+          await assert.rejects(runCycle(engine.deps), (error: SlotSyncError) => {
+            assert.equal(error.code, 'SLOTSYNC_NODE_MISMATCH');
+            assert.match(error.message, /^SLOTSYNC_STATE_DIR: /);
+            return true;
+          });
+          assert.deepEqual(await slotRow(cluster.standby, 'sw'), held, 'not advanced');
+          engine.deps.resetState = true;
+          const after = await runCycle(engine.deps);
+          const report = after.report.slots.find((s) => s.name === 'sw');
+          assert.equal(report?.action, 'conflict', JSON.stringify(report));
+          assert.deepEqual(
+            await slotRow(cluster.standby, 'sw'),
+            held,
+            'neither advanced nor dropped',
+          );
+        } finally {
+          await engine.close();
+        }
+      } finally {
+        await cluster.stop();
+        await rm(stateDir, { recursive: true, force: true });
+      }
     });
   });
 }

@@ -11,13 +11,12 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { MAJORS } from '../../src/cluster/binaries.js';
-import { serverUser } from '../../src/cluster/user.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import { type Running, startProcess } from '../helpers/cli.js';
 import {
@@ -30,7 +29,6 @@ import {
 } from '../helpers/harness.js';
 
 const execFileAsync = promisify(execFile);
-const runAs = serverUser();
 
 for (const major of MAJORS) {
   describe(`the state folder read-only or full on PostgreSQL ${major}`, () => {
@@ -40,7 +38,6 @@ for (const major of MAJORS) {
     before(async () => {
       h = await startHarness({ major });
       dir = await mkdtemp(join(tmpdir(), 'slotsync-statedir-'));
-      await chmod(dir, 0o755);
       env = {
         SLOTSYNC_PRIMARY_URL: h.cluster.primary.url('postgres', 'state-secret-pw'),
         SLOTSYNC_STANDBY_URL: h.cluster.standby.url('postgres', 'state-secret-pw'),
@@ -58,7 +55,6 @@ for (const major of MAJORS) {
     async function stateDir(name: string): Promise<string> {
       const path = join(dir, name);
       await mkdir(path);
-      if (runAs) await chown(path, runAs.uid, runAs.gid);
       return path;
     }
 
@@ -100,7 +96,10 @@ for (const major of MAJORS) {
     it('read-only: a clear error, no copy the registry does not own, the file intact; writable again, syncing resumes', async () => {
       await wipeSlots(h.cluster);
       const state = await stateDir('read-only');
-      const p = await startProcess({ ...env, SLOTSYNC_STATE_DIR: state }, runAs);
+      const p = await startProcess(
+        { ...env, SLOTSYNC_STATE_DIR: state },
+        { permissionsApply: true },
+      );
       try {
         await createPrimarySlot(h.cluster, 'ro_before');
         await waitFor('the first copy', async () => copied(p, 'ro_before'));
