@@ -9,10 +9,10 @@
  */
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
-import type { Major } from '../src/cluster/binaries.js';
-import { type Cluster, startCluster } from '../src/cluster/cluster.js';
-import { numberOption, option } from '../src/demo/args.js';
+import { numberOption, option } from '../scripts/args.js';
 import { delay } from '../src/util.js';
+import type { Major } from '../test/support/binaries.js';
+import { type Cluster, startCluster } from '../test/support/cluster.js';
 import { median, percentile, round } from './stats.js';
 import { BuiltinSystem, SlotsyncSystem, type System } from './systems.js';
 
@@ -33,6 +33,7 @@ interface Row {
   idle_ms: [number, number];
   advance_ms: [number, number];
   first_sync_ms: [number, number];
+  create_ms: [number, number];
   lag_p50_ms: [number, number];
   lag_p99_ms: [number, number];
   idle_lag_ms: [number, number];
@@ -72,11 +73,23 @@ async function advanceAll(cluster: Cluster, names: string[]): Promise<void> {
   );
 }
 
-async function firstSync(system: System, names: string[]): Promise<number> {
+/**
+ * From no copy to every copy sync-ready; `create` is the first sync alone (the one that
+ * makes every copy).
+ */
+async function firstSync(
+  system: System,
+  names: string[],
+): Promise<{ total: number; create: number }> {
   const started = performance.now();
+  let create = 0;
   for (let round = 0; round < 50; round++) {
+    const before = performance.now();
     await system.sync();
-    if ((await system.readyCount(names)) === names.length) return performance.now() - started;
+    if (round === 0) create = performance.now() - before;
+    if ((await system.readyCount(names)) === names.length) {
+      return { total: performance.now() - started, create };
+    }
     await advanceAll(system.cluster, names);
     await system.cluster.waitForReplay();
   }
@@ -171,6 +184,7 @@ async function runSize(n: number): Promise<Row> {
   try {
     await slotsync.start(false);
     const first: number[][] = [[], []];
+    const creates: number[][] = [[], []];
     let names: string[] = [];
     for (let rep = 0; rep < reps; rep++) {
       names = Array.from({ length: n }, (_, i) => `r${rep}_s${i}`);
@@ -182,7 +196,9 @@ async function runSize(n: number): Promise<Row> {
         }
         await createSlots(system.cluster, names);
         await system.cluster.waitForReplay();
-        first[index]?.push(await firstSync(system, names));
+        const { total, create } = await firstSync(system, names);
+        first[index]?.push(total);
+        creates[index]?.push(create);
       }
       log(
         `first sync rep ${rep + 1}: slotsync ${round(first[0]?.at(-1) ?? 0)} ms, built-in ${round(first[1]?.at(-1) ?? 0)} ms`,
@@ -227,6 +243,7 @@ async function runSize(n: number): Promise<Row> {
       idle_ms: [median(idle[0] ?? []), median(idle[1] ?? [])],
       advance_ms: [median(advance[0] ?? []), median(advance[1] ?? [])],
       first_sync_ms: [median(first[0] ?? []), median(first[1] ?? [])],
+      create_ms: [median(creates[0] ?? []), median(creates[1] ?? [])],
       lag_p50_ms: [percentile(lagA, 50), percentile(lagB, 50)],
       lag_p99_ms: [percentile(lagA, 99), percentile(lagB, 99)],
       idle_lag_ms: [idleA[0] ?? Number.NaN, idleB[0] ?? Number.NaN],
@@ -260,6 +277,7 @@ function table(rows: Row[]): string {
       );
     add('idle cycle', r.idle_ms, 'ms');
     add('advance cycle (1,000 rows)', r.advance_ms, 'ms');
+    add('creation (first sync call)', r.create_ms, 'ms');
     add('first sync', r.first_sync_ms, 'ms');
     add('lag p50, steady', r.lag_p50_ms, 'ms');
     add('lag p99, steady', r.lag_p99_ms, 'ms');
@@ -282,7 +300,7 @@ for (const n of sizes) rows.push(await runSize(n));
 process.stdout.write(`\n${table(rows)}\n\n`);
 for (const r of rows) {
   process.stdout.write(
-    `RESULT pg=${major} n=${r.n} idle_ratio=${ratio(r.idle_ms)} advance_ratio=${ratio(r.advance_ms)} first_sync_ratio=${ratio(r.first_sync_ms)} lag_p99_ms=${round(r.lag_p99_ms[0], 1)} builtin_lag_p99_ms=${round(r.lag_p99_ms[1], 1)} idle_lag_ms=${round(r.idle_lag_ms[0], 1)} builtin_idle_lag_ms=${round(r.idle_lag_ms[1], 1)} rss_mb_1000=${r.n === 1000 ? round(r.rss_mb, 1) : 'na'} rss_mb=${round(r.rss_mb, 1)} slots_p99_ms=${round(r.slots_p99_ms)}\n`,
+    `RESULT pg=${major} n=${r.n} idle_ratio=${ratio(r.idle_ms)} advance_ratio=${ratio(r.advance_ms)} first_sync_ratio=${ratio(r.first_sync_ms)} create_ms=${round(r.create_ms[0], 1)} builtin_create_ms=${round(r.create_ms[1], 1)} lag_p99_ms=${round(r.lag_p99_ms[0], 1)} builtin_lag_p99_ms=${round(r.lag_p99_ms[1], 1)} idle_lag_ms=${round(r.idle_lag_ms[0], 1)} builtin_idle_lag_ms=${round(r.idle_lag_ms[1], 1)} rss_mb_1000=${r.n === 1000 ? round(r.rss_mb, 1) : 'na'} rss_mb=${round(r.rss_mb, 1)} slots_p99_ms=${round(r.slots_p99_ms)}\n`,
   );
 }
 if (out)

@@ -21,11 +21,11 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Major } from '../src/cluster/binaries.js';
-import { type Cluster, startCluster } from '../src/cluster/cluster.js';
-import { InvariantChecker, unownedCopies } from '../src/cluster/invariants.js';
-import { numberOption, option } from '../src/demo/args.js';
+import { numberOption, option } from '../scripts/args.js';
 import { delay } from '../src/util.js';
+import type { Major } from '../test/support/binaries.js';
+import { type Cluster, startCluster } from '../test/support/cluster.js';
+import { InvariantChecker, unownedCopies } from '../test/support/invariants.js';
 import { median, percentile, round } from './stats.js';
 import { SlotsyncSystem } from './systems.js';
 

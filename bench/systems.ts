@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import type { Cluster } from '../src/cluster/cluster.js';
-import { freePort } from '../src/cluster/server.js';
 import { delay } from '../src/util.js';
+import type { Cluster } from '../test/support/cluster.js';
+import { freePort } from '../test/support/server.js';
 
 export interface System {
   name: 'slotsync' | 'builtin';

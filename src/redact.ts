@@ -21,12 +21,3 @@ export function redactSecrets(text: string, secrets: readonly string[]): string 
   }
   return out.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*):[^@\s]*@/g, '$1:*****@');
 }
-
-export function passwordOf(url: string): string | null {
-  try {
-    const parsed = new URL(url);
-    return parsed.password === '' ? null : decodeURIComponent(parsed.password);
-  } catch {
-    return null;
-  }
-}

@@ -1,7 +1,7 @@
 /** Runs slotsync's command line from the sources, as a separate process. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../../src/cluster/server.js';
+import { freePort } from '../support/server.js';
 import { waitFor } from './harness.js';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));

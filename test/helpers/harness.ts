@@ -5,13 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { pino } from 'pino';
-import { type Cluster, type ClusterOptions, startCluster } from '../../src/cluster/cluster.js';
-import { InvariantChecker } from '../../src/cluster/invariants.js';
 import { loadConfig } from '../../src/config.js';
 import { type CycleResult, type EngineDeps, runCycle } from '../../src/engine/cycle.js';
 import { createEngine, type Engine } from '../../src/engine/engine.js';
 import type { SlotReport } from '../../src/sync/types.js';
 import { delay } from '../../src/util.js';
+import { type Cluster, type ClusterOptions, startCluster } from '../support/cluster.js';
+import { InvariantChecker } from '../support/invariants.js';
 
 export { InvariantChecker };
 

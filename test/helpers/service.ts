@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
-import type { Cluster } from '../../src/cluster/cluster.js';
 import { loadConfig } from '../../src/config.js';
 import { buildApp } from '../../src/service/app.js';
 import { SlotSyncService } from '../../src/service/service.js';
+import type { Cluster } from '../support/cluster.js';
 import { dropNodeMarkers, holdNextCycle as holdCycleOf } from './harness.js';
 
 export const TOKEN = 'test-token-0123456789abcdef';

@@ -13,9 +13,6 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { MAJORS } from '../../src/cluster/binaries.js';
-import { type Cluster, startCluster } from '../../src/cluster/cluster.js';
-import { InvariantChecker } from '../../src/cluster/invariants.js';
 import type { CyclePoint } from '../../src/engine/apply.js';
 import { runCycle } from '../../src/engine/cycle.js';
 import type { Engine } from '../../src/engine/engine.js';
@@ -28,6 +25,9 @@ import {
   wipeSlots,
   writeRows,
 } from '../helpers/harness.js';
+import { MAJORS } from '../support/binaries.js';
+import { type Cluster, startCluster } from '../support/cluster.js';
+import { InvariantChecker } from '../support/invariants.js';
 
 const SLOT = 'crash_a';
 const STAGING = stagingNameOf(SLOT);

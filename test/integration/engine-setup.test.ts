@@ -6,8 +6,6 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { MAJORS } from '../../src/cluster/binaries.js';
-import { unownedCopies } from '../../src/cluster/invariants.js';
 import { runCli, spawnCli } from '../helpers/cli.js';
 import {
   createPrimarySlot,
@@ -17,6 +15,8 @@ import {
   waitFor,
   writeRows,
 } from '../helpers/harness.js';
+import { MAJORS } from '../support/binaries.js';
+import { unownedCopies } from '../support/invariants.js';
 
 const SECRET = 'pw-that-must-not-leak';
 

@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { MAJORS } from '../../src/cluster/binaries.js';
 import { parseLsn } from '../../src/sync/lsn.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import {
@@ -19,6 +18,7 @@ import {
   waitFor,
   writeRows,
 } from '../helpers/harness.js';
+import { MAJORS } from '../support/binaries.js';
 
 for (const major of MAJORS) {
   describe(`sync engine on PostgreSQL ${major}`, () => {

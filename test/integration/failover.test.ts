@@ -10,19 +10,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import request from 'supertest';
-import { MAJORS } from '../../src/cluster/binaries.js';
-import { type Cluster, startCluster } from '../../src/cluster/cluster.js';
+import { stagingNameOf } from '../../src/sync/names.js';
+import { startProcess } from '../helpers/cli.js';
+import { createPrimarySlot, slotRow, waitFor } from '../helpers/harness.js';
+import { type ServiceUnderTest, startService } from '../helpers/service.js';
+import { MAJORS } from '../support/binaries.js';
+import { type Cluster, startCluster } from '../support/cluster.js';
 import {
   countRows,
   pointSubscriptionAt,
   SUBSCRIPTION,
   setupSubscription,
   Writer,
-} from '../../src/cluster/workload.js';
-import { stagingNameOf } from '../../src/sync/names.js';
-import { startProcess } from '../helpers/cli.js';
-import { createPrimarySlot, slotRow, waitFor } from '../helpers/harness.js';
-import { type ServiceUnderTest, startService } from '../helpers/service.js';
+} from '../support/workload.js';
 
 interface SlotsAnswer {
   slots: { name: string; sync_ready: boolean; lag_bytes: number | null }[];

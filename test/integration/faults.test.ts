@@ -7,8 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { MAJORS } from '../../src/cluster/binaries.js';
-import { unownedCopies as unownedCopiesOf } from '../../src/cluster/invariants.js';
 import { SYNC_LOCK_KEY } from '../../src/db/standby.js';
 import type { CycleResult } from '../../src/engine/cycle.js';
 import { stagingNameOf } from '../../src/sync/names.js';
@@ -23,6 +21,8 @@ import {
   writeRows,
 } from '../helpers/harness.js';
 import { TcpProxy } from '../helpers/proxy.js';
+import { MAJORS } from '../support/binaries.js';
+import { unownedCopies as unownedCopiesOf } from '../support/invariants.js';
 
 const STATEMENT_TIMEOUT_MS = 1_500;
 const CONNECT_TIMEOUT_MS = 1_000;

@@ -12,7 +12,6 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { MAJORS } from '../../src/cluster/binaries.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import {
   advancePrimarySlot,
@@ -23,6 +22,7 @@ import {
   wipeSlots,
 } from '../helpers/harness.js';
 import { type ServiceUnderTest, startService, TOKEN } from '../helpers/service.js';
+import { MAJORS } from '../support/binaries.js';
 
 const PASSWORD = 'svc-secret-pw';
 const ROUTES = ['/sync', '/shutdown', '/slots', '/health', '/health/live', '/metrics'];

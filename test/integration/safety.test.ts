@@ -11,8 +11,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { MAJORS } from '../../src/cluster/binaries.js';
-import { STANDBY_SLOT, startCluster } from '../../src/cluster/cluster.js';
 import { runCycle } from '../../src/engine/cycle.js';
 import type { SlotSyncError } from '../../src/errors.js';
 import { stagingNameOf } from '../../src/sync/names.js';
@@ -29,6 +27,8 @@ import {
   waitFor,
   writeRows,
 } from '../helpers/harness.js';
+import { MAJORS } from '../support/binaries.js';
+import { STANDBY_SLOT, startCluster } from '../support/cluster.js';
 
 /** A failover slot made sync-ready (published) by two cycles. */
 async function readyCopy(h: Harness, name: string): Promise<void> {

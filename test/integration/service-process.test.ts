@@ -7,7 +7,6 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { MAJORS } from '../../src/cluster/binaries.js';
 import { runCli, startProcess } from '../helpers/cli.js';
 import {
   createPrimarySlot,
@@ -16,6 +15,7 @@ import {
   waitFor,
   wipeSlots,
 } from '../helpers/harness.js';
+import { MAJORS } from '../support/binaries.js';
 
 const majors = process.env.SLOTSYNC_TEST_MAJORS
   ? MAJORS.filter((m) => process.env.SLOTSYNC_TEST_MAJORS?.includes(String(m)))

@@ -7,7 +7,6 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import request from 'supertest';
-import { MAJORS } from '../../src/cluster/binaries.js';
 import { generateOpenApi } from '../../src/service/openapi.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import {
@@ -19,6 +18,7 @@ import {
   writeRows,
 } from '../helpers/harness.js';
 import { holdNextCycle, type ServiceUnderTest, startService, TOKEN } from '../helpers/service.js';
+import { MAJORS } from '../support/binaries.js';
 
 it('the committed OpenAPI document is what the app generates (npm run openapi)', async () => {
   const committed = await readFile(new URL('../../openapi/openapi.json', import.meta.url), 'utf8');

@@ -16,7 +16,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { MAJORS } from '../../src/cluster/binaries.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import { type Running, startProcess } from '../helpers/cli.js';
 import {
@@ -27,6 +26,7 @@ import {
   waitFor,
   wipeSlots,
 } from '../helpers/harness.js';
+import { MAJORS } from '../support/binaries.js';
 
 const execFileAsync = promisify(execFile);
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { numberOption, option } from '../../src/demo/args.js';
+import { numberOption, option } from '../../scripts/args.js';
 
 describe('demo and bench options', () => {
   afterEach(() => {

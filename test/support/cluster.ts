@@ -10,7 +10,7 @@ import { chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { delay } from '../util.js';
+import { delay } from '../../src/util.js';
 import { binariesFor, type Major } from './binaries.js';
 import { PgServer, type Settings } from './server.js';
 import { serverUser } from './user.js';

@@ -4,21 +4,21 @@
  * a key press (f) or after --failover-after SECONDS. Ctrl-C stops everything it started.
  */
 import { pino } from 'pino';
-import type { Major } from '../cluster/binaries.js';
-import { type Cluster, startCluster } from '../cluster/cluster.js';
+import { loadConfig } from '../../src/config.js';
+import { buildApp } from '../../src/service/app.js';
+import { SlotSyncService } from '../../src/service/service.js';
+import type { SlotView } from '../../src/sync/view.js';
+import { delay } from '../../src/util.js';
+import type { Major } from '../../test/support/binaries.js';
+import { type Cluster, startCluster } from '../../test/support/cluster.js';
 import {
   countRows,
   pointSubscriptionAt,
   SUBSCRIPTION,
   setupSubscription,
   Writer,
-} from '../cluster/workload.js';
-import { loadConfig } from '../config.js';
-import { buildApp } from '../service/app.js';
-import { SlotSyncService } from '../service/service.js';
-import type { SlotView } from '../sync/view.js';
-import { delay } from '../util.js';
-import { numberOption, option } from './args.js';
+} from '../../test/support/workload.js';
+import { numberOption, option } from '../args.js';
 
 type Phase = 'syncing' | 'failing over' | 'promoted';
 

@@ -4,7 +4,7 @@
  * subscriber, and one row per transaction written with increasing ids.
  */
 import pg from 'pg';
-import { delay } from '../util.js';
+import { delay } from '../../src/util.js';
 import type { PgServer } from './server.js';
 
 export const PUBLICATION = 'slotsync_pub';

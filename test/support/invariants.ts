@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { formatLsn, type Lsn, parseLsn, transactionIdPrecedes } from '../sync/lsn.js';
+import { formatLsn, type Lsn, parseLsn, transactionIdPrecedes } from '../../src/sync/lsn.js';
 import type { Cluster } from './cluster.js';
 
 interface Seen {

