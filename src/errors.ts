@@ -16,7 +16,17 @@ export type ErrorCode =
   | 'SLOTSYNC_NODE_MISMATCH'
   | 'SLOTSYNC_WRONG_PRIMARY'
   | 'SLOTSYNC_LOCK_LOST'
-  | 'SLOTSYNC_CYCLE';
+  | 'SLOTSYNC_SHUTDOWN_DROP'
+  /** A server answered something PostgreSQL never answers (no row, an LSN that is not one). */
+  | 'SLOTSYNC_BAD_ANSWER'
+  | 'SLOTSYNC_CYCLE'
+  // Raised by the HTTP layer only.
+  | 'SLOTSYNC_BAD_REQUEST'
+  | 'SLOTSYNC_UNAUTHORIZED'
+  | 'SLOTSYNC_FORBIDDEN'
+  | 'SLOTSYNC_NOT_FOUND'
+  | 'SLOTSYNC_RATE_LIMITED'
+  | 'SLOTSYNC_INTERNAL';
 
 export class SlotSyncError extends Error {
   readonly code: ErrorCode;
@@ -28,6 +38,11 @@ export class SlotSyncError extends Error {
     this.code = code;
     this.hint = options?.hint;
   }
+}
+
+/** A server answered no row where PostgreSQL always answers one. */
+export function noRowError(server: 'primary' | 'standby'): SlotSyncError {
+  return new SlotSyncError('SLOTSYNC_BAD_ANSWER', `the ${server} answered no row`);
 }
 
 export function setupError(message: string, hint?: string): SlotSyncError {

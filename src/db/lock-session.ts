@@ -5,7 +5,7 @@
  * the lock on the server; the next cycle opens a new one.
  */
 import type pg from 'pg';
-import { createClient, type PoolOptions } from './pools.js';
+import { APPLICATION_NAME, createClient, type PoolOptions } from './pools.js';
 import { lockAndReadStandby, type StandbyState, unlockSync } from './standby.js';
 
 export class LockSession {
@@ -19,7 +19,7 @@ export class LockSession {
   async #connection(): Promise<pg.Client> {
     if (this.#client) return this.#client;
     if (!this.#connecting) {
-      const client = createClient(this.options, 'slotsync-lock');
+      const client = createClient(this.options, APPLICATION_NAME.lock);
       client.on('error', () => this.#discard(client));
       client.on('end', () => this.#discard(client));
       this.#connecting = client

@@ -7,6 +7,16 @@ import { parseIntoClientConfig } from 'pg-connection-string';
 import type { Logger } from 'pino';
 import { redactSecrets } from '../redact.js';
 
+/**
+ * application_name of slotsync's sessions, by what they do: pg_stat_activity tells them
+ * apart (a restarted process ends the creations and advances a dead one left running).
+ */
+export const APPLICATION_NAME = {
+  primary: 'slotsync-primary',
+  standby: 'slotsync-standby',
+  lock: 'slotsync-lock',
+} as const;
+
 export interface PoolOptions {
   url: string;
   /**
@@ -56,7 +66,7 @@ export function createClient(options: PoolOptions, applicationName: string): pg.
 
 export function createPool(options: PoolOptions): pg.Pool {
   const pool = new pg.Pool({
-    ...connectionConfig(options, `slotsync-${options.role}`),
+    ...connectionConfig(options, APPLICATION_NAME[options.role]),
     max: options.max,
     idleTimeoutMillis: 30_000,
   });

@@ -1,5 +1,6 @@
 /** Statements run on the primary: one function each, typed results. */
 import type pg from 'pg';
+import { noRowError } from '../errors.js';
 import type { RemoteSlot } from '../sync/types.js';
 import { arraysOf, digestOf, REMOTE_COLUMNS, toRemoteSlot } from './rows.js';
 
@@ -71,7 +72,7 @@ export async function readPrimary(
     values: [primarySlotName, knownFingerprint],
   });
   const row = result.rows[0];
-  if (row === undefined) throw new Error('the primary answered no row');
+  if (row === undefined) throw noRowError('primary');
   return {
     inRecovery: row.in_recovery,
     versionNum: row.version_num,
@@ -126,7 +127,7 @@ export async function probePrimary(pool: pg.Pool, primarySlotName: string): Prom
     [primarySlotName],
   );
   const row = result.rows[0];
-  if (row === undefined) throw new Error('the primary answered no row');
+  if (row === undefined) throw noRowError('primary');
   return {
     inRecovery: row.in_recovery,
     versionNum: row.version_num,

@@ -1,9 +1,10 @@
 /** Statements run on the standby: one function each, typed results. */
 import type pg from 'pg';
-import { SlotSyncError } from '../errors.js';
+import { noRowError, SlotSyncError } from '../errors.js';
 import { formatLsn, type Lsn, parseLsn } from '../sync/lsn.js';
 import type { LocalSlot } from '../sync/types.js';
 import type { StandbyFacts } from '../sync/validate.js';
+import { APPLICATION_NAME } from './pools.js';
 import { arraysOf, digestOf, LOCAL_COLUMNS, toLocalSlot } from './rows.js';
 
 /** Session advisory lock key shared by every slotsync process syncing one standby. */
@@ -82,12 +83,17 @@ const SETTINGS = `
        (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()) AS timeline,
        pg_catalog.pg_backend_pid() AS pid`;
 
-const ORPHANED = `(SELECT count(*)::int FROM pg_catalog.pg_stat_activity
-         WHERE application_name = 'slotsync-standby' AND state = 'active'
+/**
+ * Creations and advances a slotsync process left running on the standby (it died, its
+ * statements did not): slotsync's standby sessions other than this one, busy with either.
+ */
+const ORPHANED_WHERE = `application_name = '${APPLICATION_NAME.standby}' AND state = 'active'
            AND pid <> pg_catalog.pg_backend_pid()
            AND (query LIKE '%pg_create_logical_replication_slot%'
                 OR query LIKE '%pg_replication_slot_advance%')
-           AND query NOT LIKE '%pg_stat_activity%')`;
+           AND query NOT LIKE '%pg_stat_activity%'`;
+
+const ORPHANED = `(SELECT count(*)::int FROM pg_catalog.pg_stat_activity WHERE ${ORPHANED_WHERE})`;
 
 const SLOTS = `SELECT ${LOCAL_COLUMNS} FROM pg_catalog.pg_replication_slots`;
 
@@ -143,7 +149,7 @@ export async function lockAndReadStandby(
     values: [SYNC_LOCK_KEY.toString(), knownFingerprint, knownFingerprint === null],
   });
   const row = result.rows[0];
-  if (row === undefined) throw new Error('the standby answered no row');
+  if (row === undefined) throw noRowError('standby');
   return toStandbyState(row);
 }
 
@@ -153,7 +159,7 @@ export async function readStandby(
 ): Promise<StandbyState & { slots: LocalSlot[] }> {
   const result = await pool.query<StandbyRow>(READ);
   const row = result.rows[0];
-  if (row === undefined) throw new Error('the standby answered no row');
+  if (row === undefined) throw noRowError('standby');
   const state = toStandbyState(row);
   return { ...state, slots: state.slots ?? [] };
 }
@@ -259,13 +265,7 @@ function lsnOrLockLost(text: string | null | undefined): Lsn {
 export async function terminateOrphanedStatements(pool: pg.Pool | pg.PoolClient): Promise<number> {
   const result = await pool.query<{ n: number }>(
     `SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid, 5000))::int AS n
-       FROM pg_catalog.pg_stat_activity
-      WHERE application_name = 'slotsync-standby'
-        AND pid <> pg_catalog.pg_backend_pid()
-        AND state = 'active'
-        AND (query LIKE '%pg_create_logical_replication_slot%'
-             OR query LIKE '%pg_replication_slot_advance%')
-        AND query NOT LIKE '%pg_stat_activity%'`,
+       FROM pg_catalog.pg_stat_activity WHERE ${ORPHANED_WHERE}`,
   );
   return result.rows[0]?.n ?? 0;
 }
@@ -285,6 +285,6 @@ export async function probeStandby(pool: pg.Pool): Promise<StandbyProbe> {
               WHERE rolname = current_user) AS can_manage_slots`,
   );
   const row = result.rows[0];
-  if (row === undefined) throw new Error('the standby answered no row');
+  if (row === undefined) throw noRowError('standby');
   return { ...toStandbyState(row), canManageSlots: row.can_manage_slots };
 }

@@ -4,7 +4,7 @@
  */
 import { type PrimaryProbe, probePrimary } from '../db/primary.js';
 import { probeStandby, type StandbyProbe } from '../db/standby.js';
-import { messageOf } from '../errors.js';
+import { messageOf, SlotSyncError } from '../errors.js';
 import { redactSecrets } from '../redact.js';
 import { formatLsn } from '../sync/lsn.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
@@ -26,7 +26,13 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new Error(`${what} did not answer within ${PROBE_TIMEOUT_MS} ms`)),
+      () =>
+        reject(
+          new SlotSyncError(
+            'SLOTSYNC_UNREACHABLE',
+            `${what} did not answer within ${PROBE_TIMEOUT_MS} ms`,
+          ),
+        ),
       PROBE_TIMEOUT_MS,
     );
   });
@@ -96,8 +102,8 @@ export async function checkHealth(service: SlotSyncService): Promise<HealthRepor
     checks.settings = { status: 'fail', detail: 'cannot be checked while a server is unreachable' };
   }
 
-  const state = service.context.workerState;
-  const detail = service.context.workerDetail;
+  const state = service.worker.state;
+  const detail = service.worker.detail;
   checks.worker =
     state === 'running'
       ? { status: 'pass', detail: `running, naptime ${service.worker.naptimeMs} ms` }

@@ -1,4 +1,6 @@
 /** A FIFO async mutex with bounded waiting. */
+import { SlotSyncError } from '../errors.js';
+
 export class Mutex {
   #locked = false;
   readonly #waiters: Array<() => void> = [];
@@ -24,7 +26,11 @@ export class Mutex {
         timer = setTimeout(() => {
           const index = this.#waiters.indexOf(grant);
           if (index >= 0) this.#waiters.splice(index, 1);
-          reject(onTimeout ? onTimeout() : new Error('timed out waiting for the lock'));
+          reject(
+            onTimeout
+              ? onTimeout()
+              : new SlotSyncError('SLOTSYNC_LOCK_TIMEOUT', 'timed out waiting for the lock'),
+          );
         }, timeoutMs);
       }
     });

@@ -5,13 +5,17 @@
  * 32 bits). It is held as a bigint so that positions past 4 GiB compare correctly.
  */
 
+import { SlotSyncError } from '../errors.js';
+
 export type Lsn = bigint;
 
 const UINT32 = 0xffffffffn;
 const LSN_PATTERN = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
 
-export class LsnParseError extends Error {
-  readonly code = 'SLOTSYNC_BAD_LSN';
+export class LsnParseError extends SlotSyncError {
+  constructor(message: string) {
+    super('SLOTSYNC_BAD_ANSWER', message);
+  }
 }
 
 /** Parses `16/B374D848`; null stays null (an invalidated or ephemeral slot's LSN). */

@@ -21,7 +21,15 @@ const STATUS: Record<ErrorCode, number> = {
   SLOTSYNC_NODE_MISMATCH: 503,
   SLOTSYNC_WRONG_PRIMARY: 503,
   SLOTSYNC_LOCK_LOST: 503,
+  SLOTSYNC_SHUTDOWN_DROP: 503,
+  SLOTSYNC_BAD_ANSWER: 502,
   SLOTSYNC_CYCLE: 500,
+  SLOTSYNC_BAD_REQUEST: 400,
+  SLOTSYNC_UNAUTHORIZED: 401,
+  SLOTSYNC_FORBIDDEN: 403,
+  SLOTSYNC_NOT_FOUND: 404,
+  SLOTSYNC_RATE_LIMITED: 429,
+  SLOTSYNC_INTERNAL: 500,
 };
 
 const TITLES: Record<number, string> = {
@@ -36,12 +44,14 @@ const TITLES: Record<number, string> = {
   415: 'Unsupported Media Type',
   429: 'Too Many Requests',
   500: 'Internal Server Error',
+  502: 'Bad Gateway',
   503: 'Service Unavailable',
 };
 
 export interface ProblemInput {
   status: number;
-  code: string;
+  /** One of ErrorCode, or a 4xx code of fastify's own (FST_ERR_…) passed through. */
+  code: ErrorCode | `FST_${string}`;
   detail: string;
   hint?: string | undefined;
 }
@@ -85,7 +95,9 @@ export default fp(
       if (typeof status === 'number' && status >= 400 && status < 500) {
         return sendProblem(reply, {
           status,
-          code: fastifyError.code ?? 'SLOTSYNC_BAD_REQUEST',
+          code: fastifyError.code?.startsWith('FST_')
+            ? (fastifyError.code as `FST_${string}`)
+            : 'SLOTSYNC_BAD_REQUEST',
           detail: error.message,
         });
       }
