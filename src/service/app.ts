@@ -1,9 +1,11 @@
 /**
- * The HTTP app, a plain Fastify plugin a test can build and close; the process entry
- * (server.ts) owns listening, signals and graceful close.
+ * The HTTP app, built around one SlotSyncService it owns: `app.close()` closes the service
+ * too (the `slotsync-service` plugin's onClose), so a test or the process entry (server.ts,
+ * which owns listening and signals) closes one thing.
  */
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
 import type { Logger } from 'pino';
 import auth from './plugins/auth.js';
 import errors from './plugins/errors.js';
@@ -31,6 +33,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
     return503OnClosing: true,
   });
+  await app.register(
+    fp(
+      async (instance) => {
+        // After the HTTP server stopped taking requests: the in-flight cycle ends, then pools.
+        instance.addHook('onClose', async () => {
+          await service.close();
+        });
+      },
+      { name: 'slotsync-service' },
+    ),
+  );
   app.addSchema(Problem);
   // Bodies are JSON or nothing: anything else is 415, not a string validated as an object.
   app.removeContentTypeParser('text/plain');

@@ -14,14 +14,14 @@ import type { SlotView } from '../sync/view.js';
 import type { Metrics } from './metrics.js';
 import { Mutex } from './mutex.js';
 
+/** What started a cycle (a metric label). */
 export type Trigger = 'worker' | 'api' | 'shutdown';
-export type WorkerState =
-  | 'running'
-  | 'disabled'
-  | 'stopped'
-  | 'stopped_promoted'
-  | 'stopped_shutdown'
-  | 'restarting';
+/**
+ * Who holds the sync lock: a cycle, or the service swapping its engine (reload) or waiting
+ * for the last cycle before it closes. Once promotion has started (POST /shutdown) only
+ * worker and API cycles are refused.
+ */
+export type LockHolder = Trigger | 'reload' | 'close';
 
 export interface Snapshot {
   /** The last cycle that completed (its views are what GET /slots shows). */
@@ -51,8 +51,6 @@ export class SyncContext {
   #syncing = false;
   #inFlight = 0;
   #maxInFlight = 0;
-  workerState: WorkerState = 'stopped';
-  workerDetail: string | undefined;
   #snapshot: Snapshot = {
     lastResult: undefined,
     lastResultAt: undefined,
@@ -101,12 +99,18 @@ export class SyncContext {
 
   /** check_and_set_sync_info() + synchronize_slots() + reset_syncing_flag(). */
   async sync(options: SyncOptions): Promise<CycleResult> {
-    return this.withSyncLock(options, () => this.#runCycle(options.trigger));
+    return this.withSyncLock({ ...options, holder: options.trigger }, () =>
+      this.#runCycle(options.trigger),
+    );
   }
 
   /** Runs `fn` as the only sync in this process; refuses once promotion has started. */
-  async withSyncLock<T>(options: SyncOptions, fn: () => Promise<T>): Promise<T> {
-    if (this.#stopSignaled && options.trigger !== 'shutdown') {
+  async withSyncLock<T>(
+    options: Omit<SyncOptions, 'trigger'> & { holder: LockHolder },
+    fn: () => Promise<T>,
+  ): Promise<T> {
+    const refusedAfterStop = options.holder === 'worker' || options.holder === 'api';
+    if (this.#stopSignaled && refusedAfterStop) {
       throw new SlotSyncError('SLOTSYNC_PROMOTION', PROMOTION_MESSAGE);
     }
     if (options.nowait && this.#mutex.locked) {
@@ -123,7 +127,7 @@ export class SyncContext {
     );
     this.#metrics.lockWait.observe((performance.now() - waitStarted) / 1000);
     try {
-      if (this.#stopSignaled && options.trigger !== 'shutdown') {
+      if (this.#stopSignaled && refusedAfterStop) {
         throw new SlotSyncError('SLOTSYNC_PROMOTION', PROMOTION_MESSAGE);
       }
       this.#syncing = true;

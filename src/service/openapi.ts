@@ -22,8 +22,7 @@ export async function generateOpenApi(): Promise<string> {
     await app.ready();
     return `${JSON.stringify(app.swagger(), null, 2)}\n`;
   } finally {
-    await app.close();
-    await service.close();
+    await app.close(); // closes the service too
     await rm(stateDir, { recursive: true, force: true });
   }
 }

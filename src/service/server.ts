@@ -7,11 +7,17 @@ import { readFileSync } from 'node:fs';
 import closeWithGrace from 'close-with-grace';
 import { type Config, configError, loadConfig, readEnvironment } from '../config.js';
 import { messageOf } from '../errors.js';
-import { createLogger } from '../logger.js';
+import { createLogger, STDOUT } from '../logger.js';
 import { redactSecrets, redactUrl } from '../redact.js';
 import { buildApp } from './app.js';
 import { isLoopback } from './plugins/auth.js';
 import { SlotSyncService } from './service.js';
+
+/**
+ * How long a graceful stop may take beyond one statement's timeout (the in-flight cycle's
+ * last statement, then closing HTTP and the pools) before a second signal is not needed.
+ */
+const CLOSE_MARGIN_MS = 10_000;
 
 export async function serve(config: Config): Promise<void> {
   if (!config.apiToken && !isLoopback(config.host)) {
@@ -20,13 +26,13 @@ export async function serve(config: Config): Promise<void> {
       `is required when SLOTSYNC_HOST (${config.host}) is not a loopback address`,
     );
   }
-  const logger = createLogger(config.logLevel, 1);
+  const logger = createLogger(config.logLevel, STDOUT);
   const service = await SlotSyncService.create(config, logger);
   const app = await buildApp({ service });
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
-    await service.close();
+    await app.close();
     if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       throw configError('SLOTSYNC_PORT', `${config.port} on ${config.host} is already in use`);
     }
@@ -62,13 +68,12 @@ export async function serve(config: Config): Promise<void> {
 
   // SIGHUP reloads the configuration (above); close-with-grace would otherwise close on it.
   closeWithGrace(
-    { delay: config.statementTimeoutMs + 10_000, skip: ['SIGHUP'] },
+    { delay: config.statementTimeoutMs + CLOSE_MARGIN_MS, skip: ['SIGHUP'] },
     async ({ signal, err }) => {
       if (err) logger.error({ err: messageOf(err) }, 'stopping after an error');
       logger.info({ signal }, 'stopping: finishing the in-flight cycle');
       await service.worker.stop();
-      await app.close();
-      await service.close();
+      await app.close(); // closes the service too
       logger.info('stopped');
     },
   );

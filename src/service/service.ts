@@ -33,6 +33,7 @@ export class SlotSyncService {
   readonly logger: Logger;
   readonly startedAt = Date.now();
   #config: Config;
+  #closing: Promise<void> | undefined;
   #shutdown: Promise<ShutdownResult> | undefined;
 
   static async create(
@@ -49,8 +50,10 @@ export class SlotSyncService {
     this.logger = logger;
     this.metrics = metrics;
     this.context = new SyncContext(engine, metrics, logger.child({ component: 'context' }));
-    this.worker = new Worker(this.context, metrics, logger.child({ component: 'worker' }), config);
-    this.context.workerState = config.worker ? 'stopped' : 'disabled';
+    this.worker = new Worker(this.context, metrics, logger.child({ component: 'worker' }), {
+      ...config,
+      enabled: config.worker,
+    });
   }
 
   get config(): Config {
@@ -111,7 +114,7 @@ export class SlotSyncService {
 
   async #swapEngine(config: Config): Promise<void> {
     const engine = await createEngine(config, this.logger);
-    await this.context.withSyncLock({ trigger: 'shutdown', waitMs: Number.POSITIVE_INFINITY }, () =>
+    await this.context.withSyncLock({ holder: 'reload', waitMs: Number.POSITIVE_INFINITY }, () =>
       this.context.replaceEngine(engine),
     );
   }
@@ -145,9 +148,8 @@ export class SlotSyncService {
     }
     this.context.signalStop();
     await this.worker.stop('stopped_shutdown');
-    this.context.workerState = 'stopped_shutdown';
     const { slots, dropped } = await this.context.withSyncLock(
-      { trigger: 'shutdown', waitMs: Number.POSITIVE_INFINITY },
+      { holder: 'shutdown', waitMs: Number.POSITIVE_INFINITY },
       () => this.#dropNotReady(),
     );
     this.logger.info({ dropped }, 'slot synchronization stopped for promotion');
@@ -190,7 +192,7 @@ export class SlotSyncService {
     );
     if (cleanup.failed.length > 0) {
       throw new SlotSyncError(
-        'SLOTSYNC_CYCLE',
+        'SLOTSYNC_SHUTDOWN_DROP',
         `could not drop copies that are not sync-ready: ${cleanup.failed.map((f) => `${f.slot}: ${f.error}`).join('; ')}`,
       );
     }
@@ -201,13 +203,19 @@ export class SlotSyncService {
     return { slots, dropped: cleanup.dropped };
   }
 
-  /** Graceful stop: the worker first (finishing its cycle), then the pools. */
-  async close(): Promise<void> {
-    await this.worker.stop();
-    await this.context.withSyncLock(
-      { trigger: 'shutdown', waitMs: Number.POSITIVE_INFINITY },
-      async () => undefined,
-    );
-    await this.context.engine.close();
+  /**
+   * Graceful stop: the worker first (finishing its cycle), then the pools. Idempotent: the
+   * app's onClose hook (app.ts) and a caller may both ask.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.worker.stop();
+      await this.context.withSyncLock(
+        { holder: 'close', waitMs: Number.POSITIVE_INFINITY },
+        async () => undefined,
+      );
+      await this.context.engine.close();
+    })();
+    return this.#closing;
   }
 }

@@ -12,6 +12,14 @@ import type { SyncContext } from './context.js';
 import type { Metrics } from './metrics.js';
 import { nextNaptime } from './naptime.js';
 
+export type WorkerState =
+  | 'running'
+  | 'disabled'
+  | 'stopped'
+  | 'stopped_promoted'
+  | 'stopped_shutdown'
+  | 'restarting';
+
 export interface WorkerOptions {
   naptimeMinMs: number;
   naptimeMaxMs: number;
@@ -21,6 +29,9 @@ export interface WorkerOptions {
 
 export class Worker {
   #options: WorkerOptions;
+  #state: WorkerState;
+  /** Why the worker is restarting or stopped for good (health). */
+  #detail: string | undefined;
   #abort: AbortController | undefined;
   #loop: Promise<void> | undefined;
   #naptime: number;
@@ -29,10 +40,19 @@ export class Worker {
     private readonly context: SyncContext,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
-    options: WorkerOptions,
+    options: WorkerOptions & { enabled: boolean },
   ) {
     this.#options = options;
+    this.#state = options.enabled ? 'stopped' : 'disabled';
     this.#naptime = options.naptimeMinMs;
+  }
+
+  get state(): WorkerState {
+    return this.#state;
+  }
+
+  get detail(): string | undefined {
+    return this.#detail;
   }
 
   get running(): boolean {
@@ -52,8 +72,8 @@ export class Worker {
     if (this.#loop || this.context.stopSignaled) return;
     this.#abort = new AbortController();
     this.#naptime = this.#options.naptimeMinMs;
-    this.context.workerState = 'running';
-    this.context.workerDetail = undefined;
+    this.#state = 'running';
+    this.#detail = undefined;
     this.metrics.workerRunning.set(1);
     this.logger.info('slot sync worker started');
     const signal = this.#abort.signal;
@@ -68,7 +88,8 @@ export class Worker {
     this.#abort?.abort();
     await this.#loop;
     this.#abort = undefined;
-    if (this.context.workerState !== 'stopped_promoted') this.context.workerState = state;
+    // A worker that saw the promotion says so, until POST /shutdown takes over.
+    if (state === 'stopped_shutdown' || this.#state !== 'stopped_promoted') this.#state = state;
   }
 
   /**
@@ -113,8 +134,8 @@ export class Worker {
           this.#options.naptimeMaxMs,
         );
         this.metrics.naptime.set(this.#naptime / 1000);
-        if (this.context.workerState === 'restarting') this.context.workerState = 'running';
-        this.context.workerDetail = undefined;
+        if (this.#state === 'restarting') this.#state = 'running';
+        this.#detail = undefined;
         // The standby replays within milliseconds: retry at the poll interval, not a naptime.
         const nap =
           result.waitingForReplay > 0 && this.#options.changePollMs > 0
@@ -127,22 +148,22 @@ export class Worker {
         if (signal.aborted) return;
         const code = error instanceof SlotSyncError ? error.code : undefined;
         if (code === 'SLOTSYNC_PROMOTION') {
-          this.context.workerState = 'stopped_shutdown';
+          this.#state = 'stopped_shutdown';
           return;
         }
         if (code === 'SLOTSYNC_STANDBY_NOT_IN_RECOVERY') {
           // The standby was promoted underneath us: stop, touch nothing on the new primary.
           const dropped = this.context.snapshot.promotion?.dropped ?? [];
-          this.context.workerState = 'stopped_promoted';
-          this.context.workerDetail = `the standby is no longer in recovery (promoted); the worker stopped and will not sync again; staging slots dropped: ${dropped.length === 0 ? 'none' : dropped.join(', ')}`;
+          this.#state = 'stopped_promoted';
+          this.#detail = `the standby is no longer in recovery (promoted); the worker stopped and will not sync again; staging slots dropped: ${dropped.length === 0 ? 'none' : dropped.join(', ')}`;
           this.logger.warn(
             { dropped },
             'standby is no longer in recovery: slot sync worker stopped',
           );
           return;
         }
-        this.context.workerState = 'restarting';
-        this.context.workerDetail = messageOf(error);
+        this.#state = 'restarting';
+        this.#detail = messageOf(error);
         this.metrics.workerRestarts.inc({ reason: 'error' });
         this.#naptime = this.#options.naptimeMinMs;
         this.logger.warn(
