@@ -2,7 +2,7 @@
  * One configuration schema gives both validation and the TypeScript type. A bad value stops
  * the start with a message naming the variable (passwords redacted).
  */
-import { type Static, Type } from '@sinclair/typebox';
+import { type Static, type TProperties, type TSchema, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { SlotSyncError } from './errors.js';
 import { redactUrl } from './redact.js';
@@ -10,82 +10,152 @@ import { redactUrl } from './redact.js';
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
 
-export const EnvSchema = Type.Object({
-  SLOTSYNC_PRIMARY_URL: Type.String({
-    description: 'postgres URL of the primary; must include the database',
-  }),
-  SLOTSYNC_STANDBY_URL: Type.String({ description: 'postgres URL of the standby' }),
-  SLOTSYNC_HOST: Type.String({ default: '127.0.0.1', description: 'where the API listens' }),
-  SLOTSYNC_PORT: Int(0, 65535, 8432, 'API port'),
-  SLOTSYNC_STATE_DIR: Type.String({ default: './.slotsync', description: 'registry folder' }),
-  SLOTSYNC_RESET_STATE: Type.Union([Type.Literal('on'), Type.Literal('off')], {
-    default: 'off',
-    description:
-      'on: a state folder that describes another standby is moved aside instead of refusing the start',
-  }),
-  SLOTSYNC_WORKER: Type.Union([Type.Literal('on'), Type.Literal('off')], {
-    default: 'on',
-    description: 'run the background worker',
-  }),
-  SLOTSYNC_API_TOKEN: Type.Optional(
-    Type.String({ minLength: 16, description: 'bearer token required on POST routes' }),
-  ),
-  SLOTSYNC_NAPTIME_MIN_MS: Int(10, 3_600_000, 200, 'worker naptime after a change'),
-  SLOTSYNC_NAPTIME_MAX_MS: Int(10, 3_600_000, 30_000, 'longest worker naptime while idle'),
-  SLOTSYNC_CHANGE_POLL_MS: Int(
-    0,
-    3_600_000,
-    200,
-    'while the worker naps, how often it checks the primary for a slot change (0: never)',
-  ),
-  SLOTSYNC_RESTART_INTERVAL_MS: Int(0, 3_600_000, 10_000, 'wait after a failed cycle'),
-  SLOTSYNC_SYNC_RATE: Int(
-    0,
-    100_000,
-    5,
-    'POST /sync allowed per client and second, bursts of twice that (0: unlimited)',
-  ),
-  SLOTSYNC_SYNC_WAIT_MS: Int(0, 600_000, 30_000, 'how long POST /sync waits for a cycle'),
-  SLOTSYNC_STATEMENT_TIMEOUT_MS: Int(100, 600_000, 30_000, 'timeout of every statement'),
-  SLOTSYNC_CREATE_TIMEOUT_MS: Int(100, 600_000, 60_000, 'timeout of one copy creation'),
-  SLOTSYNC_CONNECT_TIMEOUT_MS: Int(100, 600_000, 5_000, 'timeout of one connection attempt'),
-  SLOTSYNC_CONCURRENCY: Int(1, 64, 8, 'standby connections used to create and advance copies'),
-  SLOTSYNC_ENV_FILE: Type.Optional(
-    Type.String({
-      description: 'file of KEY=VALUE lines overlaid on the environment, re-read on SIGHUP',
-    }),
-  ),
-  SLOTSYNC_LOG_LEVEL: Type.Union(
-    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
-      Type.Literal(level),
-    ),
-    { default: 'info', description: 'pino log level' },
-  ),
-});
+const OnOff = (def: 'on' | 'off', description: string) =>
+  Type.Union([Type.Literal('on'), Type.Literal('off')], { default: def, description });
 
-type Env = Static<typeof EnvSchema>;
-
-export interface Config {
-  primaryUrl: string;
-  standbyUrl: string;
-  host: string;
-  port: number;
-  stateDir: string;
-  resetState: boolean;
-  worker: boolean;
-  apiToken: string | undefined;
-  naptimeMinMs: number;
-  naptimeMaxMs: number;
-  restartIntervalMs: number;
-  changePollMs: number;
-  syncWaitMs: number;
-  syncRatePerSecond: number;
-  statementTimeoutMs: number;
-  createTimeoutMs: number;
-  connectTimeoutMs: number;
-  concurrency: number;
-  logLevel: string;
+/** One environment variable: its name, its schema, and how its value becomes the field. */
+interface Variable<S extends TSchema, T> {
+  env: `SLOTSYNC_${string}`;
+  schema: S;
+  map: (value: Static<S>) => T;
 }
+
+function variable<S extends TSchema>(env: `SLOTSYNC_${string}`, schema: S): Variable<S, Static<S>>;
+function variable<S extends TSchema, T>(
+  env: `SLOTSYNC_${string}`,
+  schema: S,
+  map: (value: Static<S>) => T,
+): Variable<S, T>;
+function variable<S extends TSchema, T>(
+  env: `SLOTSYNC_${string}`,
+  schema: S,
+  map?: (value: Static<S>) => T,
+): Variable<S, T | Static<S>> {
+  return { env, schema, map: map ?? ((value) => value) };
+}
+
+const on = (value: 'on' | 'off') => value === 'on';
+/** Static<> of an optional property outside its object drops `undefined`: put it back. */
+const optional = (value: string | undefined) => value;
+
+/**
+ * Every setting, declared once: the configuration's fields, their variables, validation
+ * and defaults all follow from this table.
+ */
+const VARIABLES = {
+  primaryUrl: variable(
+    'SLOTSYNC_PRIMARY_URL',
+    Type.String({ description: 'postgres URL of the primary; must include the database' }),
+  ),
+  standbyUrl: variable(
+    'SLOTSYNC_STANDBY_URL',
+    Type.String({ description: 'postgres URL of the standby' }),
+  ),
+  host: variable(
+    'SLOTSYNC_HOST',
+    Type.String({ default: '127.0.0.1', description: 'where the API listens' }),
+  ),
+  port: variable('SLOTSYNC_PORT', Int(0, 65535, 8432, 'API port')),
+  stateDir: variable(
+    'SLOTSYNC_STATE_DIR',
+    Type.String({ default: './.slotsync', description: 'registry folder' }),
+  ),
+  resetState: variable(
+    'SLOTSYNC_RESET_STATE',
+    OnOff(
+      'off',
+      'on: a state folder that describes another standby is moved aside instead of refusing the start',
+    ),
+    on,
+  ),
+  worker: variable('SLOTSYNC_WORKER', OnOff('on', 'run the background worker'), on),
+  apiToken: variable(
+    'SLOTSYNC_API_TOKEN',
+    Type.Optional(
+      Type.String({ minLength: 16, description: 'bearer token required on POST routes' }),
+    ),
+    optional,
+  ),
+  naptimeMinMs: variable(
+    'SLOTSYNC_NAPTIME_MIN_MS',
+    Int(10, 3_600_000, 200, 'worker naptime after a change'),
+  ),
+  naptimeMaxMs: variable(
+    'SLOTSYNC_NAPTIME_MAX_MS',
+    Int(10, 3_600_000, 30_000, 'longest worker naptime while idle'),
+  ),
+  changePollMs: variable(
+    'SLOTSYNC_CHANGE_POLL_MS',
+    Int(
+      0,
+      3_600_000,
+      200,
+      'while the worker naps, how often it checks the primary for a slot change (0: never)',
+    ),
+  ),
+  restartIntervalMs: variable(
+    'SLOTSYNC_RESTART_INTERVAL_MS',
+    Int(0, 3_600_000, 10_000, 'wait after a failed cycle'),
+  ),
+  syncRatePerSecond: variable(
+    'SLOTSYNC_SYNC_RATE',
+    Int(
+      0,
+      100_000,
+      5,
+      'POST /sync allowed per client and second, bursts of twice that (0: unlimited)',
+    ),
+  ),
+  syncWaitMs: variable(
+    'SLOTSYNC_SYNC_WAIT_MS',
+    Int(0, 600_000, 30_000, 'how long POST /sync waits for a cycle'),
+  ),
+  statementTimeoutMs: variable(
+    'SLOTSYNC_STATEMENT_TIMEOUT_MS',
+    Int(100, 600_000, 30_000, 'timeout of every statement'),
+  ),
+  createTimeoutMs: variable(
+    'SLOTSYNC_CREATE_TIMEOUT_MS',
+    Int(100, 600_000, 60_000, 'timeout of one copy creation'),
+  ),
+  connectTimeoutMs: variable(
+    'SLOTSYNC_CONNECT_TIMEOUT_MS',
+    Int(100, 600_000, 5_000, 'timeout of one connection attempt'),
+  ),
+  concurrency: variable(
+    'SLOTSYNC_CONCURRENCY',
+    Int(1, 64, 8, 'standby connections used to create and advance copies'),
+  ),
+  envFile: variable(
+    'SLOTSYNC_ENV_FILE',
+    Type.Optional(
+      Type.String({
+        description: 'file of KEY=VALUE lines overlaid on the environment, re-read on SIGHUP',
+      }),
+    ),
+    optional,
+  ),
+  logLevel: variable(
+    'SLOTSYNC_LOG_LEVEL',
+    Type.Union(
+      ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
+        Type.Literal(level),
+      ),
+      { default: 'info', description: 'pino log level' },
+    ),
+    (level) => level as string,
+  ),
+};
+
+type Variables = typeof VARIABLES;
+
+/** The configuration, field by field as VARIABLES maps each variable. */
+export type Config = { [K in keyof Variables]: ReturnType<Variables[K]['map']> };
+
+/** The environment's schema (validation, defaults, the README's table). */
+export const EnvSchema = Type.Object(
+  Object.fromEntries(Object.values(VARIABLES).map((v) => [v.env, v.schema])) as TProperties,
+);
 
 const INTEGER_KEYS = Object.entries(EnvSchema.properties)
   .filter(([, schema]) => (schema as { type?: string }).type === 'integer')
@@ -104,40 +174,25 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       raw[key] = value;
     }
   }
-  const withDefaults = Value.Default(EnvSchema, raw) as Record<string, unknown>;
-  const firstError = Value.Errors(EnvSchema, withDefaults).First();
+  const env = Value.Default(EnvSchema, raw) as Record<string, unknown>;
+  const firstError = Value.Errors(EnvSchema, env).First();
   if (firstError) {
     const key = firstError.path.replace(/^\//, '') || 'configuration';
     const shown = key.endsWith('_URL') || key.endsWith('_TOKEN') ? '' : `: ${firstError.message}`;
     throw configError(key, firstError.value === undefined ? 'is required' : `is invalid${shown}`);
   }
-  const env = withDefaults as Env;
-  checkPostgresUrl('SLOTSYNC_PRIMARY_URL', env.SLOTSYNC_PRIMARY_URL, true);
-  checkPostgresUrl('SLOTSYNC_STANDBY_URL', env.SLOTSYNC_STANDBY_URL, false);
-  if (env.SLOTSYNC_NAPTIME_MIN_MS > env.SLOTSYNC_NAPTIME_MAX_MS) {
+  const config = Object.fromEntries(
+    Object.entries(VARIABLES).map(([field, v]) => [
+      field,
+      (v.map as (value: unknown) => unknown)(env[v.env]),
+    ]),
+  ) as Config;
+  checkPostgresUrl(VARIABLES.primaryUrl.env, config.primaryUrl, true);
+  checkPostgresUrl(VARIABLES.standbyUrl.env, config.standbyUrl, false);
+  if (config.naptimeMinMs > config.naptimeMaxMs) {
     throw configError('SLOTSYNC_NAPTIME_MIN_MS', 'must not exceed SLOTSYNC_NAPTIME_MAX_MS');
   }
-  return {
-    primaryUrl: env.SLOTSYNC_PRIMARY_URL,
-    standbyUrl: env.SLOTSYNC_STANDBY_URL,
-    host: env.SLOTSYNC_HOST,
-    port: env.SLOTSYNC_PORT,
-    stateDir: env.SLOTSYNC_STATE_DIR,
-    resetState: env.SLOTSYNC_RESET_STATE === 'on',
-    worker: env.SLOTSYNC_WORKER === 'on',
-    apiToken: env.SLOTSYNC_API_TOKEN,
-    naptimeMinMs: env.SLOTSYNC_NAPTIME_MIN_MS,
-    naptimeMaxMs: env.SLOTSYNC_NAPTIME_MAX_MS,
-    restartIntervalMs: env.SLOTSYNC_RESTART_INTERVAL_MS,
-    changePollMs: env.SLOTSYNC_CHANGE_POLL_MS,
-    syncWaitMs: env.SLOTSYNC_SYNC_WAIT_MS,
-    syncRatePerSecond: env.SLOTSYNC_SYNC_RATE,
-    statementTimeoutMs: env.SLOTSYNC_STATEMENT_TIMEOUT_MS,
-    createTimeoutMs: env.SLOTSYNC_CREATE_TIMEOUT_MS,
-    connectTimeoutMs: env.SLOTSYNC_CONNECT_TIMEOUT_MS,
-    concurrency: env.SLOTSYNC_CONCURRENCY,
-    logLevel: env.SLOTSYNC_LOG_LEVEL,
-  };
+  return config;
 }
 
 export function configError(variable: string, problem: string): SlotSyncError {

@@ -1,7 +1,11 @@
 /** pino JSON logs; components take a child logger. Connection strings are redacted. */
 import { type Logger, pino } from 'pino';
 
-export function createLogger(level = 'info', fd: 1 | 2 = 2): Logger {
+export const STDOUT = 1;
+export const STDERR = 2;
+
+/** The service logs to stdout (`STDOUT`); one-shot commands keep stdout for their answer. */
+export function createLogger(level = 'info', fd: typeof STDOUT | typeof STDERR = STDERR): Logger {
   return pino(
     {
       level,
@@ -19,6 +23,6 @@ export function createLogger(level = 'info', fd: 1 | 2 = 2): Logger {
         censor: '*****',
       },
     },
-    pino.destination({ dest: fd, sync: fd === 2 }),
+    pino.destination({ dest: fd, sync: fd === STDERR }),
   );
 }

@@ -12,6 +12,12 @@ export interface Engine {
   close(): Promise<void>;
 }
 
+/**
+ * Connections to the primary: a cycle reads with one statement, the snapshot pump logs
+ * running-xacts records beside it, the worker polls the slot digest, /health probes.
+ */
+const PRIMARY_CONNECTIONS = 4;
+
 export async function createEngine(config: Config, logger: Logger): Promise<Engine> {
   const registry = await Registry.open(config.stateDir);
   const common = {
@@ -22,7 +28,7 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     ...common,
     url: config.primaryUrl,
     role: 'primary',
-    max: 4,
+    max: PRIMARY_CONNECTIONS,
     logger: logger.child({ component: 'primary-pool' }),
   });
   // Copies are created and advanced in parallel, over a pool per database (a logical slot
