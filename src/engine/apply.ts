@@ -87,7 +87,7 @@ export interface Applied {
 type Kind<K extends Action['kind']> = Extract<Action, { kind: K }>;
 
 /** The cycle's working state: registry entries as they will be written, and reports. */
-class Book {
+export class Book {
   readonly entries: Map<string, RegistryEntry>;
   readonly reports = new Map<string, SlotReport>();
   readonly moved = new Map<string, Lsn>();

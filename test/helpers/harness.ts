@@ -1,17 +1,14 @@
 /** Real PostgreSQL for integration tests: a cluster, the engine wired to it, invariant checks. */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import pg from 'pg';
-import { pino } from 'pino';
-import { loadConfig } from '../../src/config.js';
 import { type CycleResult, type EngineDeps, runCycle } from '../../src/engine/cycle.js';
 import { createEngine, type Engine } from '../../src/engine/engine.js';
 import type { SlotReport } from '../../src/sync/types.js';
 import { delay } from '../../src/util.js';
 import { type Cluster, type ClusterOptions, startCluster } from '../support/cluster.js';
 import { InvariantChecker } from '../support/invariants.js';
+import { tempDir, testConfig, testLogger } from './setup.js';
 
 export { InvariantChecker };
 
@@ -37,20 +34,13 @@ export async function openEngine(
   stateDir: string,
   env: Record<string, string> = {},
 ): Promise<Engine> {
-  const logger = pino({ level: process.env.SLOTSYNC_TEST_LOG ?? 'silent' });
-  const config = loadConfig({
-    SLOTSYNC_PRIMARY_URL: cluster.primary.url('postgres', 'not-a-secret'),
-    SLOTSYNC_STANDBY_URL: cluster.standby.url('postgres', 'not-a-secret'),
-    SLOTSYNC_STATE_DIR: stateDir,
-    SLOTSYNC_CREATE_TIMEOUT_MS: '30000',
-    ...env,
-  });
-  return createEngine(config, logger);
+  const config = testConfig(cluster, stateDir, { SLOTSYNC_CREATE_TIMEOUT_MS: '30000', ...env });
+  return createEngine(config, testLogger());
 }
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const cluster = await startCluster(options);
-  const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-state-'));
+  const stateDir = await tempDir('state');
   const engine = await openEngine(cluster, stateDir, await options.env?.(cluster));
   const deps = engine.deps;
   const invariants = new InvariantChecker(cluster, stateDir);
@@ -181,8 +171,11 @@ export async function replicationCommand(cluster: Cluster, command: string): Pro
   }
 }
 
-/** Drops every logical slot on the primary and lets a cycle drop the copies. */
-export async function resetSlots(h: Harness): Promise<void> {
+/**
+ * Drops every logical slot on the primary and lets a cycle drop the copies: slotsync's own
+ * way back to no copy, within one deployment (same state folder, same node marker).
+ */
+export async function dropRemotesAndSync(h: Harness): Promise<void> {
   await h.cluster.primary.sql(
     `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT active`,
   );
@@ -194,7 +187,7 @@ export async function resetSlots(h: Harness): Promise<void> {
  * Drops every logical slot on both servers, whoever made it, and slotsync's node markers
  * (between service tests: the next test is a new deployment with a new state folder).
  */
-export async function wipeSlots(cluster: Cluster): Promise<void> {
+export async function dropEverySlot(cluster: Cluster): Promise<void> {
   const drop = `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_type = 'logical' AND NOT active`;
   await cluster.primary.sql(drop);
   await cluster.waitForReplay();
@@ -210,5 +203,16 @@ export async function dropNodeMarkers(cluster: Cluster): Promise<void> {
   await cluster.standby.sql(
     `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
       WHERE slot_type = 'physical' AND slot_name LIKE 'slotsync\\_node\\_%' AND NOT active`,
+  );
+}
+
+/** A consumer reads every change `slot` holds and confirms it (test_decoding: one line each). */
+export async function consume(
+  server: Cluster['primary'],
+  slot: string,
+): Promise<{ data: string }[]> {
+  return server.sql<{ data: string }>(
+    'SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL)',
+    [slot],
   );
 }

@@ -9,22 +9,24 @@
  *   the consumer every change after its own position, no more, no less.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { APPLICATION_NAME } from '../../src/db/pools.js';
 import type { CyclePoint } from '../../src/engine/apply.js';
 import { runCycle } from '../../src/engine/cycle.js';
 import type { Engine } from '../../src/engine/engine.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import {
   advancePrimarySlot,
+  consume,
   createPrimarySlot,
+  dropEverySlot,
   openEngine,
   slotRow,
-  wipeSlots,
   writeRows,
 } from '../helpers/harness.js';
+import { tempDir } from '../helpers/setup.js';
 import { MAJORS } from '../support/binaries.js';
 import { type Cluster, startCluster } from '../support/cluster.js';
 import { InvariantChecker } from '../support/invariants.js';
@@ -79,8 +81,8 @@ async function endSessions(cluster: Cluster): Promise<void> {
   for (const server of [cluster.primary, cluster.standby]) {
     if (!server.running) continue;
     await server.sql(
-      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-        WHERE application_name IN ('slotsync-primary', 'slotsync-standby', 'slotsync-lock')`,
+      'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ANY($1)',
+      [Object.values(APPLICATION_NAME)],
     );
   }
 }
@@ -129,8 +131,8 @@ for (const major of MAJORS) {
 
     /** A new deployment: no slot anywhere, a fresh state folder, an engine on it. */
     async function deploy(): Promise<{ stateDir: string; engine: Engine }> {
-      await wipeSlots(cluster);
-      const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-crash-'));
+      await dropEverySlot(cluster);
+      const stateDir = await tempDir('crash');
       cleanups.push(() => rm(stateDir, { recursive: true, force: true }));
       const engine = await openEngine(cluster, stateDir);
       cleanups.push(() => engine.close());
@@ -208,7 +210,7 @@ for (const major of MAJORS) {
     async function setUp(): Promise<{ cluster: Cluster; engine: Engine }> {
       const cluster = await startCluster({ major });
       cleanups.push(() => cluster.stop());
-      const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-promote-'));
+      const stateDir = await tempDir('promote');
       cleanups.push(() => rm(stateDir, { recursive: true, force: true }));
       const engine = await openEngine(cluster, stateDir);
       cleanups.push(() => engine.close());
@@ -251,10 +253,7 @@ for (const major of MAJORS) {
       await writeRows(cluster, 50);
       const consumed = await maxLoadId(cluster);
       // The consumer receives these rows and confirms them.
-      const received = await cluster.primary.sql<{ data: string }>(
-        'SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL)',
-        [SLOT],
-      );
+      const received = await consume(cluster.primary, SLOT);
       assert.equal(insertedIds(received).at(-1), consumed);
       await writeRows(cluster, 50); // committed, not yet received by the consumer
       const written = await maxLoadId(cluster);
@@ -266,10 +265,7 @@ for (const major of MAJORS) {
       hold.resume();
       await cycle;
       assert.deepEqual(await logicalSlots(cluster), [SLOT], 'published; staging slot dropped');
-      const after = await cluster.standby.sql<{ data: string }>(
-        'SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL)',
-        [SLOT],
-      );
+      const after = await consume(cluster.standby, SLOT);
       const expected = Array.from({ length: written - consumed }, (_, i) => consumed + 1 + i);
       assert.deepEqual(insertedIds(after), expected);
       await assert.rejects(runCycle(engine.deps), /can only be synchronized to a standby/);

@@ -8,9 +8,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCli, spawnCli } from '../helpers/cli.js';
 import {
+  consume,
   createPrimarySlot,
+  dropRemotesAndSync,
   type Harness,
-  resetSlots,
   startHarness,
   waitFor,
   writeRows,
@@ -74,7 +75,7 @@ for (const major of MAJORS) {
       ]);
       const registry = JSON.parse(await readFile(join(h.stateDir, 'registry.json'), 'utf8'));
       assert.equal(registry.slots[0].name, 'cli_slot');
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
 
     it('refuses a source that is itself a standby', async () => {
@@ -170,10 +171,7 @@ for (const major of MAJORS) {
       for (const ms of [40, 120, 250, 400]) {
         await writeRows(h.cluster, 50);
         for (const name of names.slice(0, 20)) {
-          await h.cluster.primary.sql(
-            `SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`,
-            [name],
-          );
+          await consume(h.cluster.primary, name);
         }
         await h.cluster.waitForReplay();
         const started = Date.now();
@@ -186,16 +184,12 @@ for (const major of MAJORS) {
       }
       assert.ok(killed >= 3, `${killed} of 5 processes were killed before they finished`);
       // Syncing carries on: every slot becomes sync-ready once its consumer catches up.
-      for (const name of names)
-        await h.cluster.primary.sql(
-          `SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`,
-          [name],
-        );
+      for (const name of names) await consume(h.cluster.primary, name);
       await h.cluster.waitForReplay();
       await h.cycle();
       const final = await h.cycle();
       for (const name of names) assert.equal(h.slot(final, name).state, 'sync_ready', name);
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
   });
 }

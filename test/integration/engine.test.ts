@@ -9,10 +9,11 @@ import { parseLsn } from '../../src/sync/lsn.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import {
   advancePrimarySlot,
+  consume,
   createPrimarySlot,
+  dropRemotesAndSync,
   type Harness,
   replicationCommand,
-  resetSlots,
   slotRow,
   startHarness,
   waitFor,
@@ -77,9 +78,7 @@ for (const major of MAJORS) {
       assert.equal(again.views.find((v) => v.name === 'sub_pgoutput')?.sync_ready, false);
 
       // The consumers catch up on the primary: one decodes, the other is advanced.
-      await h.cluster.primary.sql(
-        `SELECT count(*) FROM pg_logical_slot_get_changes('cdc_test_decoding', NULL, NULL)`,
-      );
+      await consume(h.cluster.primary, 'cdc_test_decoding');
       const target = await advancePrimarySlot(h.cluster, 'sub_pgoutput');
       await h.cluster.waitForReplay();
       const ready = await h.cycle();
@@ -107,16 +106,14 @@ for (const major of MAJORS) {
       assert.equal(idle.report.updated, false);
       assert.ok(idle.report.slots.every((s) => s.action === 'unchanged'));
       await holder.end();
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
 
     it('never moves a copy past pg_last_wal_replay_lsn(), and never backwards', async () => {
       await createPrimarySlot(h.cluster, 'paused', { plugin: 'test_decoding' });
       await h.cluster.waitForReplay();
       await h.cycle();
-      await h.cluster.primary.sql(
-        `SELECT count(*) FROM pg_logical_slot_get_changes('paused', NULL, NULL)`,
-      );
+      await consume(h.cluster.primary, 'paused');
       await h.cluster.waitForReplay();
       assert.equal(h.slot(await h.cycle(), 'paused').state, 'sync_ready');
 
@@ -128,9 +125,7 @@ for (const major of MAJORS) {
         return row?.s === 'paused';
       });
       await writeRows(h.cluster, 200);
-      await h.cluster.primary.sql(
-        `SELECT count(*) FROM pg_logical_slot_get_changes('paused', NULL, NULL)`,
-      );
+      await consume(h.cluster.primary, 'paused');
       const [replay] = await h.cluster.standby.sql<{ lsn: string }>(
         'SELECT pg_last_wal_replay_lsn()::text AS lsn',
       );
@@ -154,7 +149,7 @@ for (const major of MAJORS) {
         (await slotRow(h.cluster.primary, 'paused'))?.confirmed_flush_lsn,
       );
       assert.ok(h.invariants.checks > 0);
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
 
     it('drops the copy when the primary slot is dropped or its failover is turned off', async () => {
@@ -174,7 +169,7 @@ for (const major of MAJORS) {
       assert.equal(await slotRow(h.cluster.standby, 'will_drop'), undefined);
       assert.equal(await slotRow(h.cluster.standby, 'will_unfailover'), undefined);
       assert.equal(h.deps.registry.entries.size, 0);
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
 
     it('a ready copy invalidated on the standby after the last cycle is never reported ready: dropped and staged again', async () => {
@@ -224,7 +219,7 @@ for (const major of MAJORS) {
         null,
         'staged afresh',
       );
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
 
     it('drops the copy of a slot invalidated on the primary and reports the reason', async () => {
@@ -273,7 +268,7 @@ for (const major of MAJORS) {
         next.views.find((v) => v.name === 'primary_invalid')?.reason ?? '',
         /wal_removed/,
       );
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
       assert.equal(h.deps.registry.entries.size, 0, 'forgotten once the primary slot is gone');
     });
 
@@ -290,13 +285,9 @@ for (const major of MAJORS) {
       }, 100);
       await made.finally(() => clearInterval(nudge));
       const userSlot = await slotRow(h.cluster.standby, 'users_own');
-      await h.cluster.primary.sql(
-        `SELECT count(*) FROM pg_logical_slot_get_changes('users_own', NULL, NULL)`,
-      );
+      await consume(h.cluster.primary, 'users_own');
       await writeRows(h.cluster, 50);
-      await h.cluster.primary.sql(
-        `SELECT count(*) FROM pg_logical_slot_get_changes('users_own', NULL, NULL)`,
-      );
+      await consume(h.cluster.primary, 'users_own');
       await h.cluster.waitForReplay();
       for (let i = 0; i < 2; i++) {
         const result = await h.cycle();
@@ -321,7 +312,7 @@ for (const major of MAJORS) {
       await h.cycle();
       assert.deepEqual(await slotRow(h.cluster.standby, 'users_own'), userSlot);
       await h.cluster.standby.sql(`SELECT pg_drop_replication_slot('users_own')`);
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
 
     it('two_phase slots are reported, never copied; a creation blocked by an open prepared transaction is bounded and retried', async () => {
@@ -372,7 +363,7 @@ for (const major of MAJORS) {
           `no ${name} on the standby`,
         );
       }
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
 
     it('treats names from PostgreSQL as data: a database named with quotes and backslashes, the longest slot name', async () => {
@@ -401,7 +392,7 @@ for (const major of MAJORS) {
         (await slotRow(h.cluster.standby, slot))?.confirmed_flush_lsn,
         (await slotRow(h.cluster.primary, slot))?.confirmed_flush_lsn,
       );
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
       assert.equal(await slotRow(h.cluster.standby, slot), undefined);
     });
 

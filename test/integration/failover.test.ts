@@ -5,15 +5,14 @@
  * (no slotsync) must lose the slot, so these tests prove something.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { after, describe, it } from 'node:test';
 import request from 'supertest';
 import { stagingNameOf } from '../../src/sync/names.js';
 import { startProcess } from '../helpers/cli.js';
-import { createPrimarySlot, slotRow, waitFor } from '../helpers/harness.js';
+import { consume, createPrimarySlot, slotRow, waitFor } from '../helpers/harness.js';
 import { type ServiceUnderTest, startService } from '../helpers/service.js';
+import { tempDir } from '../helpers/setup.js';
 import { MAJORS } from '../support/binaries.js';
 import { type Cluster, startCluster } from '../support/cluster.js';
 import {
@@ -100,11 +99,8 @@ for (const major of MAJORS) {
       const writer = new Writer(5);
       writer.start(cluster.primary);
       const consumed: number[] = [];
-      const consume = async () => {
-        const rows = await cluster.primary.sql<{ data: string }>(
-          `SELECT data FROM pg_logical_slot_get_changes('cdc', NULL, NULL)`,
-        );
-        consumed.push(...testDecodingIds(rows));
+      const readCdc = async () => {
+        consumed.push(...testDecodingIds(await consume(cluster.primary, 'cdc')));
       };
 
       // 1. Wait until the orchestrator sees every copy sync-ready.
@@ -112,7 +108,7 @@ for (const major of MAJORS) {
       await waitFor(
         'both copies sync-ready',
         async () => {
-          await consume();
+          await readCdc();
           const answer = await api().get('/slots');
           const slots = (answer.body as SlotsAnswer).slots;
           return ['cdc', SUBSCRIPTION].every(
@@ -124,7 +120,7 @@ for (const major of MAJORS) {
       const timeToReady = Date.now() - started;
 
       // 2. The consumer stops at a position the copy has reached; the last sync is final.
-      await consume();
+      await readCdc();
       const lastConsumed = consumed.at(-1) ?? 0;
       const cdcConfirmed = (await slotRow(cluster.primary, 'cdc'))?.confirmed_flush_lsn;
       await cluster.waitForReplay();
@@ -162,11 +158,7 @@ for (const major of MAJORS) {
       const failoverMs = Date.now() - failoverStarted;
 
       // 5. The test_decoding consumer resumes on the new primary exactly after its last row.
-      const after = testDecodingIds(
-        await cluster.standby.sql<{ data: string }>(
-          `SELECT data FROM pg_logical_slot_get_changes('cdc', NULL, NULL)`,
-        ),
-      );
+      const after = testDecodingIds(await consume(cluster.standby, 'cdc'));
       assert.equal(
         after[0],
         lastConsumed + 1,
@@ -196,9 +188,7 @@ for (const major of MAJORS) {
       await cluster.primary.sql('CREATE TABLE ticks (x int)');
       await waitFor('one copy sync-ready, one temporary', async () => {
         await cluster.primary.sql('INSERT INTO ticks VALUES (1)');
-        await cluster.primary.sql(
-          `SELECT count(*) FROM pg_logical_slot_get_changes('ready_copy', NULL, NULL)`,
-        );
+        await consume(cluster.primary, 'ready_copy');
         const slots = (await api().get('/slots')).body as SlotsAnswer;
         return (
           slots.slots.find((s) => s.name === 'ready_copy')?.sync_ready === true &&
@@ -209,7 +199,7 @@ for (const major of MAJORS) {
       await cluster.standby.promote();
       await waitFor(
         'the worker stopped by itself',
-        async () => service.service.context.workerState === 'stopped_promoted',
+        async () => service.service.worker.state === 'stopped_promoted',
       );
       const health = await api().get('/health').expect(503);
       assert.equal(health.body.checks.worker.status, 'fail');
@@ -244,7 +234,7 @@ for (const major of MAJORS) {
         await writer.stop();
         await cluster.waitForReplay();
         const before = (await countRows(subscriber)).count;
-        const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-failover-'));
+        const stateDir = await tempDir('failover');
         cleanups.push(() => rm(stateDir, { recursive: true, force: true }));
         const env = {
           SLOTSYNC_PRIMARY_URL: cluster.primary.url('postgres', 'failover-pw'),

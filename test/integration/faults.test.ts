@@ -13,9 +13,9 @@ import { stagingNameOf } from '../../src/sync/names.js';
 import {
   advancePrimarySlot,
   createPrimarySlot,
+  dropRemotesAndSync,
   type Harness,
   holdNextCycle,
-  resetSlots,
   startHarness,
   waitFor,
   writeRows,
@@ -135,7 +135,7 @@ for (const major of MAJORS) {
 
     /** Slots synced once, then moved on the primary so the next cycle has work to do. */
     async function slotsWithWork(prefix: string, count: number): Promise<string[]> {
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
       const names = Array.from({ length: count }, (_, i) => `${prefix}_${i}`);
       for (const name of names) await createPrimarySlot(h.cluster, name);
       await syncResumes(names);
@@ -262,7 +262,7 @@ for (const major of MAJORS) {
     });
 
     it('a copy creation that cannot finish (the primary frozen, no running-xacts record arrives) is bounded, leaves no copy, and is made by a later cycle', async () => {
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
       await createPrimarySlot(h.cluster, 'no_snapshot');
       await h.cluster.waitForReplay();
       const { reached, open } = holdNextCycle(h.deps);

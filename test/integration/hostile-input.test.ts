@@ -16,10 +16,10 @@ import { stagingNameOf } from '../../src/sync/names.js';
 import {
   advancePrimarySlot,
   createPrimarySlot,
+  dropEverySlot,
   type Harness,
   startHarness,
   waitFor,
-  wipeSlots,
 } from '../helpers/harness.js';
 import { type ServiceUnderTest, startService, TOKEN } from '../helpers/service.js';
 import { MAJORS } from '../support/binaries.js';
@@ -177,7 +177,7 @@ for (const major of MAJORS) {
     afterEach(async () => {
       await s?.close();
       s = undefined;
-      await wipeSlots(h.cluster);
+      await dropEverySlot(h.cluster);
     });
     after(async () => {
       await h?.close();
@@ -203,7 +203,7 @@ for (const major of MAJORS) {
         registry,
         cycles: metrics,
         stopped: service.service.context.stopSignaled,
-        worker: service.service.context.workerState,
+        worker: service.service.worker.state,
       });
     }
 
@@ -254,7 +254,7 @@ for (const major of MAJORS) {
           ) {
             // An accepted shutdown stops the service, as it should: start a fresh one.
             await s.close();
-            await wipeSlots(h.cluster);
+            await dropEverySlot(h.cluster);
             await createPrimarySlot(h.cluster, 'fuzz_a', { plugin: 'test_decoding' });
             await createPrimarySlot(h.cluster, 'fuzz_b');
             await h.cluster.waitForReplay();
@@ -338,7 +338,7 @@ for (const major of MAJORS) {
       } finally {
         await s?.close();
         s = undefined;
-        await wipeSlots(h.cluster);
+        await dropEverySlot(h.cluster);
         await h.cluster.primary.sql(`DROP DATABASE "${database.replaceAll('"', '""')}"`);
       }
     });

@@ -7,9 +7,7 @@
  * are checked after every cycle (harness).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { runCycle } from '../../src/engine/cycle.js';
 import type { SlotSyncError } from '../../src/errors.js';
@@ -17,16 +15,17 @@ import { stagingNameOf } from '../../src/sync/names.js';
 import {
   advancePrimarySlot,
   createPrimarySlot,
+  dropRemotesAndSync,
   type Harness,
   holdNextCycle,
   openEngine,
   replicationCommand,
-  resetSlots,
   slotRow,
   startHarness,
   waitFor,
   writeRows,
 } from '../helpers/harness.js';
+import { tempDir } from '../helpers/setup.js';
 import { MAJORS } from '../support/binaries.js';
 import { STANDBY_SLOT, startCluster } from '../support/cluster.js';
 
@@ -67,7 +66,7 @@ for (const major of MAJORS) {
       const again = h.slot(await h.cycle(), 'moved');
       assert.equal(again.action, 'created');
       assert.ok(await slotRow(h.cluster.standby, stagingNameOf('moved')), 'staged afresh');
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
 
     it('a remote slot dropped and made again behind its copy: the copy is fenced', async () => {
@@ -88,7 +87,7 @@ for (const major of MAJORS) {
       assert.match(fenced.reason ?? '', /ahead of its remote slot/);
       assert.equal(await slotRow(h.cluster.standby, 'remade'), undefined);
       await h.cluster.primary.sql(`SELECT pg_drop_replication_slot('remade_src')`);
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
 
     it('a state folder whose node marker is not on the standby is refused, naming SLOTSYNC_STATE_DIR; nothing is touched', async () => {
@@ -123,7 +122,7 @@ for (const major of MAJORS) {
       }
       assert.deepEqual(await slotRow(h.cluster.standby, 'bound'), before, 'still not touched');
       await h.cluster.standby.sql(`SELECT pg_drop_replication_slot('bound')`);
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
 
     it("a primary URL that is not this standby's upstream is refused, naming SLOTSYNC_PRIMARY_URL", async () => {
@@ -184,14 +183,14 @@ for (const major of MAJORS) {
         await second.close();
       }
       await h.invariants.check();
-      await resetSlots(h);
+      await dropRemotesAndSync(h);
     });
   });
 
   describe(`switchover on PostgreSQL ${major}`, () => {
     it("the old primary rejoins as the standby and slotsync restarts with the same state folder: refused, naming SLOTSYNC_STATE_DIR; the old primary's same-name slots are never advanced or dropped, even after a reset", async () => {
       const cluster = await startCluster({ major });
-      const stateDir = await mkdtemp(join(tmpdir(), 'slotsync-switchover-'));
+      const stateDir = await tempDir('switchover');
       try {
         let engine = await openEngine(cluster, stateDir);
         await createPrimarySlot(cluster, 'sw', { plugin: 'test_decoding' });

@@ -3,18 +3,18 @@
  * SIGHUP re-reads the configuration, SIGTERM stops gracefully, bad starts say why.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCli, startProcess } from '../helpers/cli.js';
 import {
   createPrimarySlot,
+  dropEverySlot,
   type Harness,
   startHarness,
   waitFor,
-  wipeSlots,
 } from '../helpers/harness.js';
+import { tempDir } from '../helpers/setup.js';
 import { MAJORS } from '../support/binaries.js';
 
 const majors = process.env.SLOTSYNC_TEST_MAJORS
@@ -28,7 +28,7 @@ for (const major of majors) {
     let env: Record<string, string>;
     before(async () => {
       h = await startHarness({ major });
-      dir = await mkdtemp(join(tmpdir(), 'slotsync-proc-'));
+      dir = await tempDir('proc');
       env = {
         SLOTSYNC_PRIMARY_URL: h.cluster.primary.url('postgres', 'proc-secret-pw'),
         SLOTSYNC_STANDBY_URL: h.cluster.standby.url('postgres', 'proc-secret-pw'),
@@ -43,7 +43,7 @@ for (const major of majors) {
     });
 
     it('two processes against one standby never sync at the same time', async () => {
-      await wipeSlots(h.cluster);
+      await dropEverySlot(h.cluster);
       const a = await startProcess({
         ...env,
         SLOTSYNC_WORKER: 'off',
@@ -94,7 +94,7 @@ for (const major of majors) {
     });
 
     it('SIGHUP with a changed standby URL restarts the worker with it', async () => {
-      await wipeSlots(h.cluster);
+      await dropEverySlot(h.cluster);
       await createPrimarySlot(h.cluster, 'after_hup', { plugin: 'test_decoding' });
       await h.cluster.waitForReplay();
       const envFile = join(dir, 'slotsync.env');

@@ -10,11 +10,12 @@ import request from 'supertest';
 import { generateOpenApi } from '../../src/service/openapi.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import {
+  consume,
   createPrimarySlot,
+  dropEverySlot,
   type Harness,
   startHarness,
   waitFor,
-  wipeSlots,
   writeRows,
 } from '../helpers/harness.js';
 import { holdNextCycle, type ServiceUnderTest, startService, TOKEN } from '../helpers/service.js';
@@ -39,7 +40,7 @@ for (const major of MAJORS) {
     afterEach(async () => {
       await s?.close();
       s = undefined;
-      await wipeSlots(h.cluster);
+      await dropEverySlot(h.cluster);
     });
     after(async () => {
       await h?.close();
@@ -182,9 +183,7 @@ for (const major of MAJORS) {
       const service = s.service;
       await waitFor('the copy sync-ready', async () => {
         await h.cluster.primary.sql('INSERT INTO wake VALUES (1)');
-        await h.cluster.primary.sql(
-          `SELECT count(*) FROM pg_logical_slot_get_changes('wake_me', NULL, NULL)`,
-        );
+        await consume(h.cluster.primary, 'wake_me');
         return (
           service.context.snapshot.lastResult?.views.find((v) => v.name === 'wake_me')
             ?.sync_ready === true
@@ -192,9 +191,7 @@ for (const major of MAJORS) {
       });
       await waitFor('the worker backed off', async () => service.worker.naptimeMs >= 6_000, 20_000);
       await h.cluster.primary.sql('INSERT INTO wake VALUES (2)');
-      await h.cluster.primary.sql(
-        `SELECT count(*) FROM pg_logical_slot_get_changes('wake_me', NULL, NULL)`,
-      );
+      await consume(h.cluster.primary, 'wake_me');
       const [target] = await h.cluster.primary.sql<{ lsn: string }>(
         `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'wake_me'`,
       );
@@ -220,9 +217,7 @@ for (const major of MAJORS) {
       s = await startService(h.cluster, { SLOTSYNC_API_TOKEN: TOKEN });
       const auth = { Authorization: `Bearer ${TOKEN}` };
       await request(server()).post('/sync').set(auth).expect(200);
-      await h.cluster.primary.sql(
-        `SELECT count(*) FROM pg_logical_slot_get_changes('ready_one', NULL, NULL)`,
-      );
+      await consume(h.cluster.primary, 'ready_one');
       await h.cluster.waitForReplay();
       const synced = await request(server()).post('/sync').set(auth).expect(200);
       assert.equal(

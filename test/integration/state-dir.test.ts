@@ -11,8 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -21,11 +20,12 @@ import { type Running, startProcess } from '../helpers/cli.js';
 import {
   advancePrimarySlot,
   createPrimarySlot,
+  dropEverySlot,
   type Harness,
   startHarness,
   waitFor,
-  wipeSlots,
 } from '../helpers/harness.js';
+import { tempDir } from '../helpers/setup.js';
 import { MAJORS } from '../support/binaries.js';
 
 const execFileAsync = promisify(execFile);
@@ -37,7 +37,7 @@ for (const major of MAJORS) {
     let env: Record<string, string>;
     before(async () => {
       h = await startHarness({ major });
-      dir = await mkdtemp(join(tmpdir(), 'slotsync-statedir-'));
+      dir = await tempDir('statedir');
       env = {
         SLOTSYNC_PRIMARY_URL: h.cluster.primary.url('postgres', 'state-secret-pw'),
         SLOTSYNC_STANDBY_URL: h.cluster.standby.url('postgres', 'state-secret-pw'),
@@ -94,7 +94,7 @@ for (const major of MAJORS) {
     }
 
     it('read-only: a clear error, no copy the registry does not own, the file intact; writable again, syncing resumes', async () => {
-      await wipeSlots(h.cluster);
+      await dropEverySlot(h.cluster);
       const state = await stateDir('read-only');
       const p = await startProcess(
         { ...env, SLOTSYNC_STATE_DIR: state },
@@ -136,7 +136,7 @@ for (const major of MAJORS) {
     });
 
     it('full (the kernel answers EFBIG): a clear error, the registry never half-written; space back, syncing resumes', async () => {
-      await wipeSlots(h.cluster);
+      await dropEverySlot(h.cluster);
       const state = join(dir, 'full');
       // This process's own user: changing another user's limits needs CAP_SYS_RESOURCE.
       const p = await startProcess({ ...env, SLOTSYNC_STATE_DIR: state });
