@@ -15,6 +15,11 @@ const USAGE = `usage: slotsync [serve]          run the service (HTTP API and ba
 Configuration comes from the environment (SLOTSYNC_PRIMARY_URL, SLOTSYNC_STANDBY_URL, ...);
 see the README.`;
 
+/** A command line slotsync does not understand: exit code 2, as for bad configuration. */
+function usageError(problem: string): SlotSyncError {
+  return new SlotSyncError('SLOTSYNC_CONFIG', `${problem}\n${USAGE}`);
+}
+
 function fail(error: unknown, secrets: string[]): never {
   const message = redactSecrets(error instanceof Error ? error.message : String(error), secrets);
   const hint = error instanceof SlotSyncError && error.hint ? `\nhint: ${error.hint}` : '';
@@ -29,6 +34,12 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const secrets = [process.env.SLOTSYNC_API_TOKEN ?? ''];
+  // The command line first: a typo is named before any configuration is read.
+  if (command !== 'sync' && command !== 'serve') {
+    fail(usageError(`unknown command "${command}"`), secrets);
+  }
+  if (command === 'sync' && !rest.includes('--once'))
+    fail(usageError('sync needs --once'), secrets);
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(readEnvironment(process.env, (path) => readFileSync(path, 'utf8')));
@@ -36,7 +47,6 @@ async function main(argv: string[]): Promise<void> {
     fail(error, secrets);
   }
   if (command === 'sync') {
-    if (!rest.includes('--once')) fail(new Error(`sync needs --once\n${USAGE}`), secrets);
     const { syncOnce } = await import('./sync-once.js');
     process.exitCode = await syncOnce(
       config,
@@ -44,12 +54,8 @@ async function main(argv: string[]): Promise<void> {
     ).catch((error) => fail(error, secrets));
     return;
   }
-  if (command === 'serve') {
-    const { serve } = await import('../service/server.js');
-    await serve(config).catch((error) => fail(error, secrets));
-    return;
-  }
-  fail(new Error(`unknown command "${command}"\n${USAGE}`), secrets);
+  const { serve } = await import('../service/server.js');
+  await serve(config).catch((error) => fail(error, secrets));
 }
 
 await main(process.argv.slice(2));

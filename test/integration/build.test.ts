@@ -30,6 +30,12 @@ describe('the build', () => {
     assert.ok(((await stat(main)).mode & 0o111) !== 0, 'dist/cli/main.js is executable');
     const { stdout } = await run(main, ['--help']);
     assert.match(stdout, /^usage: slotsync/);
+    // A command it does not know: exit 2 (usage), named before any configuration is read.
+    const typo = await run(main, ['snyc'], { env: { PATH: process.env.PATH ?? '' } }).catch(
+      (error: { code: number; stderr: string }) => error,
+    );
+    assert.equal((typo as { code: number }).code, 2);
+    assert.match((typo as { stderr: string }).stderr, /unknown command "snyc"/);
   });
 
   it('holds only what runs in production: no embedded PostgreSQL, no demo', async () => {

@@ -193,6 +193,22 @@ describe('planner: drop_local_obsolete_slots', () => {
     assert.equal(action.kind === 'drop' && action.after, 'invalidate');
   });
 
+  it('drops and forgets a published copy whose remote slot turned two_phase (PostgreSQL 18 can alter it)', () => {
+    const action = only(
+      planCycle(
+        input({
+          remote: [remote('a', '0/2000', { twoPhase: true })],
+          local: [local('a', '0/1000')],
+          registry: [entry('a', 'sync_ready')],
+        }),
+      ),
+    );
+    assert.equal(action.kind, 'drop');
+    if (action.kind !== 'drop') return;
+    assert.deepEqual([action.slots, action.after], [['a'], 'forget']);
+    assert.match(action.reason ?? '', /two_phase/);
+  });
+
   it('forgets a record whose copy and remote are both gone', () => {
     const action = only(planCycle(input({ registry: [entry('a', 'staging')] })));
     assert.equal(action.kind, 'forget');
