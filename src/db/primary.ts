@@ -1,6 +1,7 @@
 /** Statements run on the primary: one function each, typed results. */
 import type pg from 'pg';
 import { noRowError } from '../errors.js';
+import { type Lsn, parseLsn } from '../sync/lsn.js';
 import type { RemoteSlot } from '../sync/types.js';
 import { arraysOf, digestOf, REMOTE_COLUMNS, toRemoteSlot } from './rows.js';
 
@@ -102,6 +103,16 @@ export async function logStandbySnapshot(pool: pg.Pool): Promise<void> {
             pg_catalog.pg_log_standby_snapshot(),
             pg_catalog.pg_current_xact_id()`,
   );
+}
+
+/** A running-xacts record alone (DecodeWindow); returns where it was written. */
+export async function logRunningXacts(pool: pg.Pool): Promise<Lsn> {
+  const { rows } = await pool.query<{ lsn: string }>(
+    'SELECT pg_catalog.pg_log_standby_snapshot()::text AS lsn',
+  );
+  const lsn = rows[0]?.lsn;
+  if (lsn === undefined) throw noRowError('primary');
+  return parseLsn(lsn);
 }
 
 export interface PrimaryProbe {

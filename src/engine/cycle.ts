@@ -23,6 +23,7 @@ import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
 import { type Applied, applyActions, type CyclePoint, copySlot } from './apply.js';
+import { DecodeWindow } from './decode-window.js';
 import { checkNode } from './node.js';
 import { dropStagingSlots, type PromotionCleanup } from './promotion.js';
 
@@ -92,6 +93,8 @@ export class CycleCache {
   fullReadAt = 0;
   /** The last result, reusable while nothing it depends on changed. */
   stable: { result: CycleResult; registryVersion: number } | null = null;
+  /** Running-xacts records that keep the copies' decode window short (kept by forget()). */
+  readonly window = new DecodeWindow();
 
   forget(): void {
     this.primaryFingerprint = null;
@@ -113,6 +116,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
   const started = performance.now();
   const startedAt = new Date().toISOString();
   const cache = deps.cache;
+  cache.window.cycleStarted(started);
   if (Date.now() - cache.fullReadAt > FULL_READ_INTERVAL_MS) cache.forget();
   const primaryError = (error: unknown) =>
     isConnectionError(error) ? unreachable('SLOTSYNC_PRIMARY_URL', deps.primaryUrl, error) : error;
@@ -209,6 +213,12 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       primaryNow: primary.now,
       pauseAt: deps.pauseAt,
     });
+    cache.window.afterAdvances(
+      deps.primary,
+      applied.moved.values(),
+      deps.logger,
+      deps.onSnapshotRefused,
+    );
     const localAfter = applied.updated ? patchLocal(local, applied) : local;
     if (applied.updated) {
       cache.local = localAfter;

@@ -48,21 +48,23 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     max: 1,
     logger: standbyLogger,
   });
+  const deps: EngineDeps = {
+    primary,
+    standby,
+    lock,
+    registry,
+    logger: logger.child({ component: 'sync' }),
+    primaryUrl: config.primaryUrl,
+    standbyUrl: config.standbyUrl,
+    concurrency: config.concurrency,
+    createTimeoutMs: config.createTimeoutMs,
+    resetState: config.resetState,
+    cache: new CycleCache(),
+  };
   return {
-    deps: {
-      primary,
-      standby,
-      lock,
-      registry,
-      logger: logger.child({ component: 'sync' }),
-      primaryUrl: config.primaryUrl,
-      standbyUrl: config.standbyUrl,
-      concurrency: config.concurrency,
-      createTimeoutMs: config.createTimeoutMs,
-      resetState: config.resetState,
-      cache: new CycleCache(),
-    },
+    deps,
     close: async () => {
+      deps.cache.window.close();
       await lock.end();
       await Promise.allSettled([primary.end(), standby.end()]);
     },

@@ -25,6 +25,7 @@ export interface ClusterOptions {
   subscriber?: boolean;
   primarySettings?: Settings;
   standbySettings?: Settings;
+  subscriberSettings?: Settings;
   /** Name the standby's slot in the primary's synchronized_standby_slots. */
   synchronizedStandbySlots?: boolean;
   /** Folder for the servers; a fresh temporary one by default. */
@@ -158,7 +159,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     });
     const subscriberReady = subscriber
       ? subscriber
-          .configure({ ...BASE_SETTINGS, max_replication_slots: 20 })
+          .configure({ ...BASE_SETTINGS, max_replication_slots: 20, ...options.subscriberSettings })
           .then(() => subscriber.start())
       : Promise.resolve();
     await Promise.all([standby.start(), subscriberReady]);
