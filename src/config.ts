@@ -5,7 +5,7 @@
 import { type Static, type TProperties, type TSchema, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { SlotSyncError } from './errors.js';
-import { redactUrl } from './redact.js';
+import { passwordsOf, redactUrl } from './redact.js';
 
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
@@ -193,6 +193,13 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     throw configError('SLOTSYNC_NAPTIME_MIN_MS', 'must not exceed SLOTSYNC_NAPTIME_MAX_MS');
   }
   return config;
+}
+
+/** What must never leave the process: the API token and the databases' passwords. */
+export function secretsOf(
+  config: Pick<Config, 'apiToken' | 'primaryUrl' | 'standbyUrl'>,
+): string[] {
+  return [config.apiToken ?? '', ...passwordsOf(config.primaryUrl, config.standbyUrl)];
 }
 
 export function configError(variable: string, problem: string): SlotSyncError {

@@ -19,5 +19,23 @@ export function redactSecrets(text: string, secrets: readonly string[]): string 
   for (const secret of secrets) {
     if (secret.length >= 3) out = out.split(secret).join('*****');
   }
-  return out.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*):[^@\s]*@/g, '$1:*****@');
+  return out
+    .replace(/(postgres(?:ql)?:\/\/[^:/@\s]*):[^@\s]*@/g, '$1:*****@')
+    .replace(/\b(password|sslpassword)=('[^']*'|[^\s&]+)/gi, '$1=*****');
+}
+
+/** The passwords of connection URLs, to redact wherever they appear. */
+export function passwordsOf(...urls: string[]): string[] {
+  const found: string[] = [];
+  for (const url of urls) {
+    try {
+      const parsed = new URL(url);
+      if (parsed.password) found.push(decodeURIComponent(parsed.password));
+      const inQuery = parsed.searchParams.get('password');
+      if (inQuery) found.push(inQuery);
+    } catch {
+      // not a URL: nothing to take from it
+    }
+  }
+  return found;
 }

@@ -5,9 +5,9 @@
  *   slotsync sync --once    run one sync cycle and print its report as JSON
  */
 import { readFileSync } from 'node:fs';
-import { loadConfig, readEnvironment } from '../config.js';
+import { loadConfig, readEnvironment, secretsOf } from '../config.js';
 import { SlotSyncError } from '../errors.js';
-import { createLogger } from '../logger.js';
+import { createLogger, STDERR } from '../logger.js';
 import { redactSecrets } from '../redact.js';
 
 const USAGE = `usage: slotsync [serve]          run the service (HTTP API and background worker)
@@ -46,16 +46,17 @@ async function main(argv: string[]): Promise<void> {
   } catch (error) {
     fail(error, secrets);
   }
+  const allSecrets = secretsOf(config);
   if (command === 'sync') {
     const { syncOnce } = await import('./sync-once.js');
     process.exitCode = await syncOnce(
       config,
-      createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel),
-    ).catch((error) => fail(error, secrets));
+      createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, STDERR, allSecrets),
+    ).catch((error) => fail(error, allSecrets));
     return;
   }
   const { serve } = await import('../service/server.js');
-  await serve(config).catch((error) => fail(error, secrets));
+  await serve(config).catch((error) => fail(error, allSecrets));
 }
 
 await main(process.argv.slice(2));

@@ -49,6 +49,8 @@ export interface StandbyState extends StandbySettings {
   fingerprint: string;
   /** Creations or advances still running for a slotsync process that died (kill -9). */
   orphanedStatements: number;
+  /** Databases on the standby that accept connections: a copy can only live in one. */
+  databases: string[];
 }
 
 interface StandbyRow {
@@ -64,6 +66,7 @@ interface StandbyRow {
   system_identifier: string;
   timeline: number | null;
   pid: number;
+  databases: string[] | null;
   fingerprint: string;
   orphaned: number;
   slots: (string | number | boolean | null)[][] | null;
@@ -81,6 +84,8 @@ const SETTINGS = `
        pg_catalog.current_setting('sync_replication_slots', true) AS sync_replication_slots,
        (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS system_identifier,
        (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()) AS timeline,
+       (SELECT pg_catalog.array_agg(datname::text) FROM pg_catalog.pg_database
+         WHERE datallowconn) AS databases,
        pg_catalog.pg_backend_pid() AS pid`;
 
 /**
@@ -134,6 +139,7 @@ function toStandbyState(row: StandbyRow): StandbyState {
     slots: row.slots === null ? null : row.slots.map(toLocalSlot),
     fingerprint: row.fingerprint,
     orphanedStatements: row.orphaned,
+    databases: row.databases ?? [],
   };
 }
 

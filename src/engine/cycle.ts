@@ -197,6 +197,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       local,
       registry: deps.registry.entries,
       standbyReplayLsn: standby.replayLsn ?? 0n,
+      standbyDatabases: new Set(standby.databases),
     };
     const actions = planCycle(input);
     await deps.pauseAt?.('before_apply');

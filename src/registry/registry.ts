@@ -65,6 +65,28 @@ interface Loaded {
   fingerprint: string | null;
 }
 
+/**
+ * The registry says which slots slotsync may drop: whoever can write its folder can make
+ * slotsync drop a user's slot. As PostgreSQL does for its data folder, the start is refused
+ * when the folder belongs to someone else or others may write to it.
+ */
+async function checkFolder(dir: string): Promise<void> {
+  const info = await stat(dir);
+  const uid = process.getuid?.();
+  if (uid !== undefined && info.uid !== uid) {
+    throw new SlotSyncError(
+      'SLOTSYNC_CONFIG',
+      `SLOTSYNC_STATE_DIR: ${dir} belongs to user ${info.uid}, not to the user slotsync runs as (${uid})`,
+    );
+  }
+  if ((info.mode & 0o022) !== 0) {
+    throw new SlotSyncError(
+      'SLOTSYNC_CONFIG',
+      `SLOTSYNC_STATE_DIR: ${dir} may be written by group or others (mode ${(info.mode & 0o777).toString(8)}); make it 0700`,
+    );
+  }
+}
+
 export class Registry {
   readonly path: string;
   #entries: RegistryMap;
@@ -83,13 +105,14 @@ export class Registry {
   /** Loads the registry of `dir`, creating the folder; corrupt content is an error. */
   static async open(dir: string): Promise<Registry> {
     try {
-      await mkdir(dir, { recursive: true });
+      await mkdir(dir, { recursive: true, mode: 0o700 });
     } catch (error) {
       throw new SlotSyncError(
         'SLOTSYNC_REGISTRY_WRITE',
         `SLOTSYNC_STATE_DIR: cannot create ${dir}: ${messageOf(error)}`,
       );
     }
+    await checkFolder(dir);
     const path = join(dir, FILE_NAME);
     return new Registry(path, await readRegistry(path));
   }

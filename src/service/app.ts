@@ -7,6 +7,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Logger } from 'pino';
+import { secretsOf } from '../config.js';
 import auth from './plugins/auth.js';
 import errors from './plugins/errors.js';
 import rateLimit from './plugins/rate-limit.js';
@@ -70,13 +71,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       security: [],
     },
   });
-  await app.register(errors, { secrets: () => [service.config.apiToken ?? ''] });
+  await app.register(errors, { secrets: () => secretsOf(service.config) });
   await app.register(auth, {
     token: () => service.config.apiToken,
     host: () => service.config.host,
   });
   await app.register(rateLimit, {
-    perSecond: options.syncRatePerSecond ?? service.config.syncRatePerSecond,
+    perSecond: () => options.syncRatePerSecond ?? service.config.syncRatePerSecond,
   });
   await app.register(syncRoutes, { service });
   await app.register(readRoutes, { service });

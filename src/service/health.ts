@@ -2,6 +2,8 @@
  * GET /health: can the service do its job? Each check is named, with a status (pass, warn,
  * fail) and a detail; any fail makes the answer 503. Warnings never do.
  */
+
+import { secretsOf } from '../config.js';
 import { type PrimaryProbe, probePrimary } from '../db/primary.js';
 import { probeStandby, type StandbyProbe } from '../db/standby.js';
 import { messageOf, SlotSyncError } from '../errors.js';
@@ -43,7 +45,8 @@ export async function checkHealth(service: SlotSyncService): Promise<HealthRepor
   const { deps } = service.context.engine;
   const config = service.config;
   const checks: Record<string, Check> = {};
-  const clean = (error: unknown) => redactSecrets(messageOf(error), [config.apiToken ?? '']);
+  const secrets = secretsOf(config);
+  const clean = (error: unknown) => redactSecrets(messageOf(error), secrets);
 
   let standby: StandbyProbe | undefined;
   try {

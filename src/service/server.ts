@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import closeWithGrace from 'close-with-grace';
-import { type Config, configError, loadConfig, readEnvironment } from '../config.js';
+import { type Config, configError, loadConfig, readEnvironment, secretsOf } from '../config.js';
 import { messageOf } from '../errors.js';
 import { createLogger, STDOUT } from '../logger.js';
 import { redactSecrets, redactUrl } from '../redact.js';
@@ -26,7 +26,7 @@ export async function serve(config: Config): Promise<void> {
       `is required when SLOTSYNC_HOST (${config.host}) is not a loopback address`,
     );
   }
-  const logger = createLogger(config.logLevel, STDOUT);
+  const logger = createLogger(config.logLevel, STDOUT, secretsOf(config));
   const service = await SlotSyncService.create(config, logger);
   const app = await buildApp({ service });
   try {
@@ -49,13 +49,15 @@ export async function serve(config: Config): Promise<void> {
   );
   service.start();
 
+  let closing = false;
   process.on('SIGHUP', () => {
+    if (closing) return; // stopping: a reload would start what is being stopped
     let next: Config;
     try {
       next = loadConfig(readEnvironment(process.env, (path) => readFileSync(path, 'utf8')));
     } catch (error) {
       logger.error(
-        { err: redactSecrets(messageOf(error), [config.apiToken ?? '']) },
+        { err: redactSecrets(messageOf(error), secretsOf(config)) },
         'configuration reload refused; the running configuration is kept',
       );
       return;
@@ -70,6 +72,7 @@ export async function serve(config: Config): Promise<void> {
   closeWithGrace(
     { delay: config.statementTimeoutMs + CLOSE_MARGIN_MS, skip: ['SIGHUP'] },
     async ({ signal, err }) => {
+      closing = true;
       if (err) logger.error({ err: messageOf(err) }, 'stopping after an error');
       logger.info({ signal }, 'stopping: finishing the in-flight cycle');
       await service.worker.stop();

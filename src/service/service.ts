@@ -3,7 +3,7 @@
  * (shutdown for promotion, configuration reload).
  */
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
+import { type Config, configError } from '../config.js';
 import { readStandby } from '../db/standby.js';
 import type { CycleReport } from '../engine/cycle.js';
 import { createEngine, type Engine } from '../engine/engine.js';
@@ -13,6 +13,7 @@ import { buildSlotViews, type SlotView } from '../sync/view.js';
 import { delay } from '../util.js';
 import { SyncContext } from './context.js';
 import { Metrics } from './metrics.js';
+import { isLoopback } from './plugins/auth.js';
 import { Worker } from './worker.js';
 
 /** How often shutdown asks again for a sync lock another process holds. */
@@ -70,6 +71,14 @@ export class SlotSyncService {
    */
   async reload(next: Config): Promise<'unchanged' | 'restarted' | 'stopped' | 'started'> {
     const old = this.#config;
+    // The listener stays where it is: without a token there, anyone could POST /shutdown.
+    if (!next.apiToken && !isLoopback(old.host)) {
+      throw configError(
+        'SLOTSYNC_API_TOKEN',
+        `is required while listening on ${old.host}, which is not a loopback address: the reload is refused and the running configuration kept`,
+      );
+    }
+    this.logger.level = next.logLevel;
     const connectionChanged =
       old.primaryUrl !== next.primaryUrl ||
       old.standbyUrl !== next.standbyUrl ||

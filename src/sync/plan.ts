@@ -22,6 +22,7 @@ import {
   remoteSlotsToSync,
   reservedNameMessage,
   twoPhaseUnsupportedMessage,
+  untrustedRemoteReason,
 } from './rules.js';
 import type {
   Action,
@@ -79,6 +80,11 @@ export function planCycle(input: PlanInput): Action[] {
 
   for (const remote of remoteList) {
     if (handled.has(remote.name)) continue;
+    const untrusted = untrustedRemoteReason(remote, input.standbyDatabases);
+    if (untrusted !== null) {
+      actions.push({ kind: 'skip', name: remote.name, reason: untrusted, state: 'absent' });
+      continue;
+    }
     if (isReservedName(remote.name)) {
       actions.push({
         kind: 'skip',

@@ -116,6 +116,32 @@ export function needsAdvance(remote: RemoteSlot, local: LocalSlot): boolean {
  * transactions again. Such slots are reported, never copied; the subscriber then gets a
  * clear "replication slot does not exist" after promotion instead of changes sent twice.
  */
+/** PostgreSQL's own rule for slot names (ReplicationSlotValidateName). */
+const SLOT_NAME = /^[a-z0-9_]{1,63}$/;
+/** An output plugin is a shared library's file name: no folder, no parent, no quote. */
+const PLUGIN_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$/;
+
+/**
+ * Why a slot read from the primary must not reach the standby, or null. The primary is
+ * trusted to be PostgreSQL, but what it answers is data: a name PostgreSQL would refuse, a
+ * plugin that is a path, a database the standby does not have are reported, never created.
+ */
+export function untrustedRemoteReason(
+  remote: Pick<RemoteSlot, 'name' | 'plugin' | 'database'>,
+  standbyDatabases: ReadonlySet<string> | undefined,
+): string | null {
+  if (!SLOT_NAME.test(remote.name)) {
+    return `remote slot ${JSON.stringify(remote.name)} is not a valid replication slot name (lower case letters, numbers and underscores, at most 63 bytes) and is not synchronized`;
+  }
+  if (!PLUGIN_NAME.test(remote.plugin) || remote.plugin.includes('..')) {
+    return `output plugin ${JSON.stringify(remote.plugin)} of remote slot "${remote.name}" is not a plain library name; the slot is not synchronized`;
+  }
+  if (standbyDatabases !== undefined && !standbyDatabases.has(remote.database)) {
+    return `database ${JSON.stringify(remote.database)} of remote slot "${remote.name}" does not exist on the standby (or does not accept connections); the slot is not synchronized`;
+  }
+  return null;
+}
+
 export function twoPhaseUnsupportedMessage(name: string): string {
   return `replication slot "${name}" is a two_phase slot and is not synchronized: pg_copy_logical_replication_slot() does not keep two_phase on PostgreSQL 17 and 18, so a published copy would send prepared transactions again after promotion; use PostgreSQL's own slot sync worker for two_phase slots`;
 }

@@ -90,6 +90,8 @@ export interface PlanInput {
   registry: ReadonlyMap<string, RegistryEntry>;
   /** `pg_last_wal_replay_lsn()` on the standby. */
   standbyReplayLsn: Lsn;
+  /** The standby's databases; when given, a remote slot of another database is not copied. */
+  standbyDatabases?: ReadonlySet<string>;
 }
 
 interface ActionBase {

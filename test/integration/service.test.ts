@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import request from 'supertest';
+import type { SlotSyncError } from '../../src/errors.js';
 import { generateOpenApi } from '../../src/service/openapi.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import {
@@ -44,6 +45,27 @@ for (const major of MAJORS) {
     });
     after(async () => {
       await h?.close();
+    });
+
+    it('a reload that would leave a non-loopback listener without a token is refused; the log level reloads', async () => {
+      s = await startService(h.cluster, { SLOTSYNC_HOST: '0.0.0.0', SLOTSYNC_API_TOKEN: TOKEN });
+      const running = s.service.config;
+      await assert.rejects(
+        s.service.reload({ ...running, apiToken: undefined, logLevel: 'fatal' }),
+        (error: SlotSyncError) => {
+          assert.equal(error.code, 'SLOTSYNC_CONFIG');
+          assert.match(
+            error.message,
+            /^SLOTSYNC_API_TOKEN is required while listening on 0\.0\.0\.0/,
+          );
+          return true;
+        },
+      );
+      assert.equal(s.service.config.apiToken, TOKEN, 'the running configuration is kept');
+      assert.notEqual(s.service.logger.level, 'fatal');
+      assert.equal(await s.service.reload({ ...running, logLevel: 'fatal' }), 'unchanged');
+      assert.equal(s.service.logger.level, 'fatal');
+      await request(server()).post('/sync').expect(401); // the token still guards POST
     });
 
     it('GET /slots, /health, /health/live, /metrics answer from a real pair', async () => {

@@ -54,7 +54,7 @@ for (const major of MAJORS) {
 
     async function stateDir(name: string): Promise<string> {
       const path = join(dir, name);
-      await mkdir(path);
+      await mkdir(path, { mode: 0o700 });
       return path;
     }
 

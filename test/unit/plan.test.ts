@@ -96,6 +96,33 @@ describe('planner: creating copies (synchronize_one_slot, no local slot)', () =>
     assert.match(actions[1]?.reason ?? '', /two_phase/);
   });
 
+  it('never copies what PostgreSQL would refuse or what is not a plain name: slot name, plugin path, unknown database', () => {
+    const actions = planCycle({
+      ...input({
+        remote: [
+          remote('Bad-Name', '0/2000'),
+          remote('long_'.padEnd(64, 'x'), '0/2000'),
+          remote('path_plugin', '0/2000', { plugin: '../../tmp/evil' }),
+          remote('dir_plugin', '0/2000', { plugin: '/usr/lib/x' }),
+          remote('other_db', '0/2000', { database: 'not_here' }),
+          remote('fine', '0/2000'),
+        ],
+      }),
+      standbyDatabases: new Set(['postgres']),
+    });
+    assert.deepEqual(kinds(actions), [
+      'skip:Bad-Name',
+      `skip:${'long_'.padEnd(64, 'x')}`,
+      'skip:path_plugin',
+      'skip:dir_plugin',
+      'skip:other_db',
+      'create:fine',
+    ]);
+    assert.match(actions[0]?.reason ?? '', /not a valid replication slot name/);
+    assert.match(actions[2]?.reason ?? '', /not a plain library name/);
+    assert.match(actions[4]?.reason ?? '', /does not exist on the standby/);
+  });
+
   it('stages again a copy whose staging slot disappeared', () => {
     const action = only(
       planCycle(input({ remote: [remote('a', '0/2000')], registry: [entry('a', 'staging')] })),

@@ -1,9 +1,20 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import type { SlotSyncError } from '../../src/errors.js';
 import { Registry } from '../../src/registry/registry.js';
 import { parseLsn } from '../../src/sync/lsn.js';
 import { stagingNameOf } from '../../src/sync/names.js';
@@ -32,6 +43,31 @@ describe('ownership registry', () => {
     const reopened = await Registry.open(dir);
     assert.deepEqual(reopened.entries.get('a"b\\c'), e);
     assert.deepEqual(await readdir(dir), ['registry.json'], 'no temporary file is left behind');
+  });
+
+  it('makes its folder 0700, and refuses one others may write to or that belongs to someone else', async () => {
+    const parent = await freshDir();
+    const made = join(parent, 'state');
+    await Registry.open(made);
+    assert.equal((await stat(made)).mode & 0o777, 0o700);
+    const open = join(parent, 'open');
+    await mkdir(open);
+    await chmod(open, 0o777);
+    await assert.rejects(Registry.open(open), (error: SlotSyncError) => {
+      assert.equal(error.code, 'SLOTSYNC_CONFIG');
+      assert.match(
+        error.message,
+        /^SLOTSYNC_STATE_DIR: .* may be written by group or others \(mode 777\)/,
+      );
+      return true;
+    });
+    assert.deepEqual(await readdir(open), [], 'nothing written there');
+    if (process.getuid?.() === 0) {
+      const foreign = join(parent, 'foreign');
+      await mkdir(foreign, { mode: 0o700 });
+      await chown(foreign, 65534, 65534);
+      await assert.rejects(Registry.open(foreign), /belongs to user 65534/);
+    }
   });
 
   it('refuses corrupt content with a clear message instead of replacing it', async () => {

@@ -20,27 +20,86 @@ export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
+/** The host of a Host header (`127.0.0.1:8432`, `[::1]:8432`, `localhost`), without its port. */
+export function hostOf(header: string): string {
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(header);
+  if (bracketed) return bracketed[1] as string;
+  return header.replace(/:\d+$/, '');
+}
+
 export interface AuthOptions {
   token: () => string | undefined;
   host: () => string;
 }
 
+/** Failed attempts allowed per client and minute before every POST of it gets 429. */
+const FAILURES_PER_MINUTE = 30;
+const FAILURE_WINDOW_MS = 60_000;
+/** Clients remembered; the one idle the longest is forgotten first. */
+const MAX_CLIENTS = 10_000;
+
 export default fp(
   async (app: FastifyInstance, options: AuthOptions) => {
+    const failures = new Map<string, { count: number; since: number }>();
+    const refuse = (request: FastifyRequest, why: string) => {
+      const now = Date.now();
+      const seen = failures.get(request.ip);
+      const fresh = seen === undefined || now - seen.since > FAILURE_WINDOW_MS;
+      const next = fresh ? { count: 1, since: now } : { ...seen, count: seen.count + 1 };
+      failures.delete(request.ip);
+      if (failures.size >= MAX_CLIENTS) failures.delete(failures.keys().next().value as string);
+      failures.set(request.ip, next);
+      request.log.warn({ ip: request.ip, url: request.url, why }, 'refused a POST');
+    };
+
     app.addHook('onRequest', async (request: FastifyRequest, reply) => {
       if (request.method !== 'POST') return;
+      const seen = failures.get(request.ip);
+      if (
+        seen !== undefined &&
+        seen.count >= FAILURES_PER_MINUTE &&
+        Date.now() - seen.since <= FAILURE_WINDOW_MS
+      ) {
+        const retry = Math.ceil((seen.since + FAILURE_WINDOW_MS - Date.now()) / 1000);
+        reply.header('retry-after', String(Math.max(1, retry)));
+        return sendProblem(reply, {
+          status: 429,
+          code: 'SLOTSYNC_RATE_LIMITED',
+          detail: `too many refused POST requests from ${request.ip}: at most ${FAILURES_PER_MINUTE} a minute`,
+        });
+      }
       const expected = options.token();
       if (expected === undefined) {
-        if (isLoopback(options.host())) return;
-        return sendProblem(reply, {
-          status: 403,
-          code: 'SLOTSYNC_FORBIDDEN',
-          detail: 'POST routes need SLOTSYNC_API_TOKEN when the API listens beyond loopback',
-        });
+        if (!isLoopback(options.host())) {
+          refuse(request, 'no token configured beyond loopback');
+          return sendProblem(reply, {
+            status: 403,
+            code: 'SLOTSYNC_FORBIDDEN',
+            detail: 'POST routes need SLOTSYNC_API_TOKEN when the API listens beyond loopback',
+          });
+        }
+        // Without a token, loopback is the only guard: a web page in a browser on this
+        // machine (or DNS rebinding) could reach it. Browsers always send Origin on a
+        // cross-site POST and the name they resolved as Host; command-line clients do not.
+        const host = request.headers.host;
+        if (
+          request.headers.origin !== undefined ||
+          (host !== undefined && !isLoopback(hostOf(host)))
+        ) {
+          refuse(request, 'cross-site request without a token');
+          return sendProblem(reply, {
+            status: 403,
+            code: 'SLOTSYNC_FORBIDDEN',
+            detail:
+              'POST without SLOTSYNC_API_TOKEN is accepted only from local clients: no Origin header, a loopback Host',
+          });
+        }
+        return;
       }
       const header = request.headers.authorization ?? '';
       const match = /^Bearer\s+(.+)$/i.exec(header);
       if (!match || !tokenMatches(match[1]?.trim() ?? '', expected)) {
+        refuse(request, header === '' ? 'no bearer token' : 'wrong bearer token');
         reply.header('www-authenticate', 'Bearer realm="slotsync"');
         return sendProblem(reply, {
           status: 401,

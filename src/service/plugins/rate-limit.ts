@@ -20,32 +20,31 @@ interface Bucket {
 const MAX_CLIENTS = 10_000;
 
 export default fp(
-  async (app: FastifyInstance, options: { perSecond: number }) => {
+  async (app: FastifyInstance, options: { perSecond: () => number }) => {
+    // Least recently seen first: a full map forgets the client idle the longest, one at a time.
     const buckets = new Map<string, Bucket>();
-    const capacity = options.perSecond * 2;
     app.addHook('onRequest', async (request, reply) => {
-      if (!request.routeOptions.config?.rateLimited || options.perSecond <= 0) return;
+      const perSecond = options.perSecond(); // SLOTSYNC_SYNC_RATE, as reloaded
+      if (!request.routeOptions.config?.rateLimited || perSecond <= 0) return;
+      const capacity = perSecond * 2;
       const now = Date.now();
       const key = request.ip;
       const bucket = buckets.get(key) ?? { tokens: capacity, at: now };
-      bucket.tokens = Math.min(
-        capacity,
-        bucket.tokens + ((now - bucket.at) / 1000) * options.perSecond,
-      );
+      bucket.tokens = Math.min(capacity, bucket.tokens + ((now - bucket.at) / 1000) * perSecond);
       bucket.at = now;
+      buckets.delete(key);
+      if (buckets.size >= MAX_CLIENTS) buckets.delete(buckets.keys().next().value as string);
+      buckets.set(key, bucket);
       if (bucket.tokens < 1) {
-        const retry = Math.ceil((1 - bucket.tokens) / options.perSecond);
+        const retry = Math.ceil((1 - bucket.tokens) / perSecond);
         reply.header('retry-after', String(retry));
-        buckets.set(key, bucket);
         return sendProblem(reply, {
           status: 429,
           code: 'SLOTSYNC_RATE_LIMITED',
-          detail: `too many POST /sync from ${key}: at most ${options.perSecond} per second (bursts of ${capacity}); retry after ${retry} s`,
+          detail: `too many POST /sync from ${key}: at most ${perSecond} per second (bursts of ${capacity}); retry after ${retry} s`,
         });
       }
       bucket.tokens -= 1;
-      if (buckets.size >= MAX_CLIENTS && !buckets.has(key)) buckets.clear();
-      buckets.set(key, bucket);
     });
   },
   { name: 'slotsync-rate-limit' },
