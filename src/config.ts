@@ -6,6 +6,7 @@ import { type Static, type TProperties, type TSchema, Type } from '@sinclair/typ
 import { Value } from '@sinclair/typebox/value';
 import { SlotSyncError } from './errors.js';
 import { passwordsOf, redactUrl } from './redact.js';
+import { slotList } from './sync/ready.js';
 
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
@@ -134,6 +135,16 @@ const VARIABLES = {
       }),
     ),
     optional,
+  ),
+  requiredSlots: variable(
+    'SLOTSYNC_REQUIRED_SLOTS',
+    Type.Optional(
+      Type.String({
+        description:
+          'comma-separated failover slots GET /ready and the gate require (default: every failover slot)',
+      }),
+    ),
+    (value: string | undefined) => slotList(value),
   ),
   logLevel: variable(
     'SLOTSYNC_LOG_LEVEL',

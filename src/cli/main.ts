@@ -3,6 +3,7 @@
  * slotsync's command line.
  *   slotsync                run the service (API + worker)
  *   slotsync sync --once    run one sync cycle and print its report as JSON
+ *   slotsync gate           the readiness gate for a pre-promotion hook (gate.ts)
  */
 import { readFileSync } from 'node:fs';
 import { loadConfig, readEnvironment, secretsOf } from '../config.js';
@@ -12,6 +13,8 @@ import { redactSecrets } from '../redact.js';
 
 const USAGE = `usage: slotsync [serve]          run the service (HTTP API and background worker)
        slotsync sync --once      run one sync cycle, print its report as JSON
+       slotsync gate [--slots a,b] [--wait SECONDS] [--url http://host:8432]
+                                 exit 0 when every required slot is sync-ready, 1 if not
 Configuration comes from the environment (SLOTSYNC_PRIMARY_URL, SLOTSYNC_STANDBY_URL, ...);
 see the README.`;
 
@@ -34,6 +37,21 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const secrets = [process.env.SLOTSYNC_API_TOKEN ?? ''];
+  if (command === 'gate') {
+    const { parseGateArgs, runGate } = await import('./gate.js');
+    let options: ReturnType<typeof parseGateArgs>;
+    try {
+      options = parseGateArgs(rest);
+    } catch (error) {
+      fail(error, secrets);
+    }
+    const load = () =>
+      loadConfig(readEnvironment(process.env, (path) => readFileSync(path, 'utf8')));
+    process.exitCode = await runGate(options, load, () =>
+      createLogger('warn', STDERR, secretsOf(load())),
+    ).catch((error) => fail(error, secrets));
+    return;
+  }
   // The command line first: a typo is named before any configuration is read.
   if (command !== 'sync' && command !== 'serve') {
     fail(usageError(`unknown command "${command}"`), secrets);

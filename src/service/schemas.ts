@@ -32,6 +32,16 @@ export const SlotReport = Type.Object({
   reason: Nullable(Type.String()),
 });
 
+export const ReadyResponse = Type.Object({
+  ready: Type.Boolean({ description: 'Every required slot is sync-ready, as of a recent cycle' }),
+  required: Type.Array(Type.String(), { description: 'The slots that had to be ready' }),
+  not_ready: Type.Array(Type.Object({ name: Type.String(), reason: Type.String() })),
+  age_ms: Nullable(Type.Integer({ description: 'Age of the last successful cycle' })),
+  reason: Nullable(
+    Type.String({ description: 'Why the answer cannot be trusted: no cycle yet, or too old' }),
+  ),
+});
+
 export const CycleReport = Type.Object(
   {
     ok: Type.Boolean(),
@@ -41,6 +51,11 @@ export const CycleReport = Type.Object(
       description: 'Whether any slot was created, advanced, marked ready or dropped',
     }),
     slots: Type.Array(SlotReport),
+    readiness: Type.Optional(
+      Type.Composite([ReadyResponse], {
+        description: 'With waitReady: whether every required slot became sync-ready',
+      }),
+    ),
   },
   { $id: 'CycleReport' },
 );
@@ -87,6 +102,14 @@ export const SyncBody = Type.Object(
         description: 'How long to wait for an in-flight cycle (default SLOTSYNC_SYNC_WAIT_MS)',
       }),
     ),
+    waitReady: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 600_000,
+        description:
+          'Keep cycling until every required slot is sync-ready or this many ms passed; the answer says which are not',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -114,6 +137,24 @@ export const ShutdownResponse = Type.Object({
   final_sync: Nullable(CycleReport),
   final_sync_error: Nullable(Type.String()),
 });
+
+export const ReadyQuery = Type.Object(
+  {
+    slots: Type.Optional(
+      Type.String({
+        description: 'Comma-separated slot names (default SLOTSYNC_REQUIRED_SLOTS, else every one)',
+      }),
+    ),
+    max_age_ms: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 86_400_000,
+        description: 'Oldest last successful cycle trusted (default 3 × SLOTSYNC_NAPTIME_MAX_MS)',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
 
 export const SlotsResponse = Type.Object({
   slots: Type.Array(SlotView),

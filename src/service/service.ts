@@ -9,12 +9,16 @@ import type { CycleReport } from '../engine/cycle.js';
 import { createEngine, type Engine } from '../engine/engine.js';
 import { dropStagingSlots } from '../engine/promotion.js';
 import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
+import { type Readiness, readiness } from '../sync/ready.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
 import { delay } from '../util.js';
 import { SyncContext } from './context.js';
 import { Metrics } from './metrics.js';
 import { isLoopback } from './plugins/auth.js';
 import { Worker } from './worker.js';
+
+/** GET /ready trusts a last successful cycle up to this many longest naptimes old. */
+const READY_MAX_AGE_NAPTIMES = 3;
 
 /** How often shutdown asks again for a sync lock another process holds. */
 const LOCK_RETRY_MS = 100;
@@ -55,6 +59,38 @@ export class SlotSyncService {
       ...config,
       enabled: config.worker,
     });
+  }
+
+  /**
+   * The readiness gate, from the last cycle: every required slot (`slots`, else
+   * SLOTSYNC_REQUIRED_SLOTS, else every failover slot) sync-ready, as of a successful cycle
+   * at most `maxAgeMs` old (default 3 × SLOTSYNC_NAPTIME_MAX_MS).
+   */
+  readiness(slots: string[] | null = null, maxAgeMs?: number): Readiness {
+    const { lastResult, lastSuccessAt } = this.context.snapshot;
+    return readiness(
+      lastResult?.views ?? [],
+      slots ?? this.#config.requiredSlots,
+      lastSuccessAt === undefined ? null : Date.now() - lastSuccessAt,
+      maxAgeMs ?? READY_MAX_AGE_NAPTIMES * this.#config.naptimeMaxMs,
+    );
+  }
+
+  /**
+   * POST /sync with waitReady: cycles until every required slot is sync-ready or `waitMs`
+   * passed, a naptime apart; answers the last cycle's report with the readiness.
+   */
+  async syncUntilReady(
+    waitMs: number,
+    lockWaitMs: number,
+  ): Promise<CycleReport & { readiness: Readiness }> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const { report } = await this.context.sync({ trigger: 'api', waitMs: lockWaitMs });
+      const ready = this.readiness(null, Number.POSITIVE_INFINITY);
+      if (ready.ready || Date.now() >= deadline) return { ...report, readiness: ready };
+      await delay(Math.min(this.#config.naptimeMinMs, Math.max(0, deadline - Date.now())));
+    }
   }
 
   get config(): Config {

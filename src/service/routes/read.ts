@@ -1,8 +1,17 @@
 /** GET routes: slots, health, liveness, metrics. Cheap: they read the last cycle's snapshot. */
+import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
+import { slotList } from '../../sync/ready.js';
 import type { SlotView } from '../../sync/view.js';
 import { checkHealth } from '../health.js';
-import { HealthResponse, LiveResponse, problemResponse, SlotsResponse } from '../schemas.js';
+import {
+  HealthResponse,
+  LiveResponse,
+  problemResponse,
+  ReadyQuery,
+  ReadyResponse,
+  SlotsResponse,
+} from '../schemas.js';
 import type { SlotSyncService } from '../service.js';
 
 const serialized = new WeakMap<readonly SlotView[], string>();
@@ -43,6 +52,24 @@ export default async function readRoutes(
         .type('application/json; charset=utf-8')
         .serializer((payload) => payload as string)
         .send(body);
+    },
+  );
+
+  app.get<{ Querystring: Static<typeof ReadyQuery> }>(
+    '/ready',
+    {
+      schema: {
+        summary:
+          'The readiness gate: is every required failover slot sync-ready (200) or not (503)',
+        description:
+          'Answered from the last cycle, no query per request. Required: ?slots=a,b, else SLOTSYNC_REQUIRED_SLOTS, else every failover slot of the primary. A last successful cycle older than max_age_ms (default 3 × SLOTSYNC_NAPTIME_MAX_MS) is not trusted.',
+        querystring: ReadyQuery,
+        response: { 200: ReadyResponse, 503: ReadyResponse },
+      },
+    },
+    async (request, reply) => {
+      const answer = service.readiness(slotList(request.query.slots), request.query.max_age_ms);
+      return reply.code(answer.ready ? 200 : 503).send(answer);
     },
   );
 

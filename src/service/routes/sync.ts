@@ -37,7 +37,7 @@ export default async function syncRoutes(
       schema: {
         summary: 'Run one sync cycle now and answer its report',
         description:
-          'Waits for an in-flight cycle (bounded by timeoutMs) and then runs its own. With nowait it answers 409 "cannot synchronize replication slots concurrently" at once; after POST /shutdown it answers 409 "cannot synchronize replication slots when standby promotion is ongoing".',
+          'Waits for an in-flight cycle (bounded by timeoutMs) and then runs its own. With nowait it answers 409 "cannot synchronize replication slots concurrently" at once; after POST /shutdown it answers 409 "cannot synchronize replication slots when standby promotion is ongoing". With waitReady it keeps cycling until every required slot is sync-ready or the time is up, and adds `readiness`.',
         body: SyncBody,
         querystring: SyncQuery,
         response: { 200: CycleReport, ...problems },
@@ -47,6 +47,8 @@ export default async function syncRoutes(
     async (request) => {
       const nowait = request.body?.nowait ?? request.query.nowait ?? false;
       const waitMs = request.body?.timeoutMs ?? service.config.syncWaitMs;
+      const waitReady = request.body?.waitReady;
+      if (waitReady !== undefined && !nowait) return service.syncUntilReady(waitReady, waitMs);
       const result = await service.context.sync({ trigger: 'api', waitMs, nowait });
       return result.report;
     },

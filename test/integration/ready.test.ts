@@ -1,0 +1,169 @@
+/**
+ * The readiness gate on real PostgreSQL 17 and 18 (issue 12, item 1): GET /ready from the
+ * last cycle, POST /sync {waitReady}, and `slotsync gate` — asking a running service, running
+ * cycles itself, and called from a Patroni-style pre_promote script.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { chmod, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import request from 'supertest';
+import { CLI, runCli } from '../helpers/cli.js';
+import {
+  advancePrimarySlot,
+  createPrimarySlot,
+  dropEverySlot,
+  dropNodeMarkers,
+  type Harness,
+  startHarness,
+  writeRows,
+} from '../helpers/harness.js';
+import { type ServiceUnderTest, startService } from '../helpers/service.js';
+import { tempDir } from '../helpers/setup.js';
+import { MAJORS } from '../support/binaries.js';
+
+const run = promisify(execFile);
+
+for (const major of MAJORS) {
+  describe(`readiness gate on PostgreSQL ${major}`, () => {
+    let h: Harness;
+    let s: ServiceUnderTest | undefined;
+    let scripts: string;
+    before(async () => {
+      h = await startHarness({ major });
+      scripts = await tempDir('gate');
+    });
+    afterEach(async () => {
+      await s?.close();
+      s = undefined;
+      await dropEverySlot(h.cluster);
+    });
+    after(async () => {
+      await h?.close();
+      await rm(scripts, { recursive: true, force: true });
+    });
+
+    /** Moves a primary slot past everything written so far, and lets the standby replay. */
+    const consumerConfirms = async (name: string) => {
+      await writeRows(h.cluster, 5);
+      await advancePrimarySlot(h.cluster, name);
+      await h.cluster.waitForReplay();
+    };
+
+    it('GET /ready: 503 before a cycle and while a copy is not sync-ready, naming it; 200 once it is', async () => {
+      await createPrimarySlot(h.cluster, 'gate_a', { plugin: 'test_decoding' });
+      await h.cluster.waitForReplay();
+      s = await startService(h.cluster);
+      const api = () => request(s?.app.server as NonNullable<typeof s>['app']['server']);
+      const none = await api().get('/ready').expect(503);
+      assert.equal(none.body.reason, 'no cycle has succeeded yet');
+
+      await api().post('/sync').expect(200);
+      const staged = await api().get('/ready').expect(503);
+      assert.deepEqual(staged.body.required, ['gate_a']);
+      assert.equal(staged.body.not_ready[0]?.name, 'gate_a');
+      assert.equal(staged.body.reason, null);
+
+      await consumerConfirms('gate_a');
+      await api().post('/sync').expect(200);
+      const ready = await api().get('/ready').expect(200);
+      assert.equal(ready.body.ready, true);
+      assert.deepEqual(ready.body.not_ready, []);
+
+      const unknown = await api().get('/ready?slots=gate_a,nope').expect(503);
+      assert.deepEqual(unknown.body.not_ready, [
+        { name: 'nope', reason: 'no failover slot of that name on the primary' },
+      ]);
+      await new Promise((r) => setTimeout(r, 5));
+      const stale = await api().get('/ready?max_age_ms=0').expect(503);
+      assert.match(stale.body.reason, /last successful cycle is \d+ ms old/);
+      await api().get('/ready?max_age_ms=-1').expect(400);
+    });
+
+    it('POST /sync {waitReady} cycles until the copies are ready, or says which are not', async () => {
+      await createPrimarySlot(h.cluster, 'gate_b', { plugin: 'test_decoding' });
+      await h.cluster.waitForReplay();
+      s = await startService(h.cluster);
+      const api = () => request(s?.app.server as NonNullable<typeof s>['app']['server']);
+      let confirming = true;
+      const consumer = (async () => {
+        while (confirming) {
+          await consumerConfirms('gate_b');
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      try {
+        const answer = await api().post('/sync').send({ waitReady: 20_000 }).expect(200);
+        assert.equal(answer.body.readiness.ready, true, JSON.stringify(answer.body));
+      } finally {
+        confirming = false;
+        await consumer;
+      }
+      await createPrimarySlot(h.cluster, 'gate_c', { plugin: 'test_decoding' });
+      await h.cluster.waitForReplay();
+      const late = await api().post('/sync').send({ waitReady: 300 }).expect(200);
+      assert.equal(late.body.readiness.ready, false);
+      assert.deepEqual(
+        late.body.readiness.not_ready.map((n: { name: string }) => n.name),
+        ['gate_c'],
+      );
+    });
+
+    it('slotsync gate: from a pre_promote script against a running service, and running cycles itself', async () => {
+      await createPrimarySlot(h.cluster, 'gate_d', { plugin: 'test_decoding' });
+      await h.cluster.waitForReplay();
+      // The worker keeps the last cycle fresh, as in production.
+      s = await startService(h.cluster, { SLOTSYNC_WORKER: 'on' });
+      await s.app.listen({ host: '127.0.0.1', port: 0 });
+      const url = `http://127.0.0.1:${(s.app.server.address() as AddressInfo).port}`;
+
+      // Patroni's pre_promote (or repmgr's failover_validation_command): a non-zero exit
+      // stops the promotion.
+      const script = join(scripts, 'pre_promote.sh');
+      await writeFile(
+        script,
+        `#!/bin/sh\nexec "${process.execPath}" --import tsx "${CLI}" gate --wait "$GATE_WAIT" --url "$SLOTSYNC_URL"\n`,
+      );
+      await chmod(script, 0o700);
+      const prePromote = (wait: string) =>
+        run(script, [], {
+          env: { PATH: process.env.PATH ?? '', SLOTSYNC_URL: url, GATE_WAIT: wait },
+        }).then(
+          (r) => ({ code: 0, ...r }),
+          (e: { code: number; stdout: string; stderr: string }) => e,
+        );
+      const blocked = await prePromote('0');
+      assert.equal(blocked.code, 1);
+      assert.match(blocked.stderr, /not ready: gate_d: /);
+
+      await consumerConfirms('gate_d');
+      const allowed = await prePromote('20');
+      assert.equal(allowed.code, 0, allowed.stderr);
+      assert.match(allowed.stdout, /ready: gate_d/);
+
+      // Without --url: the gate runs cycles with the database URLs of the environment (a
+      // deployment of its own here, with its own state folder and node marker).
+      await s.close();
+      s = undefined;
+      await dropNodeMarkers(h.cluster);
+      const env = {
+        SLOTSYNC_PRIMARY_URL: h.cluster.primary.url('postgres', 'gate-pw'),
+        SLOTSYNC_STANDBY_URL: h.cluster.standby.url('postgres', 'gate-pw'),
+        SLOTSYNC_STATE_DIR: join(scripts, 'state'),
+      };
+      await createPrimarySlot(h.cluster, 'gate_e', { plugin: 'test_decoding' });
+      await h.cluster.waitForReplay();
+      const self = await runCli(['gate', '--slots', 'gate_e', '--wait', '1'], env);
+      assert.equal(self.code, 1, self.stderr);
+      assert.match(self.stderr, /not ready: gate_e/);
+      assert.doesNotMatch(self.stderr + self.stdout, /gate-pw/);
+
+      const usage = await runCli(['gate', '--wait', 'soon'], env);
+      assert.equal(usage.code, 2);
+      assert.match(usage.stderr, /--wait needs seconds/);
+    });
+  });
+}
