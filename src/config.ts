@@ -70,6 +70,14 @@ const VARIABLES = {
     on,
   ),
   worker: variable('SLOTSYNC_WORKER', OnOff('on', 'run the background worker'), on),
+  rearm: variable(
+    'SLOTSYNC_REARM',
+    OnOff(
+      'on',
+      "after promotion, turn failover on for the sync-ready copies (ALTER_REPLICATION_SLOT) so the new primary's standbys can sync them",
+    ),
+    on,
+  ),
   apiToken: variable(
     'SLOTSYNC_API_TOKEN',
     Type.Optional(

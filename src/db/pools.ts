@@ -15,6 +15,7 @@ export const APPLICATION_NAME = {
   primary: 'slotsync-primary',
   standby: 'slotsync-standby',
   lock: 'slotsync-lock',
+  replication: 'slotsync-replication',
 } as const;
 
 export interface PoolOptions {
@@ -50,6 +51,19 @@ function connectionConfig(options: PoolOptions, applicationName: string): pg.Cli
     options: '-c client_connection_check_interval=1000',
     ...target,
   };
+}
+
+/**
+ * A logical replication connection (replication=database) to `options.database`: for the
+ * commands that have no SQL function, such as ALTER_REPLICATION_SLOT.
+ */
+export function createReplicationClient(options: PoolOptions): pg.Client {
+  const config = connectionConfig(options, APPLICATION_NAME.replication);
+  // Replication connections take no -c options such as client_connection_check_interval.
+  const { options: _serverOptions, ...rest } = config;
+  const client = new pg.Client({ ...rest, replication: 'database' } as pg.ClientConfig);
+  client.on('error', () => undefined); // the caller sees the failure of its command
+  return client;
 }
 
 /** One dedicated connection (the standby's sync-lock session), same timeouts as the pools. */

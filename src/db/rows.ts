@@ -41,7 +41,7 @@ export function toRemoteSlot(row: Cell[]): RemoteSlot {
 
 /** The standby's columns, in the order LOCAL_COLUMNS lists them. */
 export const LOCAL_COLUMNS =
-  'slot_name, slot_type, plugin, database, temporary, active, confirmed_flush_lsn, restart_lsn, catalog_xmin, two_phase, synced, invalidation_reason';
+  'slot_name, slot_type, plugin, database, temporary, active, confirmed_flush_lsn, restart_lsn, catalog_xmin, two_phase, synced, invalidation_reason, failover';
 
 export function toLocalSlot(row: Cell[]): LocalSlot {
   const [
@@ -57,6 +57,7 @@ export function toLocalSlot(row: Cell[]): LocalSlot {
     twoPhase,
     synced,
     invalidation,
+    failover,
   ] = row;
   return {
     name: String(name),
@@ -71,6 +72,7 @@ export function toLocalSlot(row: Cell[]): LocalSlot {
     twoPhase: twoPhase === true,
     synced: synced === true,
     invalidationReason: (invalidation as string | null) ?? null,
+    failover: failover === true,
   };
 }
 

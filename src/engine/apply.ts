@@ -322,6 +322,7 @@ export function copySlot(
     twoPhase: false,
     synced: false,
     invalidationReason: null,
+    failover: false,
   };
 }
 

@@ -25,7 +25,7 @@ import { buildSlotViews, type SlotView } from '../sync/view.js';
 import { type Applied, applyActions, type CyclePoint, copySlot } from './apply.js';
 import { DecodeWindow } from './decode-window.js';
 import { checkNode } from './node.js';
-import { dropStagingSlots, type PromotionCleanup } from './promotion.js';
+import { dropStagingSlots, type PromotionCleanup, rearmCopies } from './promotion.js';
 
 export interface EngineDeps {
   primary: pg.Pool;
@@ -42,6 +42,10 @@ export interface EngineDeps {
   cache: CycleCache;
   /** SLOTSYNC_RESET_STATE: a state folder of another node is moved aside, not refused. */
   resetState: boolean;
+  /** SLOTSYNC_REARM: after promotion, failover is turned on for the sync-ready copies. */
+  rearm: boolean;
+  /** A replication connection to the standby, to a database (ALTER_REPLICATION_SLOT). */
+  replicationClient: (database: string) => pg.Client;
   /** Called with every copy creation wait, so /health can say when snapshots are refused. */
   onSnapshotRefused?: (message: string) => void;
   /** Called when a cycle found the standby promoted and dropped its staging slots. */
@@ -155,6 +159,19 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
         standby.pid,
         localNow,
       );
+      if (deps.rearm) {
+        Object.assign(
+          cleanup,
+          await rearmCopies(
+            {
+              registry: deps.registry,
+              logger: deps.logger,
+              replicationClient: deps.replicationClient,
+            },
+            localNow,
+          ),
+        );
+      }
       cache.forget();
       deps.onPromotion?.(cleanup);
     }

@@ -2,7 +2,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { LockSession } from '../db/lock-session.js';
-import { createPool } from '../db/pools.js';
+import { createPool, createReplicationClient } from '../db/pools.js';
 import { StandbyPools } from '../db/standby-pools.js';
 import { Registry } from '../registry/registry.js';
 import { CycleCache, type EngineDeps } from './cycle.js';
@@ -59,6 +59,16 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     concurrency: config.concurrency,
     createTimeoutMs: config.createTimeoutMs,
     resetState: config.resetState,
+    rearm: config.rearm,
+    replicationClient: (database) =>
+      createReplicationClient({
+        ...common,
+        url: config.standbyUrl,
+        database,
+        role: 'standby',
+        max: 1,
+        logger: standbyLogger,
+      }),
     cache: new CycleCache(),
   };
   return {

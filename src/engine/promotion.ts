@@ -22,6 +22,49 @@ export interface PromotionCleanup {
   dropped: string[];
   /** Staging slots that could not be dropped, with the server's message. */
   failed: { slot: string; error: string }[];
+  /** Published copies whose failover was turned on (SLOTSYNC_REARM). */
+  rearmed: string[];
+  /** Copies that could not be re-armed, with the server's message. */
+  rearmFailed: { slot: string; error: string }[];
+}
+
+/**
+ * Re-arms the published copies after promotion: a copy made over SQL on a standby has
+ * failover = false (PostgreSQL refuses failover there), so the subscribers' slots on the new
+ * primary would not be synced to its standbys. ALTER_REPLICATION_SLOT … ( FAILOVER true ),
+ * over a replication connection to each copy's database, for every sync-ready copy slotsync
+ * owns. A copy a subscriber already uses (active) cannot be altered: reported, not retried.
+ */
+export async function rearmCopies(
+  deps: { registry: Registry; logger: Logger; replicationClient: (database: string) => pg.Client },
+  local: readonly LocalSlot[],
+): Promise<Pick<PromotionCleanup, 'rearmed' | 'rearmFailed'>> {
+  const byName = new Map(local.map((s) => [s.name, s]));
+  const rearmed: string[] = [];
+  const rearmFailed: PromotionCleanup['rearmFailed'] = [];
+  for (const entry of deps.registry.entries.values()) {
+    if (entry.state !== 'sync_ready') continue;
+    const copy = byName.get(entry.name);
+    if (copy === undefined || copy.failover || !isOwnedCopy(copy, entry)) continue;
+    const client = deps.replicationClient(entry.database);
+    try {
+      await client.connect();
+      // Slot names are [a-z0-9_] (checked before any copy is made): quoting is enough.
+      await client.query(`ALTER_REPLICATION_SLOT "${entry.name}" ( FAILOVER true )`);
+      rearmed.push(entry.name);
+    } catch (error) {
+      rearmFailed.push({ slot: entry.name, error: messageOf(error) });
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  if (rearmed.length > 0 || rearmFailed.length > 0) {
+    deps.logger.warn(
+      { rearmed, failed: rearmFailed },
+      'the standby was promoted: turned failover on for the sync-ready copies',
+    );
+  }
+  return { rearmed, rearmFailed };
 }
 
 export async function dropStagingSlots(
@@ -76,7 +119,7 @@ export async function dropStagingSlots(
     }
   }
   if (changed) await deps.registry.write(entries);
-  const result = { at: new Date().toISOString(), dropped, failed };
+  const result = { at: new Date().toISOString(), dropped, failed, rearmed: [], rearmFailed: [] };
   if (dropped.length > 0 || failed.length > 0) {
     deps.logger.warn(
       { dropped, failed },

@@ -72,6 +72,7 @@ export class SyncContext {
     engine.deps.onSnapshotRefused = (message) => this.#update({ snapshotRefused: message });
     engine.deps.onPromotion = (cleanup) => {
       this.#metrics.promotionDropped.inc(cleanup.dropped.length);
+      this.#metrics.rearmed.inc(cleanup.rearmed.length);
       this.#update({ promotion: cleanup });
     };
   }

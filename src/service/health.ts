@@ -167,13 +167,20 @@ export async function checkHealth(service: SlotSyncService): Promise<HealthRepor
   }
 
   if (snapshot.promotion) {
-    const { dropped, failed: left } = snapshot.promotion;
+    const { dropped, failed: left, rearmed, rearmFailed } = snapshot.promotion;
+    const rearm = !config.rearm
+      ? '; failover was not turned on for the copies (SLOTSYNC_REARM=off): ALTER SUBSCRIPTION … SET (failover = true) on each subscriber'
+      : rearmFailed.length > 0
+        ? `; failover could not be turned on for: ${rearmFailed.map((f) => `${f.slot} (${f.error})`).join(', ')}`
+        : rearmed.length > 0
+          ? `; failover turned on for: ${rearmed.join(', ')}`
+          : '';
     checks.promotion = {
-      status: left.length > 0 ? 'fail' : 'warn',
+      status: left.length > 0 || rearmFailed.length > 0 ? 'fail' : 'warn',
       detail:
         left.length > 0
-          ? `the standby was promoted; these staging slots could not be dropped and must be dropped by hand: ${left.map((f) => f.slot).join(', ')}`
-          : `the standby was promoted; ${dropped.length} staging slot(s) of copies that were not sync-ready were dropped${dropped.length > 0 ? `: ${dropped.join(', ')}` : ''}`,
+          ? `the standby was promoted; these staging slots could not be dropped and must be dropped by hand: ${left.map((f) => f.slot).join(', ')}${rearm}`
+          : `the standby was promoted; ${dropped.length} staging slot(s) of copies that were not sync-ready were dropped${dropped.length > 0 ? `: ${dropped.join(', ')}` : ''}${rearm}`,
     };
   }
 

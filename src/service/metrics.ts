@@ -79,6 +79,11 @@ export class Metrics {
     help: 'Staging slots (copies not sync-ready) dropped because the standby was found promoted',
     registers: [this.registry],
   });
+  readonly rearmed = new Counter({
+    name: 'slotsync_rearmed_total',
+    help: 'Copies whose failover slotsync turned on after the standby was promoted',
+    registers: [this.registry],
+  });
   readonly workerRunning = new Gauge({
     name: 'slotsync_worker_running',
     help: '1 while the background worker runs',

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { type Config, configError } from '../config.js';
 import { readStandby } from '../db/standby.js';
-import type { CycleReport } from '../engine/cycle.js';
+import { type CycleReport, runCycle } from '../engine/cycle.js';
 import { createEngine, type Engine } from '../engine/engine.js';
 import { dropStagingSlots } from '../engine/promotion.js';
 import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
@@ -19,6 +19,9 @@ import { Worker } from './worker.js';
 
 /** GET /ready trusts a last successful cycle up to this many longest naptimes old. */
 const READY_MAX_AGE_NAPTIMES = 3;
+
+/** After POST /shutdown, how often the standby is asked whether it was promoted. */
+const PROMOTION_POLL_MS = 500;
 
 /** How often shutdown asks again for a sync lock another process holds. */
 const LOCK_RETRY_MS = 100;
@@ -39,6 +42,7 @@ export class SlotSyncService {
   readonly startedAt = Date.now();
   #config: Config;
   #closing: Promise<void> | undefined;
+  #watching: AbortController | undefined;
   #shutdown: Promise<ShutdownResult> | undefined;
 
   static async create(
@@ -198,7 +202,37 @@ export class SlotSyncService {
       () => this.#dropNotReady(),
     );
     this.logger.info({ dropped }, 'slot synchronization stopped for promotion');
+    this.#watchPromotion();
     return { stopped: true, slots, dropped, final_sync: finalReport, final_sync_error: finalError };
+  }
+
+  /**
+   * After POST /shutdown the worker is stopped, but the promotion is yet to come: watch the
+   * standby until it leaves recovery, then run one cycle as shutdown, which finds it
+   * promoted and re-arms the copies (SLOTSYNC_REARM).
+   */
+  #watchPromotion(): void {
+    if (this.#watching !== undefined || !this.#config.rearm) return;
+    const abort = new AbortController();
+    this.#watching = abort;
+    void (async () => {
+      while (!abort.signal.aborted) {
+        try {
+          const { deps } = this.context.engine;
+          if (!(await readStandby(deps.standby.main)).inRecovery) {
+            await this.context.withSyncLock(
+              { holder: 'shutdown', waitMs: Number.POSITIVE_INFINITY },
+              () => runCycle(deps).catch(() => undefined), // it ends: "not a standby"
+            );
+            return;
+          }
+        } catch (error) {
+          // The standby restarts or is busy promoting: ask again.
+          this.logger.debug({ err: messageOf(error) }, 'watching the standby for promotion');
+        }
+        await delay(PROMOTION_POLL_MS, abort.signal).catch(() => undefined);
+      }
+    })();
   }
 
   async #dropNotReady(): Promise<{ slots: SlotView[]; dropped: string[] }> {
@@ -253,6 +287,7 @@ export class SlotSyncService {
    * app's onClose hook (app.ts) and a caller may both ask.
    */
   close(): Promise<void> {
+    this.#watching?.abort();
     this.#closing ??= (async () => {
       await this.worker.stop();
       await this.context.withSyncLock(

@@ -29,6 +29,8 @@ export interface LocalSlot {
   /** Set by PostgreSQL's own slot sync worker: such a slot is never slotsync's. */
   synced: boolean;
   invalidationReason: string | null;
+  /** Off on every copy made on a standby; slotsync turns it on after promotion (re-arm). */
+  failover: boolean;
 }
 
 /**

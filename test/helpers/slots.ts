@@ -33,6 +33,7 @@ export function local(name: string, lsn: string, extra: Partial<LocalSlot> = {})
     twoPhase: false,
     synced: false,
     invalidationReason: null,
+    failover: false,
     ...extra,
   };
 }

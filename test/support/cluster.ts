@@ -43,9 +43,9 @@ export interface Cluster {
   /**
    * A planned switchover: the primary stops cleanly, the standby is promoted, and the old
    * primary rejoins as the new primary's standby (with its own slots still on it).
-   * `primary` and `standby` swap.
+   * `primary` and `standby` swap. `beforeRejoin` runs once the standby is promoted.
    */
-  switchover(): Promise<void>;
+  switchover(options?: { beforeRejoin?: () => Promise<void> }): Promise<void>;
   /** Stops every server and removes the folder. Idempotent. */
   stop(): Promise<void>;
 }
@@ -107,11 +107,12 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     subscriber,
     waitForReplay: (timeoutMs = 30_000) =>
       waitForReplay(cluster.primary, cluster.standby, timeoutMs),
-    switchover: async () => {
+    switchover: async (options = {}) => {
       const [oldPrimary, newPrimary] = [cluster.primary, cluster.standby];
       await cluster.waitForReplay();
       await oldPrimary.stop('fast');
       await newPrimary.promote();
+      await options.beforeRejoin?.();
       await newPrimary.sql(`SELECT pg_create_physical_replication_slot($1, true)`, [STANDBY_SLOT]);
       await writeFile(join(oldPrimary.dataDir, 'standby.signal'), '');
       if (runAs) await chown(join(oldPrimary.dataDir, 'standby.signal'), runAs.uid, runAs.gid);
