@@ -70,6 +70,14 @@ const VARIABLES = {
     on,
   ),
   worker: variable('SLOTSYNC_WORKER', OnOff('on', 'run the background worker'), on),
+  replaceStale: variable(
+    'SLOTSYNC_REPLACE_STALE',
+    OnOff(
+      'off',
+      'on: a stale same-name slot on the standby (inactive, failover, not synced, same plugin and database: left from before a switchover) is dropped and a fresh copy staged',
+    ),
+    on,
+  ),
   rearm: variable(
     'SLOTSYNC_REARM',
     OnOff(
@@ -143,6 +151,26 @@ const VARIABLES = {
       }),
     ),
     optional,
+  ),
+  slotsInclude: variable(
+    'SLOTSYNC_SLOTS_INCLUDE',
+    Type.Optional(
+      Type.String({
+        description:
+          'comma-separated name patterns (* matches anything) of the failover slots to copy (default: all)',
+      }),
+    ),
+    (value: string | undefined) => slotList(value),
+  ),
+  slotsExclude: variable(
+    'SLOTSYNC_SLOTS_EXCLUDE',
+    Type.Optional(
+      Type.String({
+        description:
+          'comma-separated name patterns of failover slots never to copy; their copies are dropped',
+      }),
+    ),
+    (value: string | undefined) => slotList(value),
   ),
   requiredSlots: variable(
     'SLOTSYNC_REQUIRED_SLOTS',

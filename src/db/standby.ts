@@ -281,16 +281,25 @@ export interface StandbyProbe extends StandbySettings {
   replayLsn: Lsn | null;
   /** REPLICATION or superuser: needed to create, advance and drop slots. */
   canManageSlots: boolean;
+  /** PostgreSQL 18's idle_replication_slot_timeout (null before 18): it applies to copies. */
+  idleSlotTimeout: string | null;
 }
 
 /** Settings and privileges only, for /health (no slot list). */
 export async function probeStandby(pool: pg.Pool): Promise<StandbyProbe> {
-  const result = await pool.query<StandbyRow & { can_manage_slots: boolean }>(
+  const result = await pool.query<
+    StandbyRow & { can_manage_slots: boolean; idle_slot_timeout: string | null }
+  >(
     `SELECT true AS locked, ${SETTINGS}, '' AS fingerprint, 0 AS orphaned, NULL::json AS slots,
             (SELECT rolreplication OR rolsuper FROM pg_catalog.pg_roles
-              WHERE rolname = current_user) AS can_manage_slots`,
+              WHERE rolname = current_user) AS can_manage_slots,
+            pg_catalog.current_setting('idle_replication_slot_timeout', true) AS idle_slot_timeout`,
   );
   const row = result.rows[0];
   if (row === undefined) throw noRowError('standby');
-  return { ...toStandbyState(row), canManageSlots: row.can_manage_slots };
+  return {
+    ...toStandbyState(row),
+    canManageSlots: row.can_manage_slots,
+    idleSlotTimeout: row.idle_slot_timeout,
+  };
 }

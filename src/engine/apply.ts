@@ -237,7 +237,7 @@ async function applyDrops(drops: Kind<'drop'>[], book: Book, deps: ApplyDeps): P
     }
     if (!action.quiet) {
       const state = action.after === 'invalidate' ? 'invalidated' : 'absent';
-      book.report(action.name, 'dropped', state, action.reason);
+      book.report(action.name, action.replaced ? 'replaced' : 'dropped', state, action.reason);
     }
   });
 }

@@ -42,6 +42,10 @@ export interface EngineDeps {
   cache: CycleCache;
   /** SLOTSYNC_RESET_STATE: a state folder of another node is moved aside, not refused. */
   resetState: boolean;
+  /** SLOTSYNC_REPLACE_STALE: stale same-name slots left from a switchover are replaced. */
+  replaceStale: boolean;
+  /** SLOTSYNC_SLOTS_INCLUDE/EXCLUDE: whether a failover slot of the primary is copied. */
+  selectSlot: (name: string) => boolean;
   /** SLOTSYNC_REARM: after promotion, failover is turned on for the sync-ready copies. */
   rearm: boolean;
   /** A replication connection to the standby, to a database (ALTER_REPLICATION_SLOT). */
@@ -188,12 +192,17 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
     validatePrimary(primary, standby);
     checkUpstream(primary, standby, deps.primaryUrl, cache);
 
-    const remote = primary.slots ?? cache.remote ?? [];
+    const everyRemote = primary.slots ?? cache.remote ?? [];
+    // SLOTSYNC_SLOTS_INCLUDE/EXCLUDE: the slots left out are not slotsync's to look after.
+    const remote = everyRemote.filter((slot) => deps.selectSlot(slot.name));
+    const excluded = new Set(
+      everyRemote.filter((slot) => !deps.selectSlot(slot.name)).map((slot) => slot.name),
+    );
     const local = standby.slots ?? cache.local ?? [];
     const unchanged = primary.slots === null && standby.slots === null;
     cache.primarySlotName = standby.primarySlotName;
     cache.primaryFingerprint = primary.fingerprint;
-    cache.remote = remote;
+    cache.remote = everyRemote;
     cache.standbyFingerprint = standby.fingerprint;
     cache.local = local;
     if (primary.slots !== null && standby.slots !== null) cache.fullReadAt = Date.now();
@@ -215,6 +224,8 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       registry: deps.registry.entries,
       standbyReplayLsn: standby.replayLsn ?? 0n,
       standbyDatabases: new Set(standby.databases),
+      excluded,
+      replaceStale: deps.replaceStale,
     };
     const actions = planCycle(input);
     await deps.pauseAt?.('before_apply');

@@ -5,6 +5,7 @@ import { LockSession } from '../db/lock-session.js';
 import { createPool, createReplicationClient } from '../db/pools.js';
 import { StandbyPools } from '../db/standby-pools.js';
 import { Registry } from '../registry/registry.js';
+import { slotSelector } from '../sync/select.js';
 import { CycleCache, type EngineDeps } from './cycle.js';
 
 export interface Engine {
@@ -60,6 +61,8 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     createTimeoutMs: config.createTimeoutMs,
     resetState: config.resetState,
     rearm: config.rearm,
+    replaceStale: config.replaceStale,
+    selectSlot: slotSelector({ include: config.slotsInclude, exclude: config.slotsExclude }),
     replicationClient: (database) =>
       createReplicationClient({
         ...common,

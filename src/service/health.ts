@@ -9,6 +9,7 @@ import { probeStandby, type StandbyProbe } from '../db/standby.js';
 import { messageOf, SlotSyncError } from '../errors.js';
 import { redactSecrets } from '../redact.js';
 import { formatLsn } from '../sync/lsn.js';
+import { STALE_HINT } from '../sync/rules.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import type { SlotSyncService } from './service.js';
 
@@ -63,6 +64,12 @@ export async function checkHealth(service: SlotSyncService): Promise<HealthRepor
           status: 'fail',
           detail: 'the standby role needs REPLICATION to create, advance and drop slots',
         };
+    if (standby.idleSlotTimeout !== null && !/^0\D*$/.test(standby.idleSlotTimeout)) {
+      checks.idle_slot_timeout = {
+        status: 'warn',
+        detail: `idle_replication_slot_timeout = ${standby.idleSlotTimeout} on the standby: PostgreSQL invalidates a copy left unadvanced that long (its subscriber idle or down), and slotsync must then make it afresh, not sync-ready until the subscriber confirms again. Set it to 0 on the standby, or above the longest time a subscriber may stay away.`,
+      };
+    }
   } catch (error) {
     checks.standby = { status: 'fail', detail: `SLOTSYNC_STANDBY_URL: ${clean(error)}` };
   }
@@ -150,13 +157,15 @@ export async function checkHealth(service: SlotSyncService): Promise<HealthRepor
   }
 
   const views = snapshot.lastResult?.views ?? [];
-  const conflicts = views.filter((v) => v.state === 'conflict').map((v) => v.name);
+  const conflicted = views.filter((v) => v.state === 'conflict');
+  const conflicts = conflicted.map((v) => v.name);
+  const stale = conflicted.filter((v) => v.reason?.includes(STALE_HINT)).map((v) => v.name);
   checks.conflicts =
     conflicts.length === 0
       ? { status: 'pass', detail: 'no slot of the same name blocks a copy' }
       : {
           status: 'fail',
-          detail: `slots of the same name exist on the standby and are not slotsync's, so these are not protected: ${conflicts.join(', ')}`,
+          detail: `slots of the same name exist on the standby and are not slotsync's, so these are not protected: ${conflicts.join(', ')}${stale.length > 0 ? ` (${stale.join(', ')}: left from before a switchover; SLOTSYNC_REPLACE_STALE=on would drop them and stage fresh copies)` : ''}`,
         };
 
   if (snapshot.snapshotRefused) {

@@ -24,9 +24,17 @@ export const ReportState = Type.Union(
 export const SlotReport = Type.Object({
   name: Type.String(),
   action: Type.Union(
-    ['created', 'advanced', 'ready', 'dropped', 'skipped', 'conflict', 'unchanged', 'failed'].map(
-      (s) => Type.Literal(s),
-    ),
+    [
+      'created',
+      'advanced',
+      'ready',
+      'dropped',
+      'skipped',
+      'conflict',
+      'unchanged',
+      'failed',
+      'replaced',
+    ].map((s) => Type.Literal(s)),
   ),
   state: ReportState,
   reason: Nullable(Type.String()),

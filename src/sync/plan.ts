@@ -11,6 +11,7 @@ import {
   conflictMessage,
   fenceReason,
   isOwnedCopy,
+  isStaleSameName,
   mayHavePublishedCopy,
   needsAdvance,
   obsoleteReason,
@@ -21,6 +22,7 @@ import {
   remotePrecedesMessage,
   remoteSlotsToSync,
   reservedNameMessage,
+  staleReplacedMessage,
   twoPhaseUnsupportedMessage,
   untrustedRemoteReason,
 } from './rules.js';
@@ -56,8 +58,9 @@ export function planCycle(input: PlanInput): Action[] {
       });
       continue;
     }
-    const reason =
-      remote?.twoPhase === true
+    const reason = input.excluded?.has(entry.name)
+      ? `dropped the copy of "${entry.name}": the slot is excluded by SLOTSYNC_SLOTS_INCLUDE/SLOTSYNC_SLOTS_EXCLUDE`
+      : remote?.twoPhase === true
         ? twoPhaseUnsupportedMessage(entry.name)
         : obsoleteReason(entry.name, entry.database);
     actions.push(drop(entry.name, slots, 'forget', reason));
@@ -135,7 +138,7 @@ export function planSlot(
   remote: RemoteSlot,
   local: Slots,
   entry: RegistryEntry | undefined,
-  input: Pick<PlanInput, 'standbyReplayLsn'>,
+  input: Pick<PlanInput, 'standbyReplayLsn' | 'replaceStale'>,
 ): Action[] {
   const name = remote.name;
   const stagingName = entry?.stagingName ?? stagingNameOf(name);
@@ -152,7 +155,10 @@ export function planSlot(
 
   // Same name on the standby and not ours: never touched (reported, the rest goes on).
   if (underName !== undefined && published === undefined) {
-    return [{ kind: 'conflict', name, reason: conflictMessage(name, underName) }];
+    if (input.replaceStale && isStaleSameName(underName, remote)) {
+      return [{ ...drop(name, [name], 'keep', staleReplacedMessage(name)), replaced: true }];
+    }
+    return [{ kind: 'conflict', name, reason: conflictMessage(name, underName, remote) }];
   }
 
   if (remote.invalidationReason !== null) {

@@ -201,11 +201,35 @@ export function propertiesDiffer(remote: RemoteSlot, local: LocalSlot): string |
   return null;
 }
 
-export function conflictMessage(name: string, local: LocalSlot): string {
+/**
+ * A same-name slot that looks like the one this node held as a primary before a switchover:
+ * logical, inactive, failover = true (a copy made on a standby never is), not synchronized by
+ * PostgreSQL, same plugin and database as the remote. Under SLOTSYNC_REPLACE_STALE it is
+ * dropped and a fresh copy staged; its positions are never reused.
+ */
+export function isStaleSameName(local: LocalSlot, remote: RemoteSlot): boolean {
+  return (
+    local.slotType === 'logical' &&
+    !local.active &&
+    local.failover &&
+    !local.synced &&
+    local.plugin === remote.plugin &&
+    local.database === remote.database
+  );
+}
+
+export const STALE_HINT =
+  'it looks like the slot this node held as a primary before a switchover: SLOTSYNC_REPLACE_STALE=on drops it and stages a fresh copy';
+
+export function conflictMessage(name: string, local: LocalSlot, remote?: RemoteSlot): string {
   const base = `exiting from slot synchronization because same name slot "${name}" already exists on the standby`;
-  return local.synced
-    ? `${base} (it is synchronized by PostgreSQL's own slot sync worker)`
-    : `${base}; slotsync did not create it and will not touch it`;
+  if (local.synced) return `${base} (it is synchronized by PostgreSQL's own slot sync worker)`;
+  const stale = remote !== undefined && isStaleSameName(local, remote) ? `; ${STALE_HINT}` : '';
+  return `${base}; slotsync did not create it and will not touch it${stale}`;
+}
+
+export function staleReplacedMessage(name: string): string {
+  return `dropped the stale slot "${name}" on the standby (inactive, failover, same plugin and database as the remote, not slotsync's: left from before a switchover; SLOTSYNC_REPLACE_STALE=on); a fresh copy is staged next`;
 }
 
 export function readyMessage(name: string): string {

@@ -94,6 +94,10 @@ export interface PlanInput {
   standbyReplayLsn: Lsn;
   /** The standby's databases; when given, a remote slot of another database is not copied. */
   standbyDatabases?: ReadonlySet<string>;
+  /** Failover slots of the primary left out by SLOTSYNC_SLOTS_INCLUDE/EXCLUDE. */
+  excluded?: ReadonlySet<string>;
+  /** SLOTSYNC_REPLACE_STALE: a stale same-name slot (isStaleSameName) is replaced. */
+  replaceStale?: boolean;
 }
 
 interface ActionBase {
@@ -129,6 +133,8 @@ export type Action =
       remoteInvalidation: string | null;
       /** Not reported as the slot's outcome (a leftover staging slot, an orphan). */
       quiet: boolean;
+      /** A stale same-name slot replaced under SLOTSYNC_REPLACE_STALE (reported `replaced`). */
+      replaced?: boolean;
     })
   | (ActionBase & { kind: 'forget' })
   | (ActionBase & { kind: 'record_invalidation'; remoteInvalidation: string })
@@ -148,7 +154,9 @@ export type ReportAction =
   | 'skipped'
   | 'conflict'
   | 'unchanged'
-  | 'failed';
+  | 'failed'
+  /** A stale same-name slot dropped under SLOTSYNC_REPLACE_STALE; a fresh copy follows. */
+  | 'replaced';
 
 export interface SlotReport {
   name: string;

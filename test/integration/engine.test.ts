@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { parseLsn } from '../../src/sync/lsn.js';
 import { stagingNameOf } from '../../src/sync/names.js';
+import { slotSelector } from '../../src/sync/select.js';
 import {
   advancePrimarySlot,
   consume,
@@ -270,6 +271,39 @@ for (const major of MAJORS) {
       );
       await dropRemotesAndSync(h);
       assert.equal(h.deps.registry.entries.size, 0, 'forgotten once the primary slot is gone');
+    });
+
+    it('SLOTSYNC_SLOTS_INCLUDE/EXCLUDE: a slot left out is not copied, and the copy of a slot that becomes excluded is dropped', async () => {
+      h.deps.selectSlot = slotSelector({ include: ['sel_*'], exclude: ['sel_skip*'] });
+      try {
+        for (const name of ['sel_a', 'sel_skip_b', 'other_c']) {
+          await createPrimarySlot(h.cluster, name, { plugin: 'test_decoding' });
+        }
+        await h.cluster.waitForReplay();
+        const first = await h.cycle();
+        assert.deepEqual(
+          first.report.slots.map((r) => `${r.action}:${r.name}`),
+          ['created:sel_a'],
+          'only the included slot is looked after',
+        );
+        assert.deepEqual(
+          first.views.map((v) => v.name),
+          ['sel_a'],
+        );
+        h.deps.selectSlot = slotSelector({ include: null, exclude: ['sel_a'] });
+        const second = await h.cycle();
+        const dropped = h.slot(second, 'sel_a');
+        assert.equal(dropped.action, 'dropped');
+        assert.match(
+          dropped.reason ?? '',
+          /excluded by SLOTSYNC_SLOTS_INCLUDE\/SLOTSYNC_SLOTS_EXCLUDE/,
+        );
+        assert.equal(await slotRow(h.cluster.standby, stagingNameOf('sel_a')), undefined);
+        assert.equal(h.slot(second, 'other_c').action, 'created');
+      } finally {
+        h.deps.selectSlot = () => true;
+      }
+      await dropRemotesAndSync(h);
     });
 
     it('never touches a same-name slot a user made on the standby; the other slots still sync', async () => {

@@ -352,14 +352,18 @@ for (const major of MAJORS) {
       );
       await service.close();
 
-      // The old primary is the standby now. Its own stale slot of the same name goes (by
-      // hand here: issue 12's replace-stale policy is not built), the subscription follows
-      // the new primary (connection only), and a new slotsync deployment copies the
-      // re-armed slot: it is a failover slot again.
-      await cluster.standby.sql('SELECT pg_drop_replication_slot($1)', [SUBSCRIPTION]);
+      // The old primary is the standby now and still holds its own stale slot of the same
+      // name; the subscription follows the new primary (connection only), and a new slotsync
+      // deployment with SLOTSYNC_REPLACE_STALE=on replaces the stale slot and copies the
+      // re-armed one: it is a failover slot again.
       await pointSubscriptionAt(subscriber, cluster.primary);
-      const next = await startService(cluster);
+      const next = await startService(cluster, { SLOTSYNC_REPLACE_STALE: 'on' });
       cleanups.push(() => next.close());
+      const replaced = await request(next.app.server).post('/sync').expect(200);
+      assert.equal(
+        replaced.body.slots.find((r: { name: string }) => r.name === SUBSCRIPTION)?.action,
+        'replaced',
+      );
       await request(next.app.server).post('/sync').expect(200);
       const slots = (await request(next.app.server).get('/slots')).body as {
         slots: { name: string; state: string }[];

@@ -225,11 +225,24 @@ for (const major of MAJORS) {
           const after = await runCycle(engine.deps);
           const report = after.report.slots.find((s) => s.name === 'sw');
           assert.equal(report?.action, 'conflict', JSON.stringify(report));
+          assert.match(report?.reason ?? '', /SLOTSYNC_REPLACE_STALE=on drops it/);
           assert.deepEqual(
             await slotRow(cluster.standby, 'sw'),
             held,
             'neither advanced nor dropped',
           );
+
+          // Opt in: the stale slot is dropped and a fresh copy staged; its positions are
+          // never reused.
+          engine.deps.replaceStale = true;
+          const replaced = await runCycle(engine.deps);
+          assert.equal(replaced.report.slots.find((s) => s.name === 'sw')?.action, 'replaced');
+          assert.equal(await slotRow(cluster.standby, 'sw'), undefined);
+          const fresh = await runCycle(engine.deps);
+          assert.equal(fresh.report.slots.find((s) => s.name === 'sw')?.action, 'created');
+          const staged = await slotRow(cluster.standby, stagingNameOf('sw'));
+          assert.ok(staged, 'staged afresh');
+          assert.notEqual(staged.restart_lsn, held.restart_lsn);
         } finally {
           await engine.close();
         }

@@ -68,6 +68,26 @@ for (const major of MAJORS) {
       await request(server()).post('/sync').expect(401); // the token still guards POST
     });
 
+    it("/health warns when PostgreSQL 18's idle_replication_slot_timeout is set on the standby", async () => {
+      s = await startService(h.cluster);
+      const quiet = await request(server()).get('/health');
+      assert.equal(quiet.body.checks.idle_slot_timeout, undefined, 'unset (0), or PostgreSQL 17');
+      if (major < 18) return; // the setting exists from 18 on
+      await h.cluster.standby.sql(`ALTER SYSTEM SET idle_replication_slot_timeout = '1h'`);
+      await h.cluster.standby.sql('SELECT pg_reload_conf()');
+      try {
+        await waitFor('the warning', async () => {
+          const health = await request(server()).get('/health');
+          return /idle_replication_slot_timeout = 1h/.test(
+            health.body.checks.idle_slot_timeout?.detail ?? '',
+          );
+        });
+      } finally {
+        await h.cluster.standby.sql('ALTER SYSTEM RESET idle_replication_slot_timeout');
+        await h.cluster.standby.sql('SELECT pg_reload_conf()');
+      }
+    });
+
     it('GET /slots, /health, /health/live, /metrics answer from a real pair', async () => {
       await createPrimarySlot(h.cluster, 'svc_slot', { plugin: 'test_decoding' });
       await h.cluster.waitForReplay();

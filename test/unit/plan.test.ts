@@ -133,6 +133,38 @@ describe('planner: creating copies (synchronize_one_slot, no local slot)', () =>
 });
 
 describe('planner: ownership (a slot slotsync does not own is never touched)', () => {
+  it("a stale same-name slot (an old primary's, failover on) is a conflict with a hint, replaced only under the policy", () => {
+    const stale = local('a', '0/1000', { failover: true });
+    const conflict = only(planCycle(input({ remote: [remote('a', '0/2000')], local: [stale] })));
+    assert.equal(conflict.kind, 'conflict');
+    assert.match(conflict.reason ?? '', /SLOTSYNC_REPLACE_STALE=on drops it/);
+    const replaced = only(
+      planCycle({
+        ...input({ remote: [remote('a', '0/2000')], local: [stale] }),
+        replaceStale: true,
+      }),
+    );
+    assert.equal(replaced.kind === 'drop' && replaced.replaced, true);
+    for (const other of [
+      local('a', '0/1000'), // failover off: a user's slot made on this standby
+      local('a', '0/1000', { failover: true, active: true }),
+      local('a', '0/1000', { failover: true, plugin: 'test_decoding' }),
+      local('a', '0/1000', { failover: true, synced: true }),
+    ]) {
+      const action = only(
+        planCycle({
+          ...input({ remote: [remote('a', '0/2000')], local: [other] }),
+          replaceStale: true,
+        }),
+      );
+      assert.equal(
+        action.kind,
+        'conflict',
+        `${other.failover} ${other.active} ${other.plugin} ${other.synced}`,
+      );
+    }
+  });
+
   it('reports a same-name user slot as conflict, and still syncs the others', () => {
     const actions = planCycle(
       input({

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseGateArgs } from '../../src/cli/gate.js';
 import { readiness, slotList } from '../../src/sync/ready.js';
+import { slotSelector } from '../../src/sync/select.js';
 import { buildSlotViews } from '../../src/sync/view.js';
 import { entry, local, remote, stage } from '../helpers/slots.js';
 
@@ -46,5 +47,21 @@ describe('readiness gate', () => {
     for (const bad of [['--wait', 'x'], ['--wait'], ['--url', 'h:1'], ['--nope', '1']]) {
       assert.throws(() => parseGateArgs(bad), { code: 'SLOTSYNC_CONFIG' }, bad.join(' '));
     }
+  });
+});
+
+describe('slot selection (SLOTSYNC_SLOTS_INCLUDE / SLOTSYNC_SLOTS_EXCLUDE)', () => {
+  it('keeps what an include pattern matches and no exclude pattern does; * matches anything', () => {
+    const pick = slotSelector({ include: ['app_*', 'cdc'], exclude: ['app_tmp*'] });
+    assert.deepEqual(['app_orders', 'app_tmp_1', 'cdc', 'cdc2', 'other'].filter(pick), [
+      'app_orders',
+      'cdc',
+    ]);
+    assert.equal(slotSelector({ include: null, exclude: null })('x.y'), true);
+    assert.equal(
+      slotSelector({ include: ['a.c'], exclude: null })('abc'),
+      false,
+      'dots are literal',
+    );
   });
 });
