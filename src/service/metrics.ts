@@ -4,6 +4,7 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { CycleResult } from '../engine/cycle.js';
+import { readiness } from '../sync/ready.js';
 import type { SlotView } from '../sync/view.js';
 
 const STATES = ['temporary', 'sync_ready', 'invalidated', 'conflict', 'absent'] as const;
@@ -84,6 +85,13 @@ export class Metrics {
     help: 'Copies whose failover slotsync turned on after the standby was promoted',
     registers: [this.registry],
   });
+  readonly ready = new Gauge({
+    name: 'slotsync_ready',
+    help: '1 when every required failover slot (SLOTSYNC_REQUIRED_SLOTS, else all) is sync-ready: what GET /ready answers',
+    registers: [this.registry],
+  });
+  /** The slots the readiness gauge requires (SLOTSYNC_REQUIRED_SLOTS, as reloaded). */
+  requiredSlots: () => readonly string[] | null = () => null;
   readonly workerRunning = new Gauge({
     name: 'slotsync_worker_running',
     help: '1 while the background worker runs',
@@ -113,5 +121,6 @@ export class Metrics {
       this.syncReady.set({ slot: view.name }, view.sync_ready ? 1 : 0);
     }
     for (const [state, count] of counts) this.slots.set({ state }, count);
+    this.ready.set(readiness(views, this.requiredSlots(), 0, 0).ready ? 1 : 0);
   }
 }

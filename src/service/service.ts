@@ -58,6 +58,7 @@ export class SlotSyncService {
     this.#config = config;
     this.logger = logger;
     this.metrics = metrics;
+    metrics.requiredSlots = () => this.#config.requiredSlots;
     this.context = new SyncContext(engine, metrics, logger.child({ component: 'context' }));
     this.worker = new Worker(this.context, metrics, logger.child({ component: 'worker' }), {
       ...config,
