@@ -325,6 +325,9 @@ for (const major of MAJORS) {
       });
       await writer.stop();
       await api().post('/shutdown').send({ finalSync: true }).expect(200);
+      // As an orchestrator does: the subscription waits while the nodes change roles (else
+      // it could reconnect to the old primary, a standby now, and decode its stale slot).
+      await subscriber.sql(`ALTER SUBSCRIPTION ${SUBSCRIPTION} DISABLE`);
       const failoverOf = async (server: Cluster['primary']) =>
         (
           await server.sql<{ failover: boolean }>(
@@ -357,6 +360,7 @@ for (const major of MAJORS) {
       // deployment with SLOTSYNC_REPLACE_STALE=on replaces the stale slot and copies the
       // re-armed one: it is a failover slot again.
       await pointSubscriptionAt(subscriber, cluster.primary);
+      await subscriber.sql(`ALTER SUBSCRIPTION ${SUBSCRIPTION} ENABLE`);
       const next = await startService(cluster, { SLOTSYNC_REPLACE_STALE: 'on' });
       cleanups.push(() => next.close());
       const replaced = await request(next.app.server).post('/sync').expect(200);
@@ -371,6 +375,33 @@ for (const major of MAJORS) {
       const view = slots.slots.find((v) => v.name === SUBSCRIPTION);
       assert.ok(view, "the subscription's slot is a failover slot of the new primary");
       assert.notEqual(view.state, 'absent', 'and slotsync made its copy on the new standby');
+
+      // A second failover, onto the old primary: the subscription, never altered beyond its
+      // connection, carries on from the copy slotsync made there. Every row exactly once.
+      writer.start(cluster.primary);
+      const nextApi = () => request(next.app.server);
+      await waitFor(
+        'the copy on the rejoined standby sync-ready',
+        async () =>
+          (await nextApi().post('/sync').send({ waitReady: 1_000 })).body.readiness?.ready,
+        60_000,
+      );
+      await writer.stop();
+      await nextApi().post('/shutdown').send({ finalSync: true }).expect(200);
+      await subscriber.sql(`ALTER SUBSCRIPTION ${SUBSCRIPTION} DISABLE`);
+      await cluster.waitForReplay();
+      await cluster.primary.stop('fast');
+      await cluster.standby.promote();
+      await pointSubscriptionAt(subscriber, cluster.standby);
+      await subscriber.sql(`ALTER SUBSCRIPTION ${SUBSCRIPTION} ENABLE`);
+      writer.start(cluster.standby);
+      const target = writer.lastCommitted + 50;
+      await waitFor(
+        '50 rows on the second new primary',
+        async () => writer.lastCommitted >= target,
+      );
+      const last = await writer.stop();
+      await assertExactlyOnce(cluster, last);
     });
 
     it('control: without slotsync the promoted standby has no slot and the subscription stops', async () => {
