@@ -152,6 +152,17 @@ const VARIABLES = {
     ),
     optional,
   ),
+  readToken: variable(
+    'SLOTSYNC_READ_TOKEN',
+    Type.Optional(
+      Type.String({
+        minLength: 16,
+        description:
+          'bearer token required on GET /slots, /metrics, /ready, /openapi.json and for the details of /health (the API token works too)',
+      }),
+    ),
+    optional,
+  ),
   slotsInclude: variable(
     'SLOTSYNC_SLOTS_INCLUDE',
     Type.Optional(
@@ -244,9 +255,13 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
 
 /** What must never leave the process: the API token and the databases' passwords. */
 export function secretsOf(
-  config: Pick<Config, 'apiToken' | 'primaryUrl' | 'standbyUrl'>,
+  config: Pick<Config, 'apiToken' | 'primaryUrl' | 'standbyUrl'> & { readToken?: string },
 ): string[] {
-  return [config.apiToken ?? '', ...passwordsOf(config.primaryUrl, config.standbyUrl)];
+  return [
+    config.apiToken ?? '',
+    config.readToken ?? '',
+    ...passwordsOf(config.primaryUrl, config.standbyUrl),
+  ];
 }
 
 export function configError(variable: string, problem: string): SlotSyncError {

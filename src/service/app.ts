@@ -17,6 +17,12 @@ import { Problem } from './schemas.js';
 import type { SlotSyncService } from './service.js';
 
 export const BODY_LIMIT_BYTES = 16 * 1024;
+/**
+ * No request lives longer: POST /sync with waitReady may take its 600 s, plus the wait for
+ * the lock; idle keep-alive connections close after 5 s.
+ */
+const REQUEST_TIMEOUT_MS = 660_000;
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 
 export interface AppOptions {
   service: SlotSyncService;
@@ -31,6 +37,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     loggerInstance: (options.logger ??
       service.logger.child({ component: 'http' })) as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT_BYTES,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
     return503OnClosing: true,
   });
@@ -75,6 +83,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(auth, {
     token: () => service.config.apiToken,
     host: () => service.config.host,
+    readToken: () => service.config.readToken,
   });
   await app.register(rateLimit, {
     perSecond: () => options.syncRatePerSecond ?? service.config.syncRatePerSecond,

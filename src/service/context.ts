@@ -35,6 +35,15 @@ export interface Snapshot {
   promotion: PromotionCleanup | undefined;
 }
 
+/** How many POST /sync may wait for the next cycle at once. */
+const MAX_API_WAITERS = 64;
+
+interface SharedCycle {
+  started: boolean;
+  waiters: number;
+  promise: Promise<CycleResult>;
+}
+
 export interface SyncOptions {
   trigger: Trigger;
   /** How long to wait for an in-flight cycle; 0 with nowait. */
@@ -44,6 +53,8 @@ export interface SyncOptions {
 
 export class SyncContext {
   readonly #mutex = new Mutex();
+  /** The next API cycle, while it waits for the lock: later callers join it. */
+  #nextApi: SharedCycle | undefined;
   readonly #logger: Logger;
   readonly #metrics: Metrics;
   #engine: Engine;
@@ -89,6 +100,11 @@ export class SyncContext {
     return this.#syncing;
   }
 
+  /** POST /sync callers waiting for the next, shared cycle. */
+  get waitingApiCallers(): number {
+    return this.#nextApi?.started === false ? this.#nextApi.waiters : 0;
+  }
+
   /** The most cycles ever in flight at once (1 unless the lock is broken). */
   get maxInFlight(): number {
     return this.#maxInFlight;
@@ -103,6 +119,38 @@ export class SyncContext {
     return this.withSyncLock({ ...options, holder: options.trigger }, () =>
       this.#runCycle(options.trigger),
     );
+  }
+
+  /**
+   * POST /sync: callers that arrive while a cycle runs share the next one (it starts after
+   * they arrived, so it sees what they want synced) instead of each queueing a cycle of its
+   * own; at most MAX_API_WAITERS wait, the others get 503 at once.
+   */
+  async syncShared(options: Omit<SyncOptions, 'trigger'>): Promise<CycleResult> {
+    const pending = this.#nextApi;
+    if (pending !== undefined && !pending.started && !options.nowait) {
+      if (pending.waiters >= MAX_API_WAITERS) {
+        throw new SlotSyncError(
+          'SLOTSYNC_LOCK_TIMEOUT',
+          `${CONCURRENT_MESSAGE}: ${pending.waiters} requests already wait for the next cycle`,
+        );
+      }
+      pending.waiters++;
+      return pending.promise;
+    }
+    const next: SharedCycle = {
+      started: false,
+      waiters: 1,
+      promise: Promise.resolve(undefined as never),
+    };
+    next.promise = this.withSyncLock({ ...options, holder: 'api' }, () => {
+      next.started = true;
+      return this.#runCycle('api');
+    }).finally(() => {
+      if (this.#nextApi === next) this.#nextApi = undefined;
+    });
+    if (!options.nowait) this.#nextApi = next;
+    return next.promise;
   }
 
   /** Runs `fn` as the only sync in this process; refuses once promotion has started. */

@@ -18,6 +18,8 @@ import { SlotSyncService } from './service.js';
  * last statement, then closing HTTP and the pools) before a second signal is not needed.
  */
 const CLOSE_MARGIN_MS = 10_000;
+/** Open HTTP connections at most: orchestrators, probes and scrapers need a handful. */
+const MAX_CONNECTIONS = 256;
 
 export async function serve(config: Config): Promise<void> {
   if (!config.apiToken && !isLoopback(config.host)) {
@@ -38,6 +40,7 @@ export async function serve(config: Config): Promise<void> {
     }
     throw error;
   }
+  app.server.maxConnections = MAX_CONNECTIONS;
   logger.info(
     {
       primary: redactUrl(config.primaryUrl),

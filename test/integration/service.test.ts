@@ -68,6 +68,64 @@ for (const major of MAJORS) {
       await request(server()).post('/sync').expect(401); // the token still guards POST
     });
 
+    it('POST /sync callers that arrive during a cycle share the next one; timeoutMs never exceeds SLOTSYNC_SYNC_WAIT_MS', async () => {
+      s = await startService(h.cluster, { SLOTSYNC_SYNC_WAIT_MS: '20000' });
+      const cycles = async () =>
+        Number(
+          /slotsync_cycles_total\{trigger="api",outcome="success"\} (\d+)/.exec(
+            (await s?.service.metrics.registry.getSingleMetricAsString('slotsync_cycles_total')) ??
+              '',
+          )?.[1] ?? 0,
+        );
+      const before = await cycles();
+      const gate = holdNextCycle(s);
+      const first = request(server()).post('/sync').send({});
+      const firstDone = first.then((r) => r.status);
+      await waitFor('the first cycle held', async () => gate.reached());
+      const waiting = Array.from({ length: 5 }, () =>
+        request(server())
+          .post('/sync')
+          .send({ timeoutMs: 600_000 })
+          .then((r) => r.status),
+      );
+      await waitFor(
+        'five callers waiting for the next cycle',
+        async () => s?.service.context.waitingApiCallers === 5,
+      );
+      gate.open();
+      assert.deepEqual(await Promise.all([firstDone, ...waiting]), [200, 200, 200, 200, 200, 200]);
+      assert.equal((await cycles()) - before, 2, 'the held cycle and one shared by the five');
+    });
+
+    it('SLOTSYNC_READ_TOKEN protects the reads but /health/live; /health without it shows check names only', async () => {
+      const READ = 'read-token-0123456789abcdef';
+      s = await startService(h.cluster, { SLOTSYNC_API_TOKEN: TOKEN, SLOTSYNC_READ_TOKEN: READ });
+      const get = (path: string, token?: string) => {
+        const r = request(server()).get(path);
+        return token === undefined ? r : r.set('authorization', `Bearer ${token}`);
+      };
+      for (const path of ['/slots', '/metrics', '/ready', '/openapi.json']) {
+        const refused = await get(path).expect(401);
+        assert.equal(refused.body.code, 'SLOTSYNC_UNAUTHORIZED', path);
+        await get(path, 'wrong-token-0123456789').expect(401);
+        assert.notEqual((await get(path, READ)).status, 401, `${path} with the read token`);
+        assert.notEqual((await get(path, TOKEN)).status, 401, `${path} with the API token`);
+      }
+      await get('/health/live').expect(200);
+      const anonymous = await get('/health');
+      assert.ok(Object.keys(anonymous.body.checks).length > 3);
+      for (const check of Object.values(anonymous.body.checks) as { detail: string }[]) {
+        assert.equal(check.detail, 'details need a bearer token');
+      }
+      const detailed = await get('/health', READ);
+      assert.match(detailed.body.checks.standby.detail, /reachable/);
+      // The read token cannot write.
+      await request(server()).post('/sync').set('authorization', `Bearer ${READ}`).expect(401);
+      const doc = (await get('/openapi.json', READ)).body;
+      assert.deepEqual(doc.paths['/slots'].get.security, [{}, { bearer: [] }]);
+      assert.deepEqual(doc.paths['/sync'].post.security, [{ bearer: [] }, {}]);
+    });
+
     it("/health warns when PostgreSQL 18's idle_replication_slot_timeout is set on the standby", async () => {
       s = await startService(h.cluster);
       const quiet = await request(server()).get('/health');

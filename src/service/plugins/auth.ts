@@ -30,6 +30,23 @@ export function hostOf(header: string): string {
 export interface AuthOptions {
   token: () => string | undefined;
   host: () => string;
+  /** SLOTSYNC_READ_TOKEN: when set, reads need it (or the API token); see READ_PROTECTED. */
+  readToken?: () => string | undefined;
+}
+
+/** Reads that need a token when SLOTSYNC_READ_TOKEN is set; /health/live stays open. */
+export const READ_PROTECTED = ['/slots', '/metrics', '/ready', '/openapi.json'];
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Whether the caller presented a valid read or API token (GET /health details). */
+    authenticated: boolean;
+  }
+}
+
+function bearerOf(request: FastifyRequest): string | undefined {
+  const match = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '');
+  return match?.[1]?.trim();
 }
 
 /** Failed attempts allowed per client and minute before every POST of it gets 429. */
@@ -52,8 +69,25 @@ export default fp(
       request.log.warn({ ip: request.ip, url: request.url, why }, 'refused a POST');
     };
 
+    app.decorateRequest('authenticated', false);
     app.addHook('onRequest', async (request: FastifyRequest, reply) => {
-      if (request.method !== 'POST') return;
+      if (request.method !== 'POST') {
+        const readToken = options.readToken?.();
+        const presented = bearerOf(request);
+        const apiToken = options.token();
+        request.authenticated =
+          presented !== undefined &&
+          [readToken, apiToken].some((t) => t !== undefined && tokenMatches(presented, t));
+        if (readToken === undefined || request.authenticated) return;
+        const path = request.url.split('?')[0] ?? '';
+        if (!READ_PROTECTED.includes(path)) return;
+        reply.header('www-authenticate', 'Bearer realm="slotsync"');
+        return sendProblem(reply, {
+          status: 401,
+          code: 'SLOTSYNC_UNAUTHORIZED',
+          detail: 'this read needs a bearer token (SLOTSYNC_READ_TOKEN or SLOTSYNC_API_TOKEN)',
+        });
+      }
       const seen = failures.get(request.ip);
       if (
         seen !== undefined &&

@@ -14,6 +14,9 @@ import {
 } from '../schemas.js';
 import type { SlotSyncService } from '../service.js';
 
+/** Open, or a bearer token (SLOTSYNC_READ_TOKEN or SLOTSYNC_API_TOKEN) once a read token is set. */
+const READ_SECURITY: { [scheme: string]: string[] }[] = [{}, { bearer: [] }];
+
 const serialized = new WeakMap<readonly SlotView[], string>();
 
 function serializedViews(views: readonly SlotView[]): string {
@@ -36,6 +39,7 @@ export default async function readRoutes(
     {
       schema: {
         summary: 'Every failover slot of the primary and its copy, as of the last cycle',
+        security: READ_SECURITY,
         response: { 200: SlotsResponse, 500: problemResponse('Unexpected failure') },
       },
     },
@@ -78,12 +82,26 @@ export default async function readRoutes(
     {
       schema: {
         summary: 'Whether the service can do its job, check by check (200 or 503)',
+        description:
+          'With SLOTSYNC_READ_TOKEN set, a caller without a token gets the status and the check names, not their details.',
+        security: READ_SECURITY,
         response: { 200: HealthResponse, 503: HealthResponse },
       },
     },
-    async (_request, reply) => {
+    async (request, reply) => {
       const report = await checkHealth(service);
-      return reply.code(report.status === 'pass' ? 200 : 503).send(report);
+      const code = report.status === 'pass' ? 200 : 503;
+      if (service.config.readToken === undefined || request.authenticated) {
+        return reply.code(code).send(report);
+      }
+      // With SLOTSYNC_READ_TOKEN, callers without it get the status and the check names only.
+      const checks = Object.fromEntries(
+        Object.entries(report.checks).map(([name, check]) => [
+          name,
+          { status: check.status, detail: 'details need a bearer token' },
+        ]),
+      );
+      return reply.code(code).send({ status: report.status, checks });
     },
   );
 
@@ -98,6 +116,7 @@ export default async function readRoutes(
     {
       schema: {
         summary: 'Prometheus metrics (text exposition format), names prefixed slotsync_',
+        security: READ_SECURITY,
         produces: ['text/plain'],
         response: { 200: { type: 'string' } },
       },

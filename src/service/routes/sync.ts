@@ -11,6 +11,9 @@ import {
 } from '../schemas.js';
 import type { SlotSyncService } from '../service.js';
 
+/** The API token; without one, loopback callers only (no Origin, a loopback Host). */
+const WRITE_SECURITY: { [scheme: string]: string[] }[] = [{ bearer: [] }, {}];
+
 const problems = {
   400: problemResponse('Malformed request: bad JSON, unknown field, wrong type'),
   401: problemResponse('Missing or wrong bearer token'),
@@ -39,6 +42,7 @@ export default async function syncRoutes(
         description:
           'Waits for an in-flight cycle (bounded by timeoutMs) and then runs its own. With nowait it answers 409 "cannot synchronize replication slots concurrently" at once; after POST /shutdown it answers 409 "cannot synchronize replication slots when standby promotion is ongoing". With waitReady it keeps cycling until every required slot is sync-ready or the time is up, and adds `readiness`.',
         body: SyncBody,
+        security: WRITE_SECURITY,
         querystring: SyncQuery,
         response: { 200: CycleReport, ...problems },
       },
@@ -46,10 +50,14 @@ export default async function syncRoutes(
     },
     async (request) => {
       const nowait = request.body?.nowait ?? request.query.nowait ?? false;
-      const waitMs = request.body?.timeoutMs ?? service.config.syncWaitMs;
+      // A caller may wait less than SLOTSYNC_SYNC_WAIT_MS, never more.
+      const waitMs = Math.min(
+        request.body?.timeoutMs ?? service.config.syncWaitMs,
+        service.config.syncWaitMs,
+      );
       const waitReady = request.body?.waitReady;
       if (waitReady !== undefined && !nowait) return service.syncUntilReady(waitReady, waitMs);
-      const result = await service.context.sync({ trigger: 'api', waitMs, nowait });
+      const result = await service.context.syncShared({ waitMs, nowait });
       return result.report;
     },
   );
@@ -62,6 +70,7 @@ export default async function syncRoutes(
         description:
           'Stops the worker, waits for an in-flight cycle, refuses every later sync, drops every copy that is not sync-ready and answers the final state of every slot. Idempotent. finalSync runs one last cycle first.',
         body: ShutdownBody,
+        security: WRITE_SECURITY,
         response: { 200: ShutdownResponse, ...problems },
       },
     },
