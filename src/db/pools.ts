@@ -16,6 +16,7 @@ export const APPLICATION_NAME = {
   standby: 'slotsync-standby',
   lock: 'slotsync-lock',
   replication: 'slotsync-replication',
+  health: 'slotsync-health',
 } as const;
 
 export interface PoolOptions {
@@ -26,6 +27,8 @@ export interface PoolOptions {
    */
   database?: string;
   role: 'primary' | 'standby';
+  /** application_name, when not the role's (the health probes have their own). */
+  applicationName?: string;
   max: number;
   statementTimeoutMs: number;
   connectTimeoutMs: number;
@@ -80,7 +83,7 @@ export function createClient(options: PoolOptions, applicationName: string): pg.
 
 export function createPool(options: PoolOptions): pg.Pool {
   const pool = new pg.Pool({
-    ...connectionConfig(options, APPLICATION_NAME[options.role]),
+    ...connectionConfig(options, options.applicationName ?? APPLICATION_NAME[options.role]),
     max: options.max,
     idleTimeoutMillis: 30_000,
   });

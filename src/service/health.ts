@@ -3,7 +3,10 @@
  * fail) and a detail; any fail makes the answer 503. Warnings never do.
  */
 
-import { secretsOf } from '../config.js';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { type Config, secretsOf } from '../config.js';
+import { APPLICATION_NAME, createPool } from '../db/pools.js';
 import { type PrimaryProbe, probePrimary } from '../db/primary.js';
 import { probeStandby, type StandbyProbe } from '../db/standby.js';
 import { messageOf, SlotSyncError } from '../errors.js';
@@ -42,16 +45,91 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-export async function checkHealth(service: SlotSyncService): Promise<HealthReport> {
-  const { deps } = service.context.engine;
+/** How long a health report is reused: probes cost two queries, callers may be many. */
+const CACHE_MS = 1_000;
+
+/**
+ * The probes behind GET /health, on connections of their own (one per server): a flood of
+ * health requests never takes a connection a sync cycle needs. Reports are cached for
+ * about a second and shared by concurrent callers.
+ */
+export class HealthProbes {
+  #pools: { primary: pg.Pool; standby: pg.Pool; urls: string } | undefined;
+  #cached: { at: number; probed: Promise<Probed> } | undefined;
+
+  constructor(private readonly logger: Logger) {}
+
+  /** The probe pools for the configuration's URLs (made anew when they change). */
+  pools(config: Config): { primary: pg.Pool; standby: pg.Pool } {
+    const urls = `${config.primaryUrl}\n${config.standbyUrl}`;
+    if (this.#pools?.urls !== urls) {
+      void this.close();
+      const common = {
+        statementTimeoutMs: PROBE_TIMEOUT_MS,
+        connectTimeoutMs: PROBE_TIMEOUT_MS,
+        max: 1,
+        logger: this.logger,
+        applicationName: APPLICATION_NAME.health,
+      };
+      this.#pools = {
+        primary: createPool({ ...common, url: config.primaryUrl, role: 'primary' }),
+        standby: createPool({ ...common, url: config.standbyUrl, role: 'standby' }),
+        urls,
+      };
+    }
+    return this.#pools;
+  }
+
+  /** The two probes, run at most once a second whatever the number of callers. */
+  probe(config: Config): Promise<Probed> {
+    const now = Date.now();
+    if (this.#cached === undefined || now - this.#cached.at > CACHE_MS) {
+      const pools = this.pools(config);
+      const probed = (async (): Promise<Probed> => {
+        const standby = await settle(withTimeout(probeStandby(pools.standby), 'the standby'));
+        const slot = standby.ok ? standby.value.primarySlotName : '';
+        const primary = await settle(withTimeout(probePrimary(pools.primary, slot), 'the primary'));
+        return { standby, primary };
+      })();
+      this.#cached = { at: now, probed };
+    }
+    return this.#cached.probed;
+  }
+
+  /** The report: probes from the cache, everything else (worker, cycles) as of now. */
+  async report(service: SlotSyncService): Promise<HealthReport> {
+    return checkHealth(service, await this.probe(service.config));
+  }
+
+  async close(): Promise<void> {
+    const pools = this.#pools;
+    this.#pools = undefined;
+    this.#cached = undefined;
+    if (pools) await Promise.allSettled([pools.primary.end(), pools.standby.end()]);
+  }
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+const settle = <T>(promise: Promise<T>): Promise<Settled<T>> =>
+  promise.then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+
+interface Probed {
+  standby: Settled<StandbyProbe>;
+  primary: Settled<PrimaryProbe>;
+}
+
+export function checkHealth(service: SlotSyncService, probed: Probed): HealthReport {
   const config = service.config;
   const checks: Record<string, Check> = {};
   const secrets = secretsOf(config);
   const clean = (error: unknown) => redactSecrets(messageOf(error), secrets);
 
   let standby: StandbyProbe | undefined;
-  try {
-    standby = await withTimeout(probeStandby(deps.standby.main), 'the standby');
+  if (probed.standby.ok) {
+    standby = probed.standby.value;
     checks.standby = standby.inRecovery
       ? {
           status: 'pass',
@@ -70,19 +148,22 @@ export async function checkHealth(service: SlotSyncService): Promise<HealthRepor
         detail: `idle_replication_slot_timeout = ${standby.idleSlotTimeout} on the standby: PostgreSQL invalidates a copy left unadvanced that long (its subscriber idle or down), and slotsync must then make it afresh, not sync-ready until the subscriber confirms again. Set it to 0 on the standby, or above the longest time a subscriber may stay away.`,
       };
     }
-  } catch (error) {
-    checks.standby = { status: 'fail', detail: `SLOTSYNC_STANDBY_URL: ${clean(error)}` };
+  } else {
+    checks.standby = {
+      status: 'fail',
+      detail: `SLOTSYNC_STANDBY_URL: ${clean(probed.standby.error)}`,
+    };
   }
 
   let primary: PrimaryProbe | undefined;
-  try {
-    primary = await withTimeout(
-      probePrimary(deps.primary, standby?.primarySlotName ?? ''),
-      'the primary',
-    );
+  if (probed.primary.ok) {
+    primary = probed.primary.value;
     checks.primary = { status: 'pass', detail: 'reachable' };
-  } catch (error) {
-    checks.primary = { status: 'fail', detail: `SLOTSYNC_PRIMARY_URL: ${clean(error)}` };
+  } else {
+    checks.primary = {
+      status: 'fail',
+      detail: `SLOTSYNC_PRIMARY_URL: ${clean(probed.primary.error)}`,
+    };
   }
 
   if (standby && primary) {

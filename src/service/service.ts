@@ -13,6 +13,7 @@ import { type Readiness, readiness } from '../sync/ready.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
 import { delay } from '../util.js';
 import { SyncContext } from './context.js';
+import { HealthProbes } from './health.js';
 import { Metrics } from './metrics.js';
 import { isLoopback } from './plugins/auth.js';
 import { Worker } from './worker.js';
@@ -36,6 +37,8 @@ export interface ShutdownResult {
 
 export class SlotSyncService {
   readonly metrics: Metrics;
+  /** GET /health's probes, on connections of their own, cached about a second. */
+  readonly health: HealthProbes;
   readonly context: SyncContext;
   readonly worker: Worker;
   readonly logger: Logger;
@@ -59,6 +62,7 @@ export class SlotSyncService {
     this.logger = logger;
     this.metrics = metrics;
     metrics.requiredSlots = () => this.#config.requiredSlots;
+    this.health = new HealthProbes(logger.child({ component: 'health' }));
     this.context = new SyncContext(engine, metrics, logger.child({ component: 'context' }));
     this.worker = new Worker(this.context, metrics, logger.child({ component: 'worker' }), {
       ...config,
@@ -296,6 +300,7 @@ export class SlotSyncService {
         async () => undefined,
       );
       await this.context.engine.close();
+      await this.health.close();
     })();
     return this.#closing;
   }

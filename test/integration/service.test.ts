@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import request from 'supertest';
@@ -11,6 +12,7 @@ import type { SlotSyncError } from '../../src/errors.js';
 import { generateOpenApi } from '../../src/service/openapi.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import {
+  advancePrimarySlot,
   consume,
   createPrimarySlot,
   dropEverySlot,
@@ -95,6 +97,62 @@ for (const major of MAJORS) {
       gate.open();
       assert.deepEqual(await Promise.all([firstDone, ...waiting]), [200, 200, 200, 200, 200, 200]);
       assert.equal((await cycles()) - before, 2, 'the held cycle and one shared by the five');
+    });
+
+    it('a flood of GET /health never takes a sync connection: probes on their own sessions, at most once a second; cycles go on', async () => {
+      await createPrimarySlot(h.cluster, 'flooded', { plugin: 'test_decoding' });
+      await h.cluster.waitForReplay();
+      s = await startService(h.cluster, { SLOTSYNC_WORKER: 'on' });
+      const service = s.service;
+      await s.app.listen({ host: '127.0.0.1', port: 0 });
+      const url = `http://127.0.0.1:${(s.app.server.address() as AddressInfo).port}/health`;
+      const errors = async () =>
+        /outcome="error"\} ([1-9]\d*)/.exec(
+          await service.metrics.registry.getSingleMetricAsString('slotsync_cycles_total'),
+        )?.[1] ?? '0';
+      let flooding = true;
+      let answered = 0;
+      const flood = Promise.all(
+        Array.from({ length: 32 }, async () => {
+          while (flooding) {
+            await (await fetch(url)).arrayBuffer();
+            answered++;
+          }
+        }),
+      );
+      const healthSessions: number[] = [];
+      try {
+        for (let round = 0; round < 3; round++) {
+          await writeRows(h.cluster, 10);
+          const target = await advancePrimarySlot(h.cluster, 'flooded');
+          await h.cluster.waitForReplay();
+          // The copy follows its remote within the worker's cadence, flood or not.
+          await waitFor(
+            'the copy following its remote',
+            async () => {
+              const [row] = await h.cluster.standby.sql<{ n: number; caught: boolean }>(
+                `SELECT (SELECT count(*)::int FROM pg_stat_activity WHERE application_name = 'slotsync-health') AS n,
+                      coalesce((SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots
+                                 WHERE slot_name IN ('flooded', $2)
+                                 ORDER BY confirmed_flush_lsn DESC LIMIT 1), false) AS caught`,
+                [target, stagingNameOf('flooded')],
+              );
+              healthSessions.push(row?.n ?? 0);
+              return row?.caught === true;
+            },
+            15_000,
+          );
+        }
+      } finally {
+        flooding = false;
+        await flood;
+      }
+      assert.ok(answered > 200, `${answered} health answers`);
+      assert.ok(
+        Math.max(...healthSessions) <= 1,
+        `health sessions on the standby: ${healthSessions}`,
+      );
+      assert.equal(await errors(), '0', 'no cycle failed');
     });
 
     it('SLOTSYNC_READ_TOKEN protects the reads but /health/live; /health without it shows check names only', async () => {
@@ -241,6 +299,8 @@ for (const major of MAJORS) {
       await h.cluster.waitForReplay();
       s = await startService(h.cluster, { SLOTSYNC_WORKER: 'on' });
       const service = s.service;
+      await s.app.listen({ host: '127.0.0.1', port: 0 });
+      const url = `http://127.0.0.1:${(s.app.server.address() as AddressInfo).port}/health`;
       await waitFor(
         'the worker ran a cycle',
         async () => service.context.snapshot.lastSuccessAt !== undefined,

@@ -3,7 +3,6 @@ import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { slotList } from '../../sync/ready.js';
 import type { SlotView } from '../../sync/view.js';
-import { checkHealth } from '../health.js';
 import {
   HealthResponse,
   LiveResponse,
@@ -89,7 +88,7 @@ export default async function readRoutes(
       },
     },
     async (request, reply) => {
-      const report = await checkHealth(service);
+      const report = await service.health.report(service);
       const code = report.status === 'pass' ? 200 : 503;
       if (service.config.readToken === undefined || request.authenticated) {
         return reply.code(code).send(report);
