@@ -299,8 +299,6 @@ for (const major of MAJORS) {
       await h.cluster.waitForReplay();
       s = await startService(h.cluster, { SLOTSYNC_WORKER: 'on' });
       const service = s.service;
-      await s.app.listen({ host: '127.0.0.1', port: 0 });
-      const url = `http://127.0.0.1:${(s.app.server.address() as AddressInfo).port}/health`;
       await waitFor(
         'the worker ran a cycle',
         async () => service.context.snapshot.lastSuccessAt !== undefined,
