@@ -55,7 +55,7 @@ const CACHE_MS = 1_000;
  */
 export class HealthProbes {
   #pools: { primary: pg.Pool; standby: pg.Pool; urls: string } | undefined;
-  #cached: { at: number; probed: Promise<Probed> } | undefined;
+  #cached: { at: number; urls: string; probed: Promise<Probed> } | undefined;
 
   constructor(private readonly logger: Logger) {}
 
@@ -83,7 +83,13 @@ export class HealthProbes {
   /** The two probes, run at most once a second whatever the number of callers. */
   probe(config: Config): Promise<Probed> {
     const now = Date.now();
-    if (this.#cached === undefined || now - this.#cached.at > CACHE_MS) {
+    const urls = `${config.primaryUrl}\n${config.standbyUrl}`;
+    // A reload that changed a URL is never answered from the old servers' probes.
+    if (
+      this.#cached === undefined ||
+      now - this.#cached.at > CACHE_MS ||
+      this.#cached.urls !== urls
+    ) {
       const pools = this.pools(config);
       const probed = (async (): Promise<Probed> => {
         const standby = await settle(withTimeout(probeStandby(pools.standby), 'the standby'));
@@ -91,7 +97,7 @@ export class HealthProbes {
         const primary = await settle(withTimeout(probePrimary(pools.primary, slot), 'the primary'));
         return { standby, primary };
       })();
-      this.#cached = { at: now, probed };
+      this.#cached = { at: now, urls, probed };
     }
     return this.#cached.probed;
   }
