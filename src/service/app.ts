@@ -46,6 +46,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     fp(
       async (instance) => {
         // After the HTTP server stopped taking requests: the in-flight cycle ends, then pools.
+        // Before the server stops taking requests: a POST /sync waiting for readiness
+        // answers now instead of holding the close for its whole wait.
+        instance.addHook('preClose', async () => {
+          service.beginClose();
+        });
         instance.addHook('onClose', async () => {
           await service.close();
         });

@@ -73,13 +73,24 @@ export async function serve(config: Config): Promise<void> {
 
   // SIGHUP reloads the configuration (above); close-with-grace would otherwise close on it.
   closeWithGrace(
-    { delay: config.statementTimeoutMs + CLOSE_MARGIN_MS, skip: ['SIGHUP'] },
+    // The in-flight cycle may be waiting on a copy creation: the grace period covers it.
+    {
+      delay: Math.max(config.statementTimeoutMs, config.createTimeoutMs) + CLOSE_MARGIN_MS,
+      skip: ['SIGHUP'],
+    },
     async ({ signal, err }) => {
       closing = true;
-      if (err) logger.error({ err: messageOf(err) }, 'stopping after an error');
+      // Uncaught errors land here too: message and stack, secrets redacted by the logger.
+      if (err) {
+        logger.error(
+          { err: messageOf(err), stack: (err as Error).stack },
+          'stopping after an error',
+        );
+      }
       logger.info({ signal }, 'stopping: finishing the in-flight cycle');
-      await service.worker.stop();
-      await app.close(); // closes the service too
+      // HTTP first (no new request starts a cycle), then the service: the worker finishes
+      // its cycle, the lock is released, the pools close (the service plugin's onClose).
+      await app.close();
       logger.info('stopped');
     },
   );

@@ -45,6 +45,8 @@ export class SlotSyncService {
   readonly startedAt = Date.now();
   #config: Config;
   #closing: Promise<void> | undefined;
+  /** Set when the process starts to stop: long waits (waitReady) answer at once. */
+  #stopping = false;
   #watching: AbortController | undefined;
   #shutdown: Promise<ShutdownResult> | undefined;
 
@@ -97,7 +99,9 @@ export class SlotSyncService {
     for (;;) {
       const { report } = await this.context.sync({ trigger: 'api', waitMs: lockWaitMs });
       const ready = this.readiness(null, Number.POSITIVE_INFINITY);
-      if (ready.ready || Date.now() >= deadline) return { ...report, readiness: ready };
+      if (ready.ready || Date.now() >= deadline || this.#stopping) {
+        return { ...report, readiness: ready };
+      }
       await delay(Math.min(this.#config.naptimeMinMs, Math.max(0, deadline - Date.now())));
     }
   }
@@ -291,7 +295,13 @@ export class SlotSyncService {
    * Graceful stop: the worker first (finishing its cycle), then the pools. Idempotent: the
    * app's onClose hook (app.ts) and a caller may both ask.
    */
+  /** The process starts to stop: waits in progress end with what they have. */
+  beginClose(): void {
+    this.#stopping = true;
+  }
+
   close(): Promise<void> {
+    this.#stopping = true;
     this.#watching?.abort();
     this.#closing ??= (async () => {
       await this.worker.stop();

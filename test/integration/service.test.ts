@@ -155,6 +155,30 @@ for (const major of MAJORS) {
       assert.equal(await errors(), '0', 'no cycle failed');
     });
 
+    it('closing while POST /sync waits for readiness answers that request at once, not after its wait', async () => {
+      await createPrimarySlot(h.cluster, 'never_ready', { plugin: 'test_decoding' });
+      await h.cluster.waitForReplay();
+      const service = await startService(h.cluster);
+      await service.app.listen({ host: '127.0.0.1', port: 0 });
+      const base = `http://127.0.0.1:${(service.app.server.address() as AddressInfo).port}`;
+      const answer = fetch(`${base}/sync`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ waitReady: 120_000 }),
+      });
+      await waitFor(
+        'the first cycle of the wait',
+        async () => service.service.context.snapshot.lastResult !== undefined,
+      );
+      const asked = Date.now();
+      const closed = service.close();
+      const body = (await (await answer).json()) as { readiness: { ready: boolean } };
+      assert.equal(body.readiness.ready, false);
+      await closed;
+      // Far inside the 120 s the caller asked to wait: the close did not wait for it.
+      assert.ok(Date.now() - asked < 60_000, `${Date.now() - asked} ms`);
+    });
+
     it('SLOTSYNC_READ_TOKEN protects the reads but /health/live; /health without it shows check names only', async () => {
       const READ = 'read-token-0123456789abcdef';
       s = await startService(h.cluster, { SLOTSYNC_API_TOKEN: TOKEN, SLOTSYNC_READ_TOKEN: READ });
