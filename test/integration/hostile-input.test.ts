@@ -247,12 +247,9 @@ for (const major of MAJORS) {
               before,
               `${r.method} ${r.url} was rejected yet changed state`,
             );
-          } else if (
-            r.method === 'POST' &&
-            answer.statusCode === 200 &&
-            /^\/shutdown/.test(r.url)
-          ) {
-            // An accepted shutdown stops the service, as it should: start a fresh one.
+          } else if (s.service.context.stopSignaled) {
+            // An accepted shutdown stops the service, as it should: start a fresh one. (Asked
+            // by the service, not the URL: `/sync/../shutdown` is /shutdown once normalized.)
             await s.close();
             await dropEverySlot(h.cluster);
             await createPrimarySlot(h.cluster, 'fuzz_a', { plugin: 'test_decoding' });
@@ -267,6 +264,10 @@ for (const major of MAJORS) {
           numRuns: RUNS + COVERAGE_EXAMPLES.length,
           endOnFailure: true,
           examples: COVERAGE_EXAMPLES,
+          // A failure prints its seed: SLOTSYNC_FUZZ_SEED=<seed> replays the same requests.
+          ...(process.env.SLOTSYNC_FUZZ_SEED
+            ? { seed: Number(process.env.SLOTSYNC_FUZZ_SEED) }
+            : {}),
         },
       );
       // The generators reached both sides: rejections of several kinds, and acceptances.
