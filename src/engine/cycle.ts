@@ -22,6 +22,7 @@ import { remoteAheadOfStandby } from '../sync/rules.js';
 import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
+import { settle } from '../util.js';
 import { type Applied, applyActions, type CyclePoint, copySlot } from './apply.js';
 import { DecodeWindow } from './decode-window.js';
 import { checkNode } from './node.js';
@@ -112,13 +113,6 @@ export class CycleCache {
     this.stable = null;
   }
 }
-
-type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
-const settle = <T>(promise: Promise<T>): Promise<Settled<T>> =>
-  promise.then(
-    (value) => ({ ok: true as const, value }),
-    (error: unknown) => ({ ok: false as const, error }),
-  );
 
 export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
   const started = performance.now();

@@ -14,6 +14,7 @@ import { redactSecrets } from '../redact.js';
 import { formatLsn } from '../sync/lsn.js';
 import { STALE_HINT } from '../sync/rules.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
+import { type Settled, settle } from '../util.js';
 import type { SlotSyncService } from './service.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail';
@@ -114,13 +115,6 @@ export class HealthProbes {
     if (pools) await Promise.allSettled([pools.primary.end(), pools.standby.end()]);
   }
 }
-
-type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
-const settle = <T>(promise: Promise<T>): Promise<Settled<T>> =>
-  promise.then(
-    (value) => ({ ok: true as const, value }),
-    (error: unknown) => ({ ok: false as const, error }),
-  );
 
 interface Probed {
   standby: Settled<StandbyProbe>;
