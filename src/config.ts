@@ -4,8 +4,9 @@
  */
 import { type Static, type TProperties, type TSchema, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { parseIntoClientConfig } from 'pg-connection-string';
 import { SlotSyncError } from './errors.js';
-import { passwordsOf, redactUrl } from './redact.js';
+import { passwordsOf, redactSecrets, redactUrl } from './redact.js';
 import { slotList } from './sync/ready.js';
 
 const Int = (min: number, max: number, def: number, description: string) =>
@@ -57,6 +58,21 @@ const VARIABLES = {
     Type.String({ default: '127.0.0.1', description: 'where the API listens' }),
   ),
   port: variable('SLOTSYNC_PORT', Int(0, 65535, 8432, 'API port')),
+  tlsCertFile: variable(
+    'SLOTSYNC_TLS_CERT_FILE',
+    Type.Optional(
+      Type.String({
+        description:
+          'PEM certificate (chain) file: the API serves HTTPS (with SLOTSYNC_TLS_KEY_FILE); re-read on SIGHUP',
+      }),
+    ),
+    optional,
+  ),
+  tlsKeyFile: variable(
+    'SLOTSYNC_TLS_KEY_FILE',
+    Type.Optional(Type.String({ description: 'PEM private key file of SLOTSYNC_TLS_CERT_FILE' })),
+    optional,
+  ),
   stateDir: variable(
     'SLOTSYNC_STATE_DIR',
     Type.String({ default: './.slotsync', description: 'registry folder' }),
@@ -247,6 +263,14 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   ) as Config;
   checkPostgresUrl(VARIABLES.primaryUrl.env, config.primaryUrl, true);
   checkPostgresUrl(VARIABLES.standbyUrl.env, config.standbyUrl, false);
+  if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
+    const missing =
+      config.tlsCertFile === undefined ? 'SLOTSYNC_TLS_CERT_FILE' : 'SLOTSYNC_TLS_KEY_FILE';
+    throw configError(
+      missing,
+      'is required with the other: HTTPS needs both a certificate and its key',
+    );
+  }
   if (config.naptimeMinMs > config.naptimeMaxMs) {
     throw configError('SLOTSYNC_NAPTIME_MIN_MS', 'must not exceed SLOTSYNC_NAPTIME_MAX_MS');
   }
@@ -275,6 +299,9 @@ export function databaseOf(url: string): string | null {
   return fromPath || parsed.searchParams.get('dbname') || null;
 }
 
+/** What node-postgres accepts (see the README's TLS section for what each does here). */
+const SSL_MODES = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full', 'no-verify'];
+
 function checkPostgresUrl(variable: string, url: string, needsDatabase: boolean): void {
   let parsed: URL;
   try {
@@ -284,6 +311,22 @@ function checkPostgresUrl(variable: string, url: string, needsDatabase: boolean)
   }
   if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
     throw configError(variable, `must be a postgres:// URL, got ${redactUrl(url)}`);
+  }
+  const sslmode = parsed.searchParams.get('sslmode');
+  if (sslmode !== null && !SSL_MODES.includes(sslmode)) {
+    throw configError(
+      variable,
+      `has an unknown sslmode "${sslmode}" (one of ${SSL_MODES.join(', ')})`,
+    );
+  }
+  try {
+    // Reads sslrootcert, sslcert and sslkey now: a missing file stops the start here.
+    parseIntoClientConfig(url);
+  } catch (error) {
+    throw configError(
+      variable,
+      `has TLS settings that cannot be used: ${redactSecrets((error as Error).message, [])}`,
+    );
   }
   if (needsDatabase && databaseOf(url) === null) {
     // CheckAndGetDbnameFromConninfo()

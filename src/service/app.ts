@@ -29,6 +29,14 @@ export interface AppOptions {
   logger?: Logger;
   /** POST /sync per client and second (bucket refills at this rate, bursts of twice it). */
   syncRatePerSecond?: number;
+  /** Serve HTTPS with this certificate and key (PEM) instead of HTTP. */
+  https?: TlsFiles;
+}
+
+/** A certificate (chain) and its private key, PEM. */
+export interface TlsFiles {
+  cert: string;
+  key: string;
 }
 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
@@ -41,7 +49,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
     return503OnClosing: true,
-  });
+    ...(options.https ? { https: { ...options.https, minVersion: 'TLSv1.2' as const } } : {}),
+  }) as unknown as FastifyInstance;
   await app.register(
     fp(
       async (instance) => {

@@ -1,5 +1,6 @@
 /** Runs slotsync's command line from the sources, as a separate process. */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { request } from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../support/server.js';
 import { waitFor } from './harness.js';
@@ -13,6 +14,11 @@ export interface SpawnOptions {
    * read-only to it, while it still reads the checkout wherever that lives.
    */
   permissionsApply?: boolean;
+}
+
+export interface StartOptions extends SpawnOptions {
+  /** The process serves HTTPS (SLOTSYNC_TLS_*): trust this authority (PEM) to reach it. */
+  https?: { ca: string };
 }
 
 export function spawnCli(
@@ -41,7 +47,7 @@ export interface Running {
 /** `slotsync` (serve) as a process on a free port, once it answers /health/live. */
 export async function startProcess(
   env: Record<string, string>,
-  options: SpawnOptions = {},
+  options: StartOptions = {},
 ): Promise<Running> {
   const port = await freePort();
   const child = spawnCli(
@@ -56,16 +62,19 @@ export async function startProcess(
   child.stderr?.on('data', (d) => {
     output += d;
   });
-  const base = `http://127.0.0.1:${port}`;
+  const base = `${options.https ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const live = options.https
+    ? (() => {
+        const ca = options.https.ca;
+        return () => httpsStatus(`${base}/health/live`, ca).then((status) => status === 200);
+      })()
+    : () => fetch(`${base}/health/live`).then((r) => r.ok);
   const exited = new Promise<number | null>((resolve) =>
     child.once('exit', (code) => resolve(code)),
   );
   await waitFor(`slotsync listening on ${port}`, async () => {
     if (child.exitCode !== null) throw new Error(`slotsync exited: ${output}`);
-    return fetch(`${base}/health/live`).then(
-      (r) => r.ok,
-      () => false,
-    );
+    return live().catch(() => false);
   });
   return {
     child,
@@ -97,5 +106,17 @@ export function runCli(args: string[], env: Record<string, string>): Promise<Cli
   });
   return new Promise((resolve) => {
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
+
+/** The status of a GET over HTTPS that trusts only `ca`. */
+export function httpsStatus(url: string, ca: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { ca }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.end();
   });
 }
