@@ -6,6 +6,7 @@ import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import type { Logger } from 'pino';
 import { redactSecrets } from '../redact.js';
+import { cancelStatement } from './cancel.js';
 
 /**
  * application_name of slotsync's sessions, by what they do: pg_stat_activity tells them
@@ -35,7 +36,7 @@ export interface PoolOptions {
   logger: Logger;
 }
 
-function connectionConfig(options: PoolOptions, applicationName: string): pg.ClientConfig {
+export function connectionConfig(options: PoolOptions, applicationName: string): pg.ClientConfig {
   // As pg does with connectionString, the URL's own parameters win over these defaults.
   const target: pg.ClientConfig =
     options.database === undefined
@@ -79,6 +80,21 @@ export function createClient(options: PoolOptions, applicationName: string): pg.
     );
   });
   return client;
+}
+
+/** The statements running on a pool's connections, to cancel them when the process stops. */
+export function inFlight(pool: pg.Pool): { cancel(): Promise<number> } {
+  const busy = new Set<pg.PoolClient>();
+  pool.on('acquire', (client) => busy.add(client));
+  pool.on('release', (_error, client) => busy.delete(client));
+  pool.on('remove', (client) => busy.delete(client as pg.PoolClient));
+  return {
+    cancel: async () => {
+      const clients = [...busy];
+      await Promise.all(clients.map((client) => cancelStatement(client as unknown as pg.Client)));
+      return clients.length;
+    },
+  };
 }
 
 export function createPool(options: PoolOptions): pg.Pool {

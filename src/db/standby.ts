@@ -1,4 +1,5 @@
 /** Statements run on the standby: one function each, typed results. */
+
 import type pg from 'pg';
 import { noRowError, SlotSyncError } from '../errors.js';
 import { formatLsn, type Lsn, parseLsn } from '../sync/lsn.js';
@@ -6,6 +7,7 @@ import type { LocalSlot } from '../sync/types.js';
 import type { StandbyFacts } from '../sync/validate.js';
 import { APPLICATION_NAME } from './pools.js';
 import { arraysOf, digestOf, LOCAL_COLUMNS, toLocalSlot } from './rows.js';
+import type { Queryable } from './standby-pools.js';
 
 /** Session advisory lock key shared by every slotsync process syncing one standby. */
 export const SYNC_LOCK_KEY = 0x736c6f7473796e63n; // 'slotsync'
@@ -160,9 +162,7 @@ export async function lockAndReadStandby(
 }
 
 /** The same read without the lock, every slot included (shutdown report). */
-export async function readStandby(
-  pool: pg.Pool | pg.ClientBase,
-): Promise<StandbyState & { slots: LocalSlot[] }> {
+export async function readStandby(pool: Queryable): Promise<StandbyState & { slots: LocalSlot[] }> {
   const result = await pool.query<StandbyRow>(READ);
   const row = result.rows[0];
   if (row === undefined) throw noRowError('standby');
@@ -182,7 +182,7 @@ export async function unlockSync(client: pg.ClientBase): Promise<void> {
  * but its own worker). Returns the copy's consistent point, its confirmed_flush_lsn.
  */
 export async function createCopy(
-  pool: pg.Pool,
+  pool: Queryable,
   lockPid: number,
   stagingName: string,
   plugin: string,
@@ -199,7 +199,7 @@ export async function createCopy(
 
 /** LogicalSlotAdvanceAndCheckSnapState(), over SQL. Returns where the slot ended up. */
 export async function advanceCopy(
-  pool: pg.Pool | pg.PoolClient,
+  pool: Queryable,
   lockPid: number,
   name: string,
   target: Lsn,
@@ -212,12 +212,34 @@ export async function advanceCopy(
 }
 
 /**
+ * Several advances in one statement, in the given order (one round trip and one lock
+ * check instead of one per copy: the check is evaluated once, before the first advance).
+ * Slots move even when a later one fails (an advance is not transactional): the caller
+ * then advances them one by one, where a copy already at its target stays there.
+ * Returns where each slot ended up.
+ */
+export async function advanceCopies(
+  pool: Queryable,
+  lockPid: number,
+  targets: ReadonlyArray<{ name: string; to: Lsn }>,
+): Promise<Lsn[]> {
+  const result = await pool.query<{ end_lsn: string | null }>(
+    `SELECT CASE WHEN ${HOLDS_LOCK} THEN (pg_catalog.pg_replication_slot_advance(t.name, t.target)).end_lsn END AS end_lsn
+       FROM unnest($2::name[], $3::pg_lsn[]) WITH ORDINALITY AS t(name, target, n)
+      ORDER BY t.n`,
+    [lockPid, targets.map((t) => t.name), targets.map((t) => formatLsn(t.to))],
+  );
+  if (result.rows.length !== targets.length) throw lockLostError();
+  return result.rows.map((row) => lsnOrLockLost(row.end_lsn));
+}
+
+/**
  * Publication: the sync-ready staging slot copied under the remote slot's name. The copy
  * keeps restart_lsn, confirmed_flush_lsn and catalog_xmin (it is made without looking for a
  * new start point, so it returns at once). Returns the copy's confirmed_flush_lsn.
  */
 export async function publishCopy(
-  pool: pg.Pool | pg.PoolClient,
+  pool: Queryable,
   lockPid: number,
   stagingName: string,
   name: string,
@@ -229,11 +251,7 @@ export async function publishCopy(
   return lsnOrLockLost(result.rows[0]?.lsn);
 }
 
-export async function dropCopy(
-  pool: pg.Pool | pg.PoolClient,
-  lockPid: number,
-  name: string,
-): Promise<void> {
+export async function dropCopy(pool: Queryable, lockPid: number, name: string): Promise<void> {
   const result = await pool.query<{ done: boolean | null }>(
     `SELECT CASE WHEN ${HOLDS_LOCK} THEN (SELECT true FROM pg_catalog.pg_drop_replication_slot($2::name)) END AS done`,
     [lockPid, name],
@@ -246,7 +264,7 @@ export async function dropCopy(
  * never replicated, so only this node holds it (DESIGN.md, "Ownership registry").
  */
 export async function createNodeMarker(
-  pool: pg.Pool | pg.PoolClient,
+  pool: Queryable,
   lockPid: number,
   name: string,
 ): Promise<void> {
@@ -268,7 +286,7 @@ function lsnOrLockLost(text: string | null | undefined): Lsn {
  * such statement then belongs to a process that is gone, and a creation finishing later
  * would leave a copy nobody records.
  */
-export async function terminateOrphanedStatements(pool: pg.Pool | pg.PoolClient): Promise<number> {
+export async function terminateOrphanedStatements(pool: Queryable): Promise<number> {
   const result = await pool.query<{ n: number }>(
     `SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid, 5000))::int AS n
        FROM pg_catalog.pg_stat_activity WHERE ${ORPHANED_WHERE}`,
@@ -286,7 +304,7 @@ export interface StandbyProbe extends StandbySettings {
 }
 
 /** Settings and privileges only, for /health (no slot list). */
-export async function probeStandby(pool: pg.Pool): Promise<StandbyProbe> {
+export async function probeStandby(pool: Queryable): Promise<StandbyProbe> {
   const result = await pool.query<
     StandbyRow & { can_manage_slots: boolean; idle_slot_timeout: string | null }
   >(

@@ -2,7 +2,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { LockSession } from '../db/lock-session.js';
-import { createPool, createReplicationClient } from '../db/pools.js';
+import { createPool, createReplicationClient, inFlight } from '../db/pools.js';
 import { StandbyPools } from '../db/standby-pools.js';
 import { Registry } from '../registry/registry.js';
 import { slotSelector } from '../sync/select.js';
@@ -10,7 +10,22 @@ import { CycleCache, type EngineDeps } from './cycle.js';
 
 export interface Engine {
   deps: EngineDeps;
+  /**
+   * Cancels the statements running now on the primary and the standby (the process stops:
+   * a creation waiting for a consistent point is not waited for). Every step of a cycle is
+   * safe to interrupt, as kill -9 is (integration/crash-points). Returns how many.
+   */
+  cancelInFlight(): Promise<number>;
   close(): Promise<void>;
+}
+
+/**
+ * The standby's connections, whatever the number of databases: creations run two per
+ * unit of SLOTSYNC_CONCURRENCY (they mostly wait for a running-xacts record), and two more
+ * keep reads and drops going meanwhile. The lock session and the health probe come on top.
+ */
+export function standbyBudget(concurrency: number): number {
+  return concurrency * 2 + 2;
 }
 
 /**
@@ -32,13 +47,14 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     max: PRIMARY_CONNECTIONS,
     logger: logger.child({ component: 'primary-pool' }),
   });
+  const primaryInFlight = inFlight(primary);
   // Copies are created and advanced in parallel, over a pool per database (a logical slot
   // belongs to its database); one more session holds the sync lock.
   const standbyLogger = logger.child({ component: 'standby-pool' });
   const standby = new StandbyPools({
     ...common,
     url: config.standbyUrl,
-    max: config.concurrency,
+    budget: standbyBudget(config.concurrency),
     createTimeoutMs: config.createTimeoutMs,
     logger: standbyLogger,
   });
@@ -76,6 +92,10 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
   };
   return {
     deps,
+    cancelInFlight: async () => {
+      const counts = await Promise.all([primaryInFlight.cancel(), standby.cancelInFlight()]);
+      return counts[0] + counts[1];
+    },
     close: async () => {
       deps.cache.window.close();
       await lock.end();

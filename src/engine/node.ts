@@ -7,6 +7,7 @@
 import type { Logger } from 'pino';
 import type { StandbyState } from '../db/standby.js';
 import { createNodeMarker, dropCopy } from '../db/standby.js';
+import type { Queryable } from '../db/standby-pools.js';
 import { SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { isNodeMarkerName, newNodeMarkerName } from '../sync/names.js';
@@ -15,7 +16,7 @@ import type { LocalSlot } from '../sync/types.js';
 export interface NodeDeps {
   registry: Registry;
   logger: Logger;
-  standbyMain: import('pg').Pool;
+  standbyMain: Queryable;
   /** SLOTSYNC_RESET_STATE: a state folder that does not match is moved aside, not refused. */
   resetState: boolean;
 }

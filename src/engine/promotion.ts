@@ -6,10 +6,12 @@
  * start when slotsync was dead during the promotion. Published sync-ready copies are what
  * the subscribers now use and are never dropped here.
  */
+
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { hasSqlState, SQLSTATE } from '../db/sqlstate.js';
 import { dropCopy } from '../db/standby.js';
+import type { Queryable } from '../db/standby-pools.js';
 import { messageOf } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { isStagingName } from '../sync/names.js';
@@ -68,7 +70,7 @@ export async function rearmCopies(
 }
 
 export async function dropStagingSlots(
-  deps: { registry: Registry; logger: Logger; standbyMain: pg.Pool },
+  deps: { registry: Registry; logger: Logger; standbyMain: Queryable },
   lockPid: number,
   local: readonly LocalSlot[],
 ): Promise<PromotionCleanup> {

@@ -26,6 +26,8 @@ const PROMOTION_POLL_MS = 500;
 
 /** How often shutdown asks again for a sync lock another process holds. */
 const LOCK_RETRY_MS = 100;
+/** How long a stop waits for the in-flight cycle before cancelling its statements. */
+const CANCEL_AFTER_MS = 1_000;
 
 export interface ShutdownResult {
   stopped: true;
@@ -304,11 +306,27 @@ export class SlotSyncService {
     this.#stopping = true;
     this.#watching?.abort();
     this.#closing ??= (async () => {
-      await this.worker.stop();
-      await this.context.withSyncLock(
-        { holder: 'close', waitMs: Number.POSITIVE_INFINITY },
-        async () => undefined,
-      );
+      const cyclesEnded = (async () => {
+        await this.worker.stop();
+        await this.context.withSyncLock(
+          { holder: 'close', waitMs: Number.POSITIVE_INFINITY },
+          async () => undefined,
+        );
+      })();
+      // A cycle gets a moment to finish; past it, its statements are cancelled (a creation
+      // may wait up to SLOTSYNC_CREATE_TIMEOUT_MS for a consistent point). Every step is
+      // safe to interrupt: the next start recovers from the registry, as after kill -9.
+      const timer = new AbortController();
+      const finished = await Promise.race([
+        cyclesEnded.then(() => true),
+        delay(CANCEL_AFTER_MS, timer.signal).then(() => false),
+      ]);
+      timer.abort();
+      if (!finished) {
+        const cancelled = await this.context.engine.cancelInFlight();
+        this.logger.info({ cancelled }, 'stopping: statements in flight cancelled');
+      }
+      await cyclesEnded;
       await this.context.engine.close();
       await this.health.close();
     })();
