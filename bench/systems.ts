@@ -65,6 +65,8 @@ export class SlotsyncSystem implements System {
         SLOTSYNC_WORKER: worker ? 'on' : 'off',
         SLOTSYNC_LOG_LEVEL: 'warn',
         SLOTSYNC_SYNC_RATE: '0',
+        // e.g. --cpu-prof --cpu-prof-dir=/tmp/prof: profile slotsync's process in a bench.
+        ...(process.env.BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {}),
         ...this.options.env,
       },
       stdio: ['ignore', 'ignore', 'inherit'],
