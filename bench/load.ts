@@ -53,6 +53,8 @@ export interface LoadFigures {
   standby_cpu_s: number;
   primary_cpu_s: number;
   slotsync_cpu_s: number;
+  /** Of which in the kernel (system calls: sockets, registry writes). */
+  slotsync_system_cpu_s: number;
   wal_mb_s: number;
   lag_p50_ms: number;
   lag_p99_ms: number;
@@ -64,10 +66,37 @@ export interface LoadFigures {
   wal_kept_max_mb: number;
   rss_max_mb: number;
   samples: number;
+  /** slotsync's cycles in the window (its metrics), and their mean duration. */
+  cycles_per_s: number;
+  cycle_mean_ms: number;
+}
+
+/**
+ * CPU seconds per child of a server, by what its process title says it is (backends show
+ * their application_name only through pg_stat_activity; the title gives the kind): to see
+ * where a standby's time goes (BENCH_BREAKDOWN=1).
+ */
+function cpuByChild(pid: number): Map<number, { title: string; seconds: number }> {
+  const out = new Map<number, { title: string; seconds: number }>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const f = readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      if (Number(f[1]) !== pid) continue;
+      const title = readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+      out.set(Number(entry), {
+        title,
+        seconds: (Number(f[11] ?? 0) + Number(f[12] ?? 0)) / CLOCK_TICKS,
+      });
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
 }
 
 /** CPU seconds of a process and its children, live ones and those it has waited for. */
-function cpuSecondsOfTree(pid: number): number {
+function cpuSecondsOfTree(pid: number, only?: 'system'): number {
   const fields = (p: number | string) => {
     try {
       return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
@@ -75,8 +104,10 @@ function cpuSecondsOfTree(pid: number): number {
       return []; // exited meanwhile: its time is in the parent's cutime now
     }
   };
-  const own = (f: string[]) => Number(f[11] ?? 0) + Number(f[12] ?? 0);
-  const waited = (f: string[]) => Number(f[13] ?? 0) + Number(f[14] ?? 0);
+  // utime, stime, cutime, cstime (proc(5)); `system`: the kernel's share only.
+  const user = only === 'system' ? 0 : 1;
+  const own = (f: string[]) => user * Number(f[11] ?? 0) + Number(f[12] ?? 0);
+  const waited = (f: string[]) => user * Number(f[13] ?? 0) + Number(f[14] ?? 0);
   const root = fields(pid);
   let ticks = own(root) + waited(root);
   for (const entry of readdirSync('/proc')) {
@@ -252,10 +283,26 @@ async function measure(
     standby: cpuSecondsOfTree(cluster.standby.pid ?? 0),
     primary: cpuSecondsOfTree(cluster.primary.pid ?? 0),
     slotsync: slotsyncPid ? cpuSecondsOfTree(slotsyncPid) : 0,
+    slotsyncSystem: slotsyncPid ? cpuSecondsOfTree(slotsyncPid, 'system') : 0,
   });
+  const cycles = async () => {
+    if (!(system instanceof SlotsyncSystem)) return { count: 0, sum: 0 };
+    const text = await fetch(`${system.base}/metrics`).then((r) => r.text());
+    const total = (name: string) =>
+      text
+        .split('\n')
+        .filter((line) => line.startsWith(name))
+        .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
+    return {
+      count: total('slotsync_cycle_duration_seconds_count'),
+      sum: total('slotsync_cycle_duration_seconds_sum'),
+    };
+  };
   const walStart = await currentWal(primary);
+  const cyclesBefore = await cycles();
   const started = performance.now();
   const before = cpu();
+  const breakdown = process.env.BENCH_BREAKDOWN ? cpuByChild(cluster.standby.pid ?? 0) : null;
   try {
     for (let next = started; performance.now() - started < seconds * 1000; ) {
       const at = performance.now();
@@ -312,6 +359,18 @@ async function measure(
     }
     const after = cpu();
     const elapsed = (performance.now() - started) / 1000;
+    const cyclesAfter = await cycles();
+    if (breakdown) {
+      const pids = await standby.query<{ pid: number; application_name: string }>(
+        'SELECT pid, application_name FROM pg_stat_activity',
+      );
+      const names = new Map(pids.rows.map((row) => [row.pid, row.application_name]));
+      for (const [pid, now] of cpuByChild(cluster.standby.pid ?? 0)) {
+        const spent = now.seconds - (breakdown.get(pid)?.seconds ?? 0);
+        if (spent >= 0.05) log(`  standby ${pid} ${names.get(pid) ?? ''} ${now.title}: ${round(spent)} s`);
+      }
+    }
+    const cycleCount = cyclesAfter.count - cyclesBefore.count;
     const walEnd = await currentWal(primary);
     return {
       system: kind,
@@ -319,6 +378,7 @@ async function measure(
       standby_cpu_s: after.standby - before.standby,
       primary_cpu_s: after.primary - before.primary,
       slotsync_cpu_s: after.slotsync - before.slotsync,
+      slotsync_system_cpu_s: after.slotsyncSystem - before.slotsyncSystem,
       wal_mb_s: Number(walEnd - walStart) / 2 ** 20 / elapsed,
       lag_p50_ms: percentile(lagMs, 50),
       lag_p99_ms: percentile(lagMs, 99),
@@ -329,6 +389,8 @@ async function measure(
       wal_kept_max_mb: walKept.length ? Math.max(...walKept) : Number.NaN,
       rss_max_mb: rssMax,
       samples: lagMs.length,
+      cycles_per_s: cycleCount / elapsed,
+      cycle_mean_ms: cycleCount ? ((cyclesAfter.sum - cyclesBefore.sum) / cycleCount) * 1000 : 0,
     };
   } finally {
     await Promise.all([primary.end(), standby.end()]);
@@ -352,7 +414,16 @@ function table(options: Options, pairs: [LoadFigures, LoadFigures][]): string {
       lines.push(`| ${s.subs} | ${name} | ${a} | ${c} |`);
     add('WAL rate achieved', `${round(s.wal_mb_s)} MB/s`, `${round(b.wal_mb_s)} MB/s`);
     add('standby server CPU', `${round(s.standby_cpu_s)} s`, `${round(b.standby_cpu_s)} s`);
-    add('slotsync process CPU', `${round(s.slotsync_cpu_s)} s`, '–');
+    add(
+      'slotsync cycles per second, mean duration',
+      `${round(s.cycles_per_s, 2)}/s, ${round(s.cycle_mean_ms, 1)} ms`,
+      '–',
+    );
+    add(
+      'slotsync process CPU (of which kernel)',
+      `${round(s.slotsync_cpu_s)} s (${round(s.slotsync_system_cpu_s)} s)`,
+      '–',
+    );
     add('primary CPU', `${round(s.primary_cpu_s)} s`, `${round(b.primary_cpu_s)} s`);
     add(
       'copy lag p50 / p99',

@@ -55,7 +55,9 @@ export class SlotsyncSystem implements System {
     const port = await freePort();
     const entry = join(ROOT, 'dist/cli/main.js');
     if (!existsSync(entry)) throw new Error('dist/ is missing: run npm run build (npm ci does it)');
-    this.#child = spawn(process.execPath, [entry], {
+    // BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles slotsync's process.
+    const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    this.#child = spawn(process.execPath, [...nodeArgs, entry], {
       env: {
         PATH: process.env.PATH ?? '',
         SLOTSYNC_PRIMARY_URL: this.cluster.primary.url(),
@@ -65,8 +67,6 @@ export class SlotsyncSystem implements System {
         SLOTSYNC_WORKER: worker ? 'on' : 'off',
         SLOTSYNC_LOG_LEVEL: 'warn',
         SLOTSYNC_SYNC_RATE: '0',
-        // e.g. --cpu-prof --cpu-prof-dir=/tmp/prof: profile slotsync's process in a bench.
-        ...(process.env.BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {}),
         ...this.options.env,
       },
       stdio: ['ignore', 'ignore', 'inherit'],
