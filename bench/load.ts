@@ -367,7 +367,8 @@ async function measure(
       const names = new Map(pids.rows.map((row) => [row.pid, row.application_name]));
       for (const [pid, now] of cpuByChild(cluster.standby.pid ?? 0)) {
         const spent = now.seconds - (breakdown.get(pid)?.seconds ?? 0);
-        if (spent >= 0.05) log(`  standby ${pid} ${names.get(pid) ?? ''} ${now.title}: ${round(spent)} s`);
+        if (spent >= 0.05)
+          log(`  standby ${pid} ${names.get(pid) ?? ''} ${now.title}: ${round(spent)} s`);
       }
     }
     const cycleCount = cyclesAfter.count - cyclesBefore.count;
