@@ -172,7 +172,11 @@ export function checkHealth(service: SlotSyncService, probed: Probed): HealthRep
       validatePrimary(primary, standby);
       checks.settings = {
         status: 'pass',
-        detail: 'wal_level, hot_standby_feedback, primary_slot_name and primary_conninfo are valid',
+        // primary_conninfo is read only with pg_read_all_settings (it may hold a password).
+        detail:
+          standby.primaryConninfoSet === null
+            ? 'wal_level, hot_standby_feedback and primary_slot_name are valid; primary_conninfo not checked (the role is not a member of pg_read_all_settings)'
+            : 'wal_level, hot_standby_feedback, primary_slot_name and primary_conninfo are valid',
       };
     } catch (error) {
       checks.settings = { status: 'fail', detail: messageOf(error) };

@@ -41,6 +41,9 @@ export interface Running {
   child: ChildProcess;
   base: string;
   output: () => string;
+  /** The exit code, once the process exits (without sending it anything). */
+  exited: Promise<number | null>;
+  /** SIGTERM unless it has exited; then its exit code. */
   stop(): Promise<number | null>;
 }
 
@@ -80,6 +83,7 @@ export async function startProcess(
     child,
     base,
     output: () => output,
+    exited,
     stop: async () => {
       if (child.exitCode === null) child.kill('SIGTERM');
       return exited;

@@ -146,6 +146,54 @@ for (const major of majors) {
       assert.doesNotMatch(c.output(), /proc-secret-pw/);
     });
 
+    it('SIGTERM during a copy creation: HTTP closes, the creation is cancelled after 1 s, a SIGHUP meanwhile is ignored, exit 0', async () => {
+      await dropEverySlot(h.cluster);
+      await createPrimarySlot(h.cluster, 'held_at_stop', { plugin: 'test_decoding' });
+      const session = h.cluster.primary.client();
+      await session.connect();
+      await session.query('CREATE TABLE IF NOT EXISTS held_at_stop (x int)');
+      await session.query('BEGIN');
+      await session.query('INSERT INTO held_at_stop VALUES (1)');
+      await session.query(`PREPARE TRANSACTION 'hold_at_stop'`);
+      await session.end();
+      await h.cluster.waitForReplay();
+      const envFile = join(dir, 'stop.env');
+      await writeFile(envFile, 'SLOTSYNC_NAPTIME_MIN_MS=20\n');
+      const p = await startProcess({
+        ...env,
+        SLOTSYNC_WORKER: 'on',
+        SLOTSYNC_CREATE_TIMEOUT_MS: '600000',
+        SLOTSYNC_STATE_DIR: join(dir, 'stop'),
+        SLOTSYNC_ENV_FILE: envFile,
+      });
+      try {
+        await waitFor('the worker inside the creation', async () => {
+          const rows = await h.cluster.standby.sql(
+            `SELECT 1 FROM pg_stat_activity WHERE application_name = 'slotsync-standby' AND query LIKE '%pg_create_logical%' AND state = 'active'`,
+          );
+          return rows.length > 0;
+        });
+        p.child.kill('SIGTERM');
+        await waitFor('the stop begun', async () => /stopping: finishing/.test(p.output()));
+        await writeFile(envFile, 'SLOTSYNC_NAPTIME_MIN_MS=30\n');
+        p.child.kill('SIGHUP');
+        assert.equal(await p.exited, 0, p.output());
+        assert.match(p.output(), /statements in flight cancelled/);
+        assert.doesNotMatch(p.output(), /configuration reload/);
+        // The creation no longer runs (the harness's own sessions stay: not this process's).
+        await waitFor('no creation left running on the standby', async () => {
+          const left = await h.cluster.standby.sql(
+            `SELECT 1 FROM pg_stat_activity WHERE application_name = 'slotsync-standby' AND query LIKE '%pg_create_logical%' AND state = 'active'`,
+          );
+          return left.length === 0;
+        });
+      } finally {
+        await p.stop();
+        await h.cluster.primary.sql(`COMMIT PREPARED 'hold_at_stop'`).catch(() => undefined);
+        await dropEverySlot(h.cluster);
+      }
+    });
+
     it('refuses to start beyond loopback without a token, or on a busy port, naming the variable', async () => {
       const open = await runCli([], {
         ...env,

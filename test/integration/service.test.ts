@@ -179,6 +179,26 @@ for (const major of MAJORS) {
       assert.ok(Date.now() - asked < 60_000, `${Date.now() - asked} ms`);
     });
 
+    it('/health needs no pg_read_all_settings (it can reveal primary_conninfo): a plain role gets every check, primary_conninfo said unchecked', async () => {
+      await h.cluster.primary.sql('DROP ROLE IF EXISTS slotsync_plain');
+      await h.cluster.primary.sql('CREATE ROLE slotsync_plain LOGIN REPLICATION');
+      await h.cluster.waitForReplay();
+      const as = (url: string) => url.replace('postgres:svc-secret-pw@', 'slotsync_plain@');
+      s = await startService(h.cluster, {
+        SLOTSYNC_PRIMARY_URL: as(h.cluster.primary.url('postgres', 'svc-secret-pw')),
+        SLOTSYNC_STANDBY_URL: as(h.cluster.standby.url('postgres', 'svc-secret-pw')),
+      });
+      const [member] = await h.cluster.standby.sql<{ member: boolean }>(
+        `SELECT pg_has_role('slotsync_plain', 'pg_read_all_settings', 'USAGE') AS member`,
+      );
+      assert.equal(member?.member, false);
+      const health = await request(server()).get('/health');
+      assert.equal(health.status, 200, JSON.stringify(health.body));
+      assert.equal(health.body.checks.standby.status, 'pass');
+      assert.equal(health.body.checks.settings.status, 'pass');
+      assert.match(health.body.checks.settings.detail, /primary_conninfo not checked/);
+    });
+
     it('SLOTSYNC_READ_TOKEN protects the reads but /health/live; /health without it shows check names only', async () => {
       const READ = 'read-token-0123456789abcdef';
       s = await startService(h.cluster, { SLOTSYNC_API_TOKEN: TOKEN, SLOTSYNC_READ_TOKEN: READ });

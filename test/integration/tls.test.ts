@@ -5,6 +5,7 @@
  * certificate renewed on SIGHUP.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { copyFile, rm } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
@@ -55,6 +56,17 @@ async function probe(url: string): Promise<{ ssl: boolean } | { error: string }>
   } finally {
     await pool.end();
   }
+}
+
+/** Runs the Dockerfile's HEALTHCHECK command here; its exit code. */
+async function dockerHealthcheck(env: Record<string, string>): Promise<number | null> {
+  const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
+  const json = /^\s*CMD (\[.*\])$/m.exec(dockerfile.slice(dockerfile.indexOf('HEALTHCHECK')))?.[1];
+  assert.ok(json, 'the Dockerfile has a HEALTHCHECK CMD');
+  const [command, ...args] = JSON.parse(json) as string[];
+  assert.equal(command, 'node');
+  const child = spawn(process.execPath, args, { env: { PATH: process.env.PATH ?? '', ...env } });
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
 }
 
 /** GET over HTTPS trusting only `ca`: status and body, or the error's message. */
@@ -271,6 +283,13 @@ for (const major of MAJORS) {
           ),
         );
         assert.match(running.output(), /TLS certificate re-read/);
+        // The container's HEALTHCHECK reaches the HTTPS listener (and fails once it is gone).
+        const port = new URL(running.base).port;
+        assert.equal(
+          await dockerHealthcheck({ SLOTSYNC_PORT: port, SLOTSYNC_TLS_CERT_FILE: certFile }),
+          0,
+        );
+        assert.equal(await dockerHealthcheck({ SLOTSYNC_PORT: port }), 1, 'plain HTTP is refused');
         await rm(renewed.caFile, { force: true });
       } finally {
         assert.equal(await running.stop(), 0, running.output());
