@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'SLOTSYNC_WRONG_PRIMARY'
   | 'SLOTSYNC_LOCK_LOST'
   | 'SLOTSYNC_SHUTDOWN_DROP'
+  /** The process stops: statements in flight were cancelled, none starts. */
+  | 'SLOTSYNC_STOPPING'
   /** A server answered something PostgreSQL never answers (no row, an LSN that is not one). */
   | 'SLOTSYNC_BAD_ANSWER'
   | 'SLOTSYNC_CYCLE'

@@ -8,7 +8,7 @@
 import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import type { Logger } from 'pino';
-import { messageOf } from '../errors.js';
+import { messageOf, SlotSyncError } from '../errors.js';
 import { redactSecrets } from '../redact.js';
 import { cancelStatement } from './cancel.js';
 import { isConnectionError } from './errors.js';
@@ -42,9 +42,19 @@ interface Connection {
   busy: boolean;
   broken: boolean;
   idleTimer: NodeJS.Timeout | undefined;
+  /** Set while its session ends: it still counts against the budget until then. */
+  closing?: Promise<void>;
+}
+
+function stoppingError(): SlotSyncError {
+  return new SlotSyncError(
+    'SLOTSYNC_STOPPING',
+    'slotsync is stopping: statements in flight were cancelled and no new one starts',
+  );
 }
 
 const IDLE_TIMEOUT_MS = 30_000;
+const CLOSE_WAIT_MS = 1_000;
 
 export class StandbyPools {
   /** The database named in the standby URL: reads, drops. */
@@ -53,6 +63,8 @@ export class StandbyPools {
   readonly #open = new Set<Connection>();
   readonly #waiting: Array<() => void> = [];
   #ending: Promise<void> | undefined;
+  /** Set by cancelInFlight(): the process stops, new statements are refused. */
+  #stopping = false;
   #peak = 0;
 
   constructor(options: StandbyPoolOptions) {
@@ -83,7 +95,11 @@ export class StandbyPools {
    * creation that waits for a consistent point.
    */
   async cancelInFlight(): Promise<number> {
-    const busy = [...this.#open].filter((c) => c.busy && !c.broken);
+    // No statement starts after this one: a batch retried copy by copy, or a creation
+    // queued behind the cancelled ones, would otherwise run its whole timeout.
+    this.#stopping = true;
+    for (const wake of this.#waiting.splice(0)) wake();
+    const busy = [...this.#open].filter((c) => c.busy && !c.broken && !c.closing);
     await Promise.all(busy.map((c) => cancelStatement(c.client)));
     return busy.length;
   }
@@ -93,7 +109,7 @@ export class StandbyPools {
     this.#ending ??= (async () => {
       for (const wake of this.#waiting.splice(0)) wake();
       for (const connection of this.#open) {
-        if (!connection.busy) this.#close(connection);
+        if (!connection.busy) void this.#close(connection);
       }
       while (this.#open.size > 0) {
         await new Promise<void>((resolve) => this.#waiting.push(resolve));
@@ -113,8 +129,11 @@ export class StandbyPools {
         try {
           return await connection.client.query<R>(text, values);
         } catch (error) {
-          // A connection that failed, or whose client gave up on the server, is not reused.
-          if (isConnectionError(error)) connection.broken = true;
+          // A connection that failed, whose client gave up on the server, or whose session
+          // the server is ending (FATAL: shutdown, recovery conflict) is not reused.
+          if (isConnectionError(error) || (error as { severity?: string }).severity === 'FATAL') {
+            connection.broken = true;
+          }
           throw error;
         } finally {
           this.#release(connection);
@@ -126,27 +145,38 @@ export class StandbyPools {
   async #acquire(key: string, database: string, statementTimeoutMs: number): Promise<Connection> {
     const deadline = Date.now() + this.#options.connectTimeoutMs;
     for (;;) {
+      if (this.#stopping) throw stoppingError();
       if (this.#ending) throw new Error('Cannot use a pool after calling end on the pool');
-      const idle = [...this.#open].filter((c) => !c.busy && !c.broken);
+      const idle = [...this.#open].filter((c) => !c.busy && !c.broken && !c.closing);
       const own = idle.find((c) => c.key === key);
       if (own) {
         clearTimeout(own.idleTimer);
         own.busy = true;
         return own;
       }
-      // Full: an idle connection of another database makes room.
-      if (this.#open.size >= this.#options.budget && idle[0]) this.#close(idle[0]);
+      // Full: an idle connection of another database makes room (its session ended first,
+      // so the server never sees more than the budget).
+      if (this.#open.size >= this.#options.budget && idle[0]) {
+        await this.#close(idle[0]);
+        continue;
+      }
       if (this.#open.size < this.#options.budget) {
         return this.#connect(key, database, statementTimeoutMs);
       }
       const left = deadline - Date.now();
       if (left <= 0) throw new Error('timeout exceeded when trying to connect');
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.#waiting.push(() => {
+        const wake = () => {
           clearTimeout(timer);
           resolve();
-        });
+        };
+        // A waiter that times out leaves the queue: a later wake-up goes to a live one.
+        const timer = setTimeout(() => {
+          const at = this.#waiting.indexOf(wake);
+          if (at >= 0) this.#waiting.splice(at, 1);
+          resolve();
+        }, left);
+        this.#waiting.push(wake);
       });
     }
   }
@@ -166,7 +196,11 @@ export class StandbyPools {
         { role: 'standby', err: redactSecrets(messageOf(error), []) },
         'connection lost',
       );
-      if (!connection.busy) this.#close(connection);
+      if (!connection.busy) void this.#close(connection);
+    });
+    client.on('end', () => {
+      connection.broken = true;
+      if (!connection.busy) void this.#close(connection);
     });
     // Counted from now: the budget covers connections being opened too.
     this.#open.add(connection);
@@ -175,7 +209,7 @@ export class StandbyPools {
       await client.connect();
       return connection;
     } catch (error) {
-      this.#close(connection);
+      void this.#close(connection);
       throw error;
     }
   }
@@ -183,21 +217,30 @@ export class StandbyPools {
   #release(connection: Connection): void {
     connection.busy = false;
     if (connection.broken || this.#ending) {
-      this.#close(connection);
+      void this.#close(connection);
       return;
     }
     connection.idleTimer = setTimeout(
-      () => this.#close(connection),
+      () => void this.#close(connection),
       this.#options.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
     );
     connection.idleTimer.unref();
     this.#waiting.shift()?.();
   }
 
-  #close(connection: Connection): void {
+  /**
+   * Ends the session; resolves once it has ended (or after CLOSE_WAIT_MS: a client whose
+   * socket is gone may never confirm). It counts against the budget until then.
+   */
+  #close(connection: Connection): Promise<void> {
     clearTimeout(connection.idleTimer);
-    if (!this.#open.delete(connection)) return;
-    connection.client.end().catch(() => undefined);
-    this.#waiting.shift()?.();
+    if (!this.#open.has(connection)) return Promise.resolve();
+    connection.closing ??= (async () => {
+      const gaveUp = new Promise<void>((resolve) => setTimeout(resolve, CLOSE_WAIT_MS).unref());
+      await Promise.race([connection.client.end().catch(() => undefined), gaveUp]);
+      this.#open.delete(connection);
+      this.#waiting.shift()?.();
+    })();
+    return connection.closing;
   }
 }

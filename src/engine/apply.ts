@@ -5,10 +5,12 @@
  * (write-ahead), so a kill -9 between any two steps leaves a record the next cycle
  * recovers from, never a copy owned by nobody, and never a not-ready copy under a remote
  * slot's name. Every statement that changes a slot runs only while the lock session still
- * holds the sync lock (standby.ts, HOLDS_LOCK); a cycle that lost it stops at once.
+ * holds the sync lock (standby.ts, HOLDS_LOCK, checked once per statement: a batch of
+ * advances checks it before its first copy); a cycle that lost it stops at once.
  */
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { isConnectionError } from '../db/errors.js';
 import { hasSqlState, SQLSTATE } from '../db/sqlstate.js';
 import {
   advanceCopies,
@@ -180,6 +182,10 @@ export async function applyActions(
 }
 
 /** Whether a failed statement failed because the lock was lost: the cycle stops. */
+function isStopping(error: unknown): boolean {
+  return (error as SlotSyncError | undefined)?.code === 'SLOTSYNC_STOPPING';
+}
+
 function isLockLost(error: unknown): boolean {
   return (error as SlotSyncError | undefined)?.code === 'SLOTSYNC_LOCK_LOST';
 }
@@ -436,7 +442,9 @@ async function advanceInBatches(
     byDatabase.set(a.remote.database, list);
   });
   for (const indexes of byDatabase.values()) {
-    const count = Math.min(deps.concurrency, Math.ceil(indexes.length / ADVANCE_BATCH));
+    // Balanced chunks of at most ADVANCE_BATCH: one statement_timeout and one lock check
+    // cover a bounded amount of work.
+    const count = Math.ceil(indexes.length / ADVANCE_BATCH);
     const size = Math.ceil(indexes.length / count);
     for (let at = 0; at < indexes.length; at += size) batches.push(indexes.slice(at, at + size));
   }
@@ -457,7 +465,14 @@ async function advanceInBatches(
         results[i] = { status: 'fulfilled', value: ends[k] as Lsn };
       });
     } catch (error) {
-      if (batch.length === 1 || isLockLost(error)) {
+      // One by one only when the batch itself may be at fault: not when the lock is gone,
+      // the process is stopping, or the standby cannot be reached.
+      if (
+        batch.length === 1 ||
+        isLockLost(error) ||
+        isStopping(error) ||
+        isConnectionError(error)
+      ) {
         for (const i of batch) results[i] = { status: 'rejected', reason: error };
         return;
       }
@@ -561,11 +576,13 @@ async function applyPublications(
       return;
     }
     const message = messageOf(result?.reason);
-    book.set(action.name, { state: 'staging' });
     if (hasSqlState(result?.reason, SQLSTATE.duplicateObject)) {
       // Someone made a slot under the remote slot's name meanwhile: it is theirs.
+      book.set(action.name, { state: 'staging' });
       book.report(action.name, 'conflict', 'conflict', message);
     } else {
+      // The copy may exist (a cancel or a lost connection after the server made it): the
+      // intent stays `publishing` and the next cycle settles it from what it finds.
       book.report(
         action.name,
         'failed',

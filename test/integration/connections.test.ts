@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import { StandbyPools } from '../../src/db/standby-pools.js';
 import { runCycle } from '../../src/engine/cycle.js';
 import { createEngine, standbyBudget } from '../../src/engine/engine.js';
 import { NODE_MARKER_PREFIX } from '../../src/sync/names.js';
@@ -90,6 +91,32 @@ for (const major of MAJORS) {
         await engine.close();
         await rm(stateDir, { recursive: true, force: true });
         await dropEverySlot(h.cluster);
+      }
+    });
+
+    it('with the budget in use a statement waits for a connection: past SLOTSYNC_CONNECT_TIMEOUT_MS it fails clearly, within it it is served', async () => {
+      const pools = new StandbyPools({
+        url: h.cluster.standby.url(),
+        budget: 1,
+        statementTimeoutMs: 10_000,
+        createTimeoutMs: 10_000,
+        connectTimeoutMs: 1_000,
+        logger: testLogger(),
+      });
+      try {
+        const busy = pools.main.query('SELECT pg_sleep(1.5)');
+        // Waits 1 s for the only connection, then gives up.
+        await assert.rejects(
+          pools.main.query('SELECT 1'),
+          /timeout exceeded when trying to connect/,
+        );
+        // Waits too; the connection frees at 1.5 s, before this one's deadline (2 s).
+        const served = await pools.main.query<{ n: number }>('SELECT 2 AS n');
+        assert.equal(served.rows[0]?.n, 2);
+        await busy;
+        assert.equal(pools.size.peak, 1);
+      } finally {
+        await pools.end();
       }
     });
 
