@@ -14,6 +14,8 @@ export interface SpawnOptions {
    * read-only to it, while it still reads the checkout wherever that lives.
    */
   permissionsApply?: boolean;
+  /** More node options before the command line, e.g. `--import` of a test helper. */
+  nodeArgs?: string[];
 }
 
 export interface StartOptions extends SpawnOptions {
@@ -26,7 +28,7 @@ export function spawnCli(
   env: Record<string, string>,
   options: SpawnOptions = {},
 ): ChildProcess {
-  const node = [process.execPath, '--import', 'tsx', CLI, ...args];
+  const node = [process.execPath, '--import', 'tsx', ...(options.nodeArgs ?? []), CLI, ...args];
   const [command, ...rest] =
     options.permissionsApply && process.getuid?.() === 0
       ? ['setpriv', '--bounding-set', '-dac_override,-dac_read_search', ...node]

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { runCli, startProcess } from '../helpers/cli.js';
 import {
   createPrimarySlot,
@@ -192,6 +193,35 @@ for (const major of majors) {
         await h.cluster.primary.sql(`COMMIT PREPARED 'hold_at_stop'`).catch(() => undefined);
         await dropEverySlot(h.cluster);
       }
+    });
+
+    it('an uncaught error stops the process gracefully (exit 1), logged with its stack, the password redacted', async () => {
+      const p = await startProcess(
+        {
+          ...env,
+          SLOTSYNC_WORKER: 'off',
+          SLOTSYNC_STATE_DIR: join(dir, 'uncaught'),
+          THROW_SECRET: 'proc-secret-pw',
+        },
+        {
+          nodeArgs: [
+            '--import',
+            fileURLToPath(new URL('../helpers/throw-on-signal.ts', import.meta.url)),
+          ],
+        },
+      );
+      p.child.kill('SIGWINCH');
+      assert.equal(await p.exited, 1, p.output());
+      const line = p
+        .output()
+        .split('\n')
+        .find((l) => l.includes('stopping after an error'));
+      assert.ok(line, p.output());
+      const logged = JSON.parse(line);
+      assert.match(logged.err, /^boom from a test: could not use postgres:\/\/postgres:\*{5}@/);
+      assert.match(logged.stack, /throw-on-signal\.ts/);
+      assert.match(p.output(), /"msg":"stopped"/);
+      assert.doesNotMatch(p.output(), /proc-secret-pw/);
     });
 
     it('refuses to start beyond loopback without a token, or on a busy port, naming the variable', async () => {
