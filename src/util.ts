@@ -42,3 +42,32 @@ export function settle<T>(promise: Promise<T>): Promise<Settled<T>> {
     (error: unknown) => ({ ok: false as const, error }),
   );
 }
+
+/**
+ * A map of at most `max` keys, least recently set first: a full map forgets the key set
+ * the longest ago, one at a time (never everyone at once). For per-client state that
+ * anyone on the network can make grow.
+ */
+export class RecentMap<K, V> {
+  readonly #entries = new Map<K, V>();
+
+  constructor(private readonly max: number) {}
+
+  get(key: K): V | undefined {
+    return this.#entries.get(key);
+  }
+
+  /** Stores `value` as the most recent entry. */
+  set(key: K, value: V): void {
+    this.#entries.delete(key);
+    if (this.#entries.size >= this.max) {
+      const oldest = this.#entries.keys().next();
+      if (!oldest.done) this.#entries.delete(oldest.value);
+    }
+    this.#entries.set(key, value);
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+}

@@ -5,6 +5,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { RecentMap } from '../../util.js';
 import { sendProblem } from './errors.js';
 
 function digest(text: string): Buffer {
@@ -57,14 +58,12 @@ const MAX_CLIENTS = 10_000;
 
 export default fp(
   async (app: FastifyInstance, options: AuthOptions) => {
-    const failures = new Map<string, { count: number; since: number }>();
+    const failures = new RecentMap<string, { count: number; since: number }>(MAX_CLIENTS);
     const refuse = (request: FastifyRequest, why: string) => {
       const now = Date.now();
       const seen = failures.get(request.ip);
       const fresh = seen === undefined || now - seen.since > FAILURE_WINDOW_MS;
       const next = fresh ? { count: 1, since: now } : { ...seen, count: seen.count + 1 };
-      failures.delete(request.ip);
-      if (failures.size >= MAX_CLIENTS) failures.delete(failures.keys().next().value as string);
       failures.set(request.ip, next);
       request.log.warn({ ip: request.ip, url: request.url, why }, 'refused a POST');
     };

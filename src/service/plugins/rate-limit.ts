@@ -4,6 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
+import { RecentMap } from '../../util.js';
 import { sendProblem } from './errors.js';
 
 declare module 'fastify' {
@@ -21,8 +22,8 @@ const MAX_CLIENTS = 10_000;
 
 export default fp(
   async (app: FastifyInstance, options: { perSecond: () => number }) => {
-    // Least recently seen first: a full map forgets the client idle the longest, one at a time.
-    const buckets = new Map<string, Bucket>();
+    // A full map forgets the client idle the longest, one at a time.
+    const buckets = new RecentMap<string, Bucket>(MAX_CLIENTS);
     app.addHook('onRequest', async (request, reply) => {
       const perSecond = options.perSecond(); // SLOTSYNC_SYNC_RATE, as reloaded
       if (!request.routeOptions.config?.rateLimited || perSecond <= 0) return;
@@ -32,8 +33,6 @@ export default fp(
       const bucket = buckets.get(key) ?? { tokens: capacity, at: now };
       bucket.tokens = Math.min(capacity, bucket.tokens + ((now - bucket.at) / 1000) * perSecond);
       bucket.at = now;
-      buckets.delete(key);
-      if (buckets.size >= MAX_CLIENTS) buckets.delete(buckets.keys().next().value as string);
       buckets.set(key, bucket);
       if (bucket.tokens < 1) {
         const retry = Math.ceil((1 - bucket.tokens) / perSecond);
