@@ -84,7 +84,7 @@ export class StandbyPools {
     return this.#handle(database, timeoutMs);
   }
 
-  /** Open connections now, and the most there ever were (tests, metrics). */
+  /** Open connections now, and the most there ever were (tests). */
   get size(): { open: number; peak: number } {
     return { open: this.#open.size, peak: this.#peak };
   }

@@ -89,6 +89,35 @@ export async function advancePrimarySlot(cluster: Cluster, name: string): Promis
   return row?.lsn ?? '';
 }
 
+/**
+ * A prepared transaction on the primary: until it is committed, a copy created on the
+ * standby cannot reach a consistent point, so its creation waits (up to its timeout).
+ * `commit()` ends it; committing twice is harmless.
+ */
+export async function holdConsistentPoint(
+  cluster: Cluster,
+  gid: string,
+): Promise<{ commit(): Promise<void> }> {
+  const session = cluster.primary.client();
+  await session.connect();
+  try {
+    await session.query('CREATE TABLE IF NOT EXISTS held_open (x int)');
+    await session.query('BEGIN');
+    await session.query('INSERT INTO held_open VALUES (1)');
+    await session.query(`PREPARE TRANSACTION '${gid}'`);
+  } finally {
+    await session.end();
+  }
+  let committed = false;
+  return {
+    commit: async () => {
+      if (committed) return;
+      committed = true;
+      await cluster.primary.sql(`COMMIT PREPARED '${gid}'`);
+    },
+  };
+}
+
 export async function writeRows(cluster: Cluster, rows = 100): Promise<void> {
   await cluster.primary.sql(
     'CREATE TABLE IF NOT EXISTS load (id bigserial primary key, payload text)',

@@ -14,6 +14,7 @@ import {
   createPrimarySlot,
   dropEverySlot,
   type Harness,
+  holdConsistentPoint,
   startHarness,
   waitFor,
 } from '../helpers/harness.js';
@@ -125,17 +126,8 @@ for (const major of MAJORS) {
     }, async (t) => {
       await dropEverySlot(h.cluster);
       await createPrimarySlot(h.cluster, 'held_creation', { plugin: 'test_decoding' });
-      // A prepared transaction keeps the copy from reaching a consistent point.
-      const session = h.cluster.primary.client();
-      await session.connect();
-      await session.query('CREATE TABLE IF NOT EXISTS held_creation (x int)');
-      await session.query('BEGIN');
-      await session.query('INSERT INTO held_creation VALUES (1)');
-      await session.query(`PREPARE TRANSACTION 'hold_creation'`);
-      await session.end();
-      t.after(() =>
-        h.cluster.primary.sql(`COMMIT PREPARED 'hold_creation'`).catch(() => undefined),
-      );
+      const hold = await holdConsistentPoint(h.cluster, 'hold_creation');
+      t.after(() => hold.commit().catch(() => undefined));
       await h.cluster.waitForReplay();
       const s = await startService(h.cluster, {
         SLOTSYNC_WORKER: 'on',
@@ -153,7 +145,7 @@ for (const major of MAJORS) {
         `SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' AND slot_name NOT LIKE '${NODE_MARKER_PREFIX}%'`,
       );
       assert.deepEqual(slots, [], 'the cancelled creation left no slot');
-      await h.cluster.primary.sql(`COMMIT PREPARED 'hold_creation'`);
+      await hold.commit();
       await dropEverySlot(h.cluster);
     });
   });

@@ -14,6 +14,7 @@ import {
   createPrimarySlot,
   dropRemotesAndSync,
   type Harness,
+  holdConsistentPoint,
   replicationCommand,
   slotRow,
   startHarness,
@@ -354,13 +355,7 @@ for (const major of MAJORS) {
       // could never be published without resending prepared transactions after promotion.
       await createPrimarySlot(h.cluster, 'twophase', { plugin: 'test_decoding', twoPhase: true });
       await createPrimarySlot(h.cluster, 'blocked', { plugin: 'test_decoding' });
-      await h.cluster.primary.sql('CREATE TABLE IF NOT EXISTS tp (x int)');
-      const session = h.cluster.primary.client();
-      await session.connect();
-      await session.query('BEGIN');
-      await session.query('INSERT INTO tp VALUES (1)');
-      await session.query(`PREPARE TRANSACTION 'open_during_creation'`);
-      await session.end();
+      const hold = await holdConsistentPoint(h.cluster, 'open_during_creation');
       // A copy cannot reach a consistent point while a prepared transaction is open: its
       // creation is bounded, reported, leaves no copy, and is retried later.
       await h.cluster.waitForReplay();
@@ -384,7 +379,7 @@ for (const major of MAJORS) {
       } finally {
         h.deps.createTimeoutMs = 30_000;
       }
-      await h.cluster.primary.sql(`COMMIT PREPARED 'open_during_creation'`);
+      await hold.commit();
       await h.cluster.waitForReplay();
       const retried = await h.cycle();
       assert.equal(h.slot(retried, 'blocked').action, 'created');

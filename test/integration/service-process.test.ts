@@ -12,6 +12,7 @@ import {
   createPrimarySlot,
   dropEverySlot,
   type Harness,
+  holdConsistentPoint,
   startHarness,
   waitFor,
 } from '../helpers/harness.js';
@@ -60,13 +61,7 @@ for (const major of majors) {
         // A's cycle is held inside a copy creation: a prepared transaction keeps the copy
         // from reaching a consistent point until it is committed.
         await createPrimarySlot(h.cluster, 'held', { plugin: 'test_decoding' });
-        const session = h.cluster.primary.client();
-        await session.connect();
-        await session.query('CREATE TABLE IF NOT EXISTS two_procs (x int)');
-        await session.query('BEGIN');
-        await session.query('INSERT INTO two_procs VALUES (1)');
-        await session.query(`PREPARE TRANSACTION 'hold_a'`);
-        await session.end();
+        const hold = await holdConsistentPoint(h.cluster, 'hold_a');
         await h.cluster.waitForReplay();
         const aAnswer = fetch(`${a.base}/sync`, { method: 'POST' });
         await waitFor('A holds the sync lock inside its cycle', async () => {
@@ -81,7 +76,7 @@ for (const major of majors) {
           (await bAnswer.json()).detail,
           'cannot synchronize replication slots concurrently',
         );
-        await h.cluster.primary.sql(`COMMIT PREPARED 'hold_a'`);
+        await hold.commit();
         const aReport = await (await aAnswer).json();
         assert.equal(aReport.slots[0].action, 'created');
         const bLater = await fetch(`${b.base}/sync`, { method: 'POST' });
@@ -150,13 +145,7 @@ for (const major of majors) {
     it('SIGTERM during a copy creation: HTTP closes, the creation is cancelled after 1 s, a SIGHUP meanwhile is ignored, exit 0', async () => {
       await dropEverySlot(h.cluster);
       await createPrimarySlot(h.cluster, 'held_at_stop', { plugin: 'test_decoding' });
-      const session = h.cluster.primary.client();
-      await session.connect();
-      await session.query('CREATE TABLE IF NOT EXISTS held_at_stop (x int)');
-      await session.query('BEGIN');
-      await session.query('INSERT INTO held_at_stop VALUES (1)');
-      await session.query(`PREPARE TRANSACTION 'hold_at_stop'`);
-      await session.end();
+      const hold = await holdConsistentPoint(h.cluster, 'hold_at_stop');
       await h.cluster.waitForReplay();
       const envFile = join(dir, 'stop.env');
       await writeFile(envFile, 'SLOTSYNC_NAPTIME_MIN_MS=20\n');
@@ -190,7 +179,7 @@ for (const major of majors) {
         });
       } finally {
         await p.stop();
-        await h.cluster.primary.sql(`COMMIT PREPARED 'hold_at_stop'`).catch(() => undefined);
+        await hold.commit().catch(() => undefined);
         await dropEverySlot(h.cluster);
       }
     });
