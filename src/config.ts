@@ -7,7 +7,7 @@ import { Value } from '@sinclair/typebox/value';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import { SlotSyncError } from './errors.js';
 import { passwordsOf, redactSecrets, redactUrl } from './redact.js';
-import { slotList } from './sync/ready.js';
+import { slotList } from './sync/select.js';
 
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });

@@ -2,17 +2,25 @@
  * `slotsync gate [--slots a,b] [--wait SECONDS] [--url http://host:8432]`: the readiness
  * gate for an orchestrator's pre-promotion hook (Patroni's `pre_promote`, repmgr's
  * `failover_validation_command`). With `--url` it asks a running slotsync (GET /ready);
- * without, it runs cycles itself with the database URLs of the environment. It waits up to
- * `--wait` seconds for every required slot to be sync-ready.
- * Exit code: 0 ready, 1 not ready (names and reasons on stderr), 2 usage or configuration.
+ * without, it runs a cycle itself with the database URLs of the environment and answers
+ * from the standby alone when the primary does not answer. Either way the answer is the
+ * one definition of "safe to promote" (sync/safety.ts), read at the moment of asking: a
+ * primary that is gone does not make a safe promotion wait, however long ago it died.
+ * It waits up to `--wait` seconds for every required slot to be safe.
+ * Exit code: 0 safe, 1 not (names and reasons on stderr), 2 usage or configuration.
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { runCycle } from '../engine/cycle.js';
 import { createEngine } from '../engine/engine.js';
+import { Readiness } from '../engine/readiness.js';
 import { messageOf, SlotSyncError } from '../errors.js';
-import { type Readiness, readiness, slotList } from '../sync/ready.js';
+import type { Safety } from '../sync/safety.js';
+import { slotList } from '../sync/select.js';
 import { delay } from '../util.js';
+
+/** As the service's default (service.ts READY_MAX_AGE_MS): a fresh read is needed anyway. */
+const MAX_AGE_MS = 5_000;
 
 export const GATE_USAGE =
   'usage: slotsync gate [--slots a,b] [--wait SECONDS] [--url http://host:8432]';
@@ -53,57 +61,81 @@ export function parseGateArgs(args: readonly string[]): GateOptions {
 }
 
 /** Asks a running slotsync. An unreachable one is "not ready": nothing proves the copies. */
-async function askService(options: GateOptions): Promise<Readiness> {
+async function askService(options: GateOptions): Promise<Safety> {
   const query = options.slots ? `?slots=${encodeURIComponent(options.slots.join(','))}` : '';
   try {
     const answer = await fetch(`${options.url}/ready${query}`, {
-      signal: AbortSignal.timeout(5_000),
+      signal: AbortSignal.timeout(10_000),
     });
-    return (await answer.json()) as Readiness;
+    return (await answer.json()) as Safety;
   } catch (error) {
-    return {
-      ready: false,
-      required: options.slots ?? [],
-      not_ready: [],
-      age_ms: null,
-      reason: `slotsync at ${options.url} did not answer: ${messageOf(error)}`,
-    };
+    return notAnswered(options, `slotsync at ${options.url} did not answer: ${messageOf(error)}`);
   }
 }
 
-/** Runs cycles itself; a cycle another slotsync process holds the lock for is retried. */
+function notAnswered(options: GateOptions, reason: string): Safety {
+  return {
+    ready: false,
+    required: options.slots ?? [],
+    not_ready: [],
+    age_ms: null,
+    reason,
+    role: 'unknown',
+    receive_lsn: null,
+    replay_lsn: null,
+    primary: { reachable: false, age_ms: null, waits_for_standby: null, detail: reason },
+    slots: [],
+  };
+}
+
+/**
+ * Runs a cycle itself, then reads the standby (and the primary if it answers): a cycle that
+ * fails because the primary is gone still leaves the answer to the standby and the
+ * registry's record. A cycle another slotsync process holds the lock for is not waited for.
+ */
 async function askCycles(
   options: GateOptions,
   config: Config,
   logger: Logger,
   deadline: number,
-): Promise<Readiness> {
+): Promise<Safety> {
   const engine = await createEngine(config, logger);
+  const readiness = new Readiness(engine);
+  const pools = { standby: engine.deps.standby.main, primary: engine.deps.primary };
   try {
-    let last: Readiness | undefined;
     for (;;) {
       try {
-        const result = await runCycle(engine.deps);
-        last = readiness(result.views, options.slots ?? config.requiredSlots, 0, 0);
+        readiness.recordCycle(await runCycle(engine.deps));
       } catch (error) {
-        if ((error as SlotSyncError).code !== 'SLOTSYNC_CONCURRENT') throw error;
+        logger.debug({ err: messageOf(error) }, 'gate: the cycle did not complete');
       }
-      if (last?.ready || Date.now() >= deadline) {
-        return (
-          last ?? {
-            ready: false,
-            required: options.slots ?? [],
-            not_ready: [],
-            age_ms: null,
-            reason: 'another slotsync process held the sync lock the whole time',
-          }
-        );
-      }
+      const answer = await readiness.ask(pools, {
+        required: options.slots ?? config.requiredSlots,
+        maxAgeMs: MAX_AGE_MS,
+      });
+      if (answer.ready || Date.now() >= deadline) return answer;
       await delay(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
     }
   } finally {
     await engine.close();
   }
+}
+
+/** One line per slot: the verdict and the facts it rests on, with their age. */
+export function describe(answer: Safety): string[] {
+  const lines: string[] = [];
+  const age = (ms: number | null) =>
+    ms === null ? 'never' : ms < 1_000 ? `${ms} ms ago` : `${Math.round(ms / 1_000)} s ago`;
+  for (const slot of answer.slots ?? []) {
+    if (slot.safe) {
+      lines.push(
+        `${slot.name}: safe: ${slot.facts.unmoved.detail} (read ${age(slot.facts.unmoved.age_ms)}); ${slot.facts.consumers.detail} (read ${age(slot.facts.consumers.age_ms)})`,
+      );
+    } else {
+      lines.push(`${slot.name}: not safe: ${slot.reason ?? 'unknown'}`);
+    }
+  }
+  return lines;
 }
 
 export async function runGate(
@@ -112,7 +144,7 @@ export async function runGate(
   logger: () => Logger,
 ): Promise<number> {
   const deadline = Date.now() + options.waitMs;
-  let answer: Readiness;
+  let answer: Safety;
   if (options.url !== undefined) {
     for (;;) {
       answer = await askService(options);
@@ -124,10 +156,11 @@ export async function runGate(
   }
   if (answer.ready) {
     process.stdout.write(`ready: ${answer.required.join(', ') || '(no failover slot)'}\n`);
+    for (const line of describe(answer)) process.stdout.write(`  ${line}\n`);
     return 0;
   }
   if (answer.reason) process.stderr.write(`slotsync gate: not ready: ${answer.reason}\n`);
-  for (const slot of answer.not_ready) {
+  for (const slot of answer.not_ready ?? []) {
     process.stderr.write(`slotsync gate: not ready: ${slot.name}: ${slot.reason}\n`);
   }
   return 1;

@@ -17,7 +17,12 @@ export interface PrimaryState {
   synchronizedStandbySlots: string | null;
   /** null when the fingerprint equals the one passed in: the caller's copy is current. */
   slots: RemoteSlot[] | null;
-  /** Digest of the failover slots: what a cycle acts on. */
+  /**
+   * Logical slots of the names asked for that are not failover slots (a copy's remote slot
+   * right after a failover, before its failover flag is turned on again); null with `slots`.
+   */
+  others: RemoteSlot[] | null;
+  /** Digest of what a cycle acts on: the failover slots, the others, the setting. */
   fingerprint: string;
 }
 
@@ -30,47 +35,70 @@ interface PrimaryRow {
   system_identifier: string;
   synchronized_standby_slots: string | null;
   slots: (string | number | boolean | null)[][] | null;
+  others: (string | number | boolean | null)[][] | null;
   fingerprint: string;
 }
 
 const FAILOVER_SLOTS = `SELECT ${REMOTE_COLUMNS} FROM pg_catalog.pg_replication_slots
                          WHERE failover AND NOT temporary`;
+/** Logical slots named in $1 that are not failover slots (see PrimaryState.others). */
+const OTHER_SLOTS = `SELECT ${REMOTE_COLUMNS} FROM pg_catalog.pg_replication_slots
+                      WHERE slot_type = 'logical' AND NOT failover AND NOT temporary
+                        AND slot_name = ANY($1::text[])`;
 /** Every slot once (the view is not free): the failover ones and the physical one. */
 const ALL_SLOTS = `SELECT ${REMOTE_COLUMNS}, slot_type, active FROM pg_catalog.pg_replication_slots`;
-const FINGERPRINT = digestOf('s', REMOTE_COLUMNS);
+/** The others' positions move with their consumers: only whether they exist counts. */
+const OTHER_KEY = 'slot_name, plugin, database';
+/**
+ * What a cycle acts on, as one digest: the failover slots, the others (by name), and
+ * synchronized_standby_slots (promotion readiness rests on it). The worker's change probe
+ * computes the same digest.
+ */
+const FINGERPRINT = `pg_catalog.md5(${digestOf('s', REMOTE_COLUMNS)} || '|' || ${digestOf('o', OTHER_KEY)}
+  || '|' || coalesce(pg_catalog.current_setting('synchronized_standby_slots', true), ''))`;
 
 /**
  * Everything a cycle needs from the primary in one statement: slotsync.c's slot query,
- * validate_remote_info() (with the cluster's identity), the clock, and a digest of it all. The slot rows come back only when the digest differs from $2, the one
- * the caller already holds: an idle cycle transfers and parses no slot.
+ * validate_remote_info() (with the cluster's identity), the clock, and a digest of it all.
+ * The slot rows come back only when the digest differs from $3, the one the caller already
+ * holds: an idle cycle transfers and parses no slot.
  */
 const READ_PRIMARY = `
 WITH a AS MATERIALIZED (${ALL_SLOTS}),
      s AS MATERIALIZED (SELECT ${REMOTE_COLUMNS} FROM a WHERE failover AND NOT temporary),
+     o AS MATERIALIZED (SELECT ${REMOTE_COLUMNS} FROM a
+                         WHERE slot_type = 'logical' AND NOT failover AND NOT temporary
+                           AND slot_name = ANY($1::text[])),
      f AS MATERIALIZED (SELECT ${FINGERPRINT} AS fingerprint)
 SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
        pg_catalog.current_setting('server_version_num')::int AS version_num,
        pg_catalog.now() AS now,
-       EXISTS (SELECT 1 FROM a WHERE slot_type = 'physical' AND slot_name = $1::text)
+       EXISTS (SELECT 1 FROM a WHERE slot_type = 'physical' AND slot_name = $2::text)
          AS physical_slot_exists,
-       EXISTS (SELECT 1 FROM a WHERE slot_type = 'physical' AND slot_name = $1::text AND active)
+       EXISTS (SELECT 1 FROM a WHERE slot_type = 'physical' AND slot_name = $2::text AND active)
          AS physical_slot_active,
        (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS system_identifier,
        pg_catalog.current_setting('synchronized_standby_slots', true) AS synchronized_standby_slots,
        f.fingerprint,
-       CASE WHEN f.fingerprint IS DISTINCT FROM $2::text THEN ${arraysOf('s', REMOTE_COLUMNS)} END AS slots
+       CASE WHEN f.fingerprint IS DISTINCT FROM $3::text THEN ${arraysOf('s', REMOTE_COLUMNS)} END AS slots,
+       CASE WHEN f.fingerprint IS DISTINCT FROM $3::text THEN ${arraysOf('o', REMOTE_COLUMNS)} END AS others
   FROM f`;
 
+/**
+ * `copies`: the names of the copies slotsync owns, whose remote slots are read even when
+ * they are not failover slots (PrimaryState.others).
+ */
 export async function readPrimary(
   pool: pg.Pool,
   primarySlotName: string,
+  copies: readonly string[],
   knownFingerprint: string | null = null,
 ): Promise<PrimaryState> {
   // A named (prepared) statement: planned once per connection, not every cycle.
   const result = await pool.query<PrimaryRow>({
     name: 'slotsync-read-primary',
     text: READ_PRIMARY,
-    values: [primarySlotName, knownFingerprint],
+    values: [copies, primarySlotName, knownFingerprint],
   });
   const row = result.rows[0];
   if (row === undefined) throw noRowError('primary');
@@ -83,6 +111,7 @@ export async function readPrimary(
     systemIdentifier: row.system_identifier,
     synchronizedStandbySlots: row.synchronized_standby_slots,
     slots: row.slots === null ? null : row.slots.map(toRemoteSlot),
+    others: row.others === null ? null : row.others.map(toRemoteSlot),
     fingerprint: row.fingerprint,
   };
 }
@@ -147,12 +176,16 @@ export async function probePrimary(pool: pg.Pool, primarySlotName: string): Prom
   };
 }
 
-/** The cheap change probe the worker runs while it naps (one digest, no rows). */
-export async function readFingerprint(pool: pg.Pool): Promise<string> {
+/**
+ * The cheap change probe the worker runs while it naps (one digest, no rows): the same
+ * digest as readPrimary() for the same `copies`.
+ */
+export async function readFingerprint(pool: pg.Pool, copies: readonly string[]): Promise<string> {
   const result = await pool.query<{ fingerprint: string }>({
     name: 'slotsync-fingerprint',
-    text: `WITH s AS MATERIALIZED (${FAILOVER_SLOTS})
+    text: `WITH s AS MATERIALIZED (${FAILOVER_SLOTS}), o AS MATERIALIZED (${OTHER_SLOTS})
            SELECT ${FINGERPRINT} AS fingerprint`,
+    values: [copies],
   });
   return result.rows[0]?.fingerprint ?? '';
 }

@@ -41,7 +41,7 @@ export function toRemoteSlot(row: Cell[]): RemoteSlot {
 
 /** The standby's columns, in the order LOCAL_COLUMNS lists them. */
 export const LOCAL_COLUMNS =
-  'slot_name, slot_type, plugin, database, temporary, active, confirmed_flush_lsn, restart_lsn, catalog_xmin, two_phase, synced, invalidation_reason, failover';
+  'slot_name, slot_type, plugin, database, temporary, active, confirmed_flush_lsn, restart_lsn, catalog_xmin, two_phase, synced, invalidation_reason, failover, active_pid, inactive_since';
 
 export function toLocalSlot(row: Cell[]): LocalSlot {
   const [
@@ -58,6 +58,8 @@ export function toLocalSlot(row: Cell[]): LocalSlot {
     synced,
     invalidation,
     failover,
+    activePid,
+    inactiveSince,
   ] = row;
   return {
     name: String(name),
@@ -73,6 +75,8 @@ export function toLocalSlot(row: Cell[]): LocalSlot {
     synced: synced === true,
     invalidationReason: (invalidation as string | null) ?? null,
     failover: failover === true,
+    activePid: typeof activePid === 'number' ? activePid : null,
+    inactiveSince: typeof inactiveSince === 'string' ? Date.parse(inactiveSince) : null,
   };
 }
 

@@ -46,6 +46,10 @@ export interface StandbyState extends StandbySettings {
   timeline: number | null;
   inRecovery: boolean;
   replayLsn: Lsn | null;
+  /** pg_last_wal_receive_lsn(): WAL received and flushed; null when nothing streamed yet. */
+  receiveLsn: Lsn | null;
+  /** pg_postmaster_start_time(): when this node last started (in recovery, if a standby). */
+  startedAt: Date;
   /** null when the fingerprint equals the one passed in: the caller's copy is current. */
   slots: LocalSlot[] | null;
   fingerprint: string;
@@ -59,6 +63,8 @@ interface StandbyRow {
   locked: boolean;
   in_recovery: boolean;
   replay_lsn: string | null;
+  receive_lsn: string | null;
+  started_at: Date;
   version_num: number;
   wal_level: string;
   hot_standby_feedback: string;
@@ -77,6 +83,8 @@ interface StandbyRow {
 const SETTINGS = `
        pg_catalog.pg_is_in_recovery() AS in_recovery,
        pg_catalog.pg_last_wal_replay_lsn() AS replay_lsn,
+       pg_catalog.pg_last_wal_receive_lsn() AS receive_lsn,
+       pg_catalog.pg_postmaster_start_time() AS started_at,
        pg_catalog.current_setting('server_version_num')::int AS version_num,
        pg_catalog.current_setting('wal_level') AS wal_level,
        pg_catalog.current_setting('hot_standby_feedback') AS hot_standby_feedback,
@@ -120,9 +128,12 @@ SELECT l.locked, ${SETTINGS}, f.fingerprint,
   FROM l, f`;
 
 const READ = `
-WITH s AS MATERIALIZED (${SLOTS})
-SELECT true AS locked, ${SETTINGS}, ${digestOf('s', LOCAL_COLUMNS)} AS fingerprint, 0 AS orphaned,
-       ${arraysOf('s', LOCAL_COLUMNS)} AS slots`;
+WITH s AS MATERIALIZED (${SLOTS}),
+     f AS MATERIALIZED (SELECT ${digestOf('s', LOCAL_COLUMNS)} AS fingerprint)
+SELECT true AS locked, ${SETTINGS}, f.fingerprint, 0 AS orphaned,
+       CASE WHEN f.fingerprint IS DISTINCT FROM $1::text
+            THEN ${arraysOf('s', LOCAL_COLUMNS)} END AS slots
+  FROM f`;
 
 function toStandbyState(row: StandbyRow): StandbyState {
   return {
@@ -132,6 +143,8 @@ function toStandbyState(row: StandbyRow): StandbyState {
     timeline: row.timeline,
     inRecovery: row.in_recovery,
     replayLsn: parseLsn(row.replay_lsn),
+    receiveLsn: parseLsn(row.receive_lsn),
+    startedAt: row.started_at,
     versionNum: row.version_num,
     walLevel: row.wal_level,
     hotStandbyFeedback: row.hot_standby_feedback === 'on',
@@ -161,13 +174,28 @@ export async function lockAndReadStandby(
   return toStandbyState(row);
 }
 
-/** The same read without the lock, every slot included (shutdown report). */
+/** The same read without the lock, every slot included (shutdown, promotion readiness). */
 export async function readStandby(pool: Queryable): Promise<StandbyState & { slots: LocalSlot[] }> {
-  const result = await pool.query<StandbyRow>(READ);
+  const state = await pollStandby(pool, null);
+  return { ...state, slots: state.slots ?? [] };
+}
+
+/**
+ * The read without the lock; the slots only when their digest differs from
+ * `knownFingerprint` (the worker's check between cycles: cheap while nothing moves).
+ */
+export async function pollStandby(
+  pool: Queryable,
+  knownFingerprint: string | null,
+): Promise<StandbyState> {
+  const result = await pool.query<StandbyRow>({
+    name: 'slotsync-read-standby',
+    text: READ,
+    values: [knownFingerprint],
+  });
   const row = result.rows[0];
   if (row === undefined) throw noRowError('standby');
-  const state = toStandbyState(row);
-  return { ...state, slots: state.slots ?? [] };
+  return toStandbyState(row);
 }
 
 export async function unlockSync(client: pg.ClientBase): Promise<void> {

@@ -63,6 +63,7 @@ export interface ApplyDeps {
  * the registry and the standby so that the next start recovers (crash-points.test.ts).
  */
 export type CyclePoint =
+  | 'binding_intent'
   | 'before_apply'
   | 'dropped'
   | 'creation_intent'

@@ -13,18 +13,21 @@ import type { LockSession } from '../db/lock-session.js';
 import { type PrimaryState, readPrimary } from '../db/primary.js';
 import type { StandbyState } from '../db/standby.js';
 import type { StandbyPools } from '../db/standby-pools.js';
-import { CONCURRENT_MESSAGE, SlotSyncError } from '../errors.js';
+import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
 import { redactUrl } from '../redact.js';
 import type { Registry } from '../registry/registry.js';
 import { formatLsn, type Lsn } from '../sync/lsn.js';
 import { planCycle } from '../sync/plan.js';
 import { remoteAheadOfStandby } from '../sync/rules.js';
+import type { PrimaryRead, StandbyRead } from '../sync/safety.js';
 import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
 import { settle } from '../util.js';
 import { type Applied, applyActions, type CyclePoint, copySlot } from './apply.js';
 import { DecodeWindow } from './decode-window.js';
+import { primaryReadOf, recordPrimaryRead, standbyReadOf } from './facts.js';
+import { type Fenced, fenceCopies } from './fence.js';
 import { checkNode } from './node.js';
 import { dropStagingSlots, type PromotionCleanup, rearmCopies } from './promotion.js';
 
@@ -55,6 +58,8 @@ export interface EngineDeps {
   onSnapshotRefused?: (message: string) => void;
   /** Called when a cycle found the standby promoted and dropped its staging slots. */
   onPromotion?: (cleanup: PromotionCleanup) => void;
+  /** Called when copies were fenced (moved or invalidated on the standby) and dropped. */
+  onFenced?: (fenced: Fenced) => void;
   /**
    * Test hook: awaited at each step boundary of a cycle (see CyclePoint), where the tests
    * hold a cycle, or stop it for good as a kill -9 would.
@@ -74,10 +79,14 @@ export interface CycleReport {
 export interface CycleResult {
   report: CycleReport;
   views: SlotView[];
+  /** The standby as this cycle left it (promotion readiness reads it until the next read). */
+  standby: StandbyRead;
   primarySlotName: string;
   standbyReplayLsn: string | null;
   synchronizedStandbySlots: string | null;
   remote: RemoteSlot[];
+  /** Failover slots of the primary left out by SLOTSYNC_SLOTS_INCLUDE/EXCLUDE. */
+  excluded: string[];
   local: LocalSlot[];
   /** The primary's slot digest as this cycle read it (see readFingerprint). */
   fingerprint: string;
@@ -92,11 +101,20 @@ const FULL_READ_INTERVAL_MS = 60_000;
 const UPSTREAM_INACTIVE_GRACE_MS = 60_000;
 
 export class CycleCache {
+  /**
+   * What the last read of the primary said (promotion readiness: sync/safety.ts); starts
+   * from the registry's record, so a start with the primary gone still knows it.
+   */
+  primaryRead: PrimaryRead | null = null;
+  /** Why the primary did not answer its last contact, else null. */
+  primaryDown: string | null = null;
   /** Since when the standby's physical slot has been seen inactive on the primary. */
   upstreamInactiveSince: number | null = null;
   primarySlotName: string | null = null;
   primaryFingerprint: string | null = null;
   remote: RemoteSlot[] | null = null;
+  /** The copies' remote slots that are not failover slots (PrimaryState.others). */
+  others: RemoteSlot[] | null = null;
   standbyFingerprint: string | null = null;
   local: LocalSlot[] | null = null;
   fullReadAt = 0;
@@ -105,9 +123,16 @@ export class CycleCache {
   /** Running-xacts records that keep the copies' decode window short (kept by forget()). */
   readonly window = new DecodeWindow();
 
+  /** The worker's change probe found the primary's digest unchanged: its facts still hold. */
+  primaryConfirmed(at = Date.now()): void {
+    if (this.primaryRead?.positions) this.primaryRead = { ...this.primaryRead, at };
+    this.primaryDown = null;
+  }
+
   forget(): void {
     this.primaryFingerprint = null;
     this.remote = null;
+    this.others = null;
     this.standbyFingerprint = null;
     this.local = null;
     this.stable = null;
@@ -120,10 +145,17 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
   const cache = deps.cache;
   cache.window.cycleStarted(started);
   if (Date.now() - cache.fullReadAt > FULL_READ_INTERVAL_MS) cache.forget();
-  const primaryError = (error: unknown) =>
-    isConnectionError(error) ? unreachable('SLOTSYNC_PRIMARY_URL', deps.primaryUrl, error) : error;
+  const primaryError = (error: unknown) => {
+    const wrapped = isConnectionError(error)
+      ? unreachable('SLOTSYNC_PRIMARY_URL', deps.primaryUrl, error)
+      : error;
+    cache.primaryDown = `the primary does not answer: ${messageOf(wrapped)}`;
+    return wrapped;
+  };
+  // The copies' names: their remote slots are read even when not failover slots (a failover).
+  const copies = [...deps.registry.entries.keys()];
   const readRemote = (slotName: string) =>
-    readPrimary(deps.primary, slotName, cache.remote ? cache.primaryFingerprint : null);
+    readPrimary(deps.primary, slotName, copies, cache.remote ? cache.primaryFingerprint : null);
 
   // The primary is read while the lock is taken, with the physical slot name of last time.
   const early = cache.primarySlotName === null ? null : settle(readRemote(cache.primarySlotName));
@@ -165,6 +197,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
               registry: deps.registry,
               logger: deps.logger,
               replicationClient: deps.replicationClient,
+              standbyMain: deps.standby.main,
             },
             localNow,
           ),
@@ -174,6 +207,18 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       deps.onPromotion?.(cleanup);
     }
     validateStandby(standby);
+    // Fencing needs the standby alone: done before the primary is waited for, so a primary
+    // that is gone never leaves a moved copy under a subscriber's name.
+    const fenced = await fenceCopies(
+      { registry: deps.registry, logger: deps.logger, standbyMain: deps.standby.main },
+      standby.pid,
+      localNow,
+    );
+    if (fenced.dropped.length > 0) deps.onFenced?.(fenced);
+    const localFenced =
+      fenced.dropped.length === 0
+        ? localNow
+        : localNow.filter((slot) => !fenced.dropped.some((f) => f.name === slot.name));
     let primary: PrimaryState;
     const first = early ? await early : null;
     if (first?.ok && standby.primarySlotName === cache.primarySlotName) primary = first.value;
@@ -183,8 +228,13 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       primary = await readRemote(standby.primarySlotName).catch((e: unknown) =>
         Promise.reject(primaryError(e)),
       );
-    validatePrimary(primary, standby);
-    checkUpstream(primary, standby, deps.primaryUrl, cache);
+    try {
+      validatePrimary(primary, standby);
+      checkUpstream(primary, standby, deps.primaryUrl, cache);
+    } catch (error) {
+      cache.primaryDown = `the primary is not this standby's upstream: ${messageOf(error)}`;
+      throw error;
+    }
 
     const everyRemote = primary.slots ?? cache.remote ?? [];
     // SLOTSYNC_SLOTS_INCLUDE/EXCLUDE: the slots left out are not slotsync's to look after.
@@ -192,11 +242,21 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
     const excluded = new Set(
       everyRemote.filter((slot) => !deps.selectSlot(slot.name)).map((slot) => slot.name),
     );
-    const local = standby.slots ?? cache.local ?? [];
-    const unchanged = primary.slots === null && standby.slots === null;
+    const others = (primary.others ?? cache.others ?? []).filter((slot) =>
+      deps.selectSlot(slot.name),
+    );
+    await recordPrimaryRead(
+      cache,
+      deps.registry,
+      primaryReadOf(standby, remote, others, primary.synchronizedStandbySlots),
+    );
+    const local = fenced.dropped.length > 0 ? localFenced : (standby.slots ?? cache.local ?? []);
+    const unchanged =
+      primary.slots === null && standby.slots === null && fenced.dropped.length === 0;
     cache.primarySlotName = standby.primarySlotName;
     cache.primaryFingerprint = primary.fingerprint;
     cache.remote = everyRemote;
+    cache.others = primary.others ?? cache.others;
     cache.standbyFingerprint = standby.fingerprint;
     cache.local = local;
     if (primary.slots !== null && standby.slots !== null) cache.fullReadAt = Date.now();
@@ -209,7 +269,11 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       standby.orphanedStatements === 0
     ) {
       // Same remote slots, same copies, same registry, nothing waiting: same (empty) plan.
-      return finish(reusable.result, started, startedAt);
+      return finish(
+        { ...reusable.result, standby: standbyReadOf(standby, reusable.result.local) },
+        started,
+        startedAt,
+      );
     }
 
     const input = {
@@ -220,6 +284,8 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       standbyDatabases: new Set(standby.databases),
       excluded,
       replaceStale: deps.replaceStale,
+      standbyStartedAt: standby.startedAt.getTime(),
+      notFailover: new Map(others.map((slot) => [slot.name, slot])),
     };
     const actions = planCycle(input);
     await deps.pauseAt?.('before_apply');
@@ -247,19 +313,22 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       cache.local = localAfter;
       cache.standbyFingerprint = null; // our own changes: read the copies again next time
     }
+    const reports = withFenced(applied.reports, fenced);
     const result: CycleResult = {
       report: {
         ok: true,
         startedAt,
         durationMs: 0,
-        updated: applied.updated,
-        slots: applied.reports,
+        updated: applied.updated || fenced.dropped.length > 0,
+        slots: reports,
       },
-      views: buildSlotViews(remote, localAfter, deps.registry.entries, applied.reports),
+      views: buildSlotViews(remote, localAfter, deps.registry.entries, reports),
+      standby: standbyReadOf(standby, localAfter),
       primarySlotName: standby.primarySlotName,
       standbyReplayLsn: formatLsn(standby.replayLsn),
       synchronizedStandbySlots: primary.synchronizedStandbySlots,
       remote,
+      excluded: [...excluded].sort(),
       local: localAfter,
       fingerprint: primary.fingerprint,
       waitingForReplay: remote.filter(
@@ -279,6 +348,27 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
   } finally {
     if (locked) deps.lock.release();
   }
+}
+
+/** Copies fenced before the plan, in the report: as dropped, or with the reason prepended. */
+function withFenced(reports: SlotReport[], fenced: Fenced): SlotReport[] {
+  if (fenced.dropped.length === 0 && fenced.failed.length === 0) return reports;
+  const out = [...reports];
+  for (const f of [...fenced.dropped, ...fenced.failed]) {
+    const i = out.findIndex((r) => r.name === f.name);
+    const existing = out[i];
+    if (existing === undefined) {
+      out.push({
+        name: f.name,
+        action: 'error' in f ? 'failed' : 'dropped',
+        state: 'absent',
+        reason: f.reason,
+      });
+    } else {
+      out[i] = { ...existing, reason: `${f.reason}; ${existing.reason ?? 'staged afresh'}` };
+    }
+  }
+  return out;
 }
 
 function finish(result: CycleResult, started: number, startedAt: string): CycleResult {

@@ -7,6 +7,7 @@ import { StandbyPools } from '../db/standby-pools.js';
 import { Registry } from '../registry/registry.js';
 import { slotSelector } from '../sync/select.js';
 import { CycleCache, type EngineDeps } from './cycle.js';
+import { recordedPrimaryRead } from './facts.js';
 
 export interface Engine {
   deps: EngineDeps;
@@ -33,6 +34,24 @@ export function standbyBudget(concurrency: number): number {
  * running-xacts records beside it, the worker polls the slot digest, /health probes.
  */
 const PRIMARY_CONNECTIONS = 4;
+
+/**
+ * The policies a reload changes in the running engine (no new connection needed): the
+ * next cycle follows them.
+ */
+export function applySettings(
+  engine: Engine,
+  config: Pick<Config, 'replaceStale' | 'rearm' | 'resetState' | 'slotsInclude' | 'slotsExclude'>,
+): void {
+  engine.deps.replaceStale = config.replaceStale;
+  engine.deps.rearm = config.rearm;
+  engine.deps.resetState = config.resetState;
+  engine.deps.selectSlot = slotSelector({
+    include: config.slotsInclude,
+    exclude: config.slotsExclude,
+  });
+  engine.deps.cache.stable = null; // the last plan was made under the old policies
+}
 
 export async function createEngine(config: Config, logger: Logger): Promise<Engine> {
   const registry = await Registry.open(config.stateDir);
@@ -90,6 +109,8 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
       }),
     cache: new CycleCache(),
   };
+  // Readiness knows the primary's last facts from the start, also when it is gone.
+  deps.cache.primaryRead = recordedPrimaryRead(registry);
   return {
     deps,
     cancelInFlight: async () => {

@@ -11,7 +11,8 @@ import type { Queryable } from '../db/standby-pools.js';
 import { SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { isNodeMarkerName, newNodeMarkerName } from '../sync/names.js';
-import type { LocalSlot } from '../sync/types.js';
+import type { LocalSlot, NodeBinding } from '../sync/types.js';
+import type { CyclePoint } from './apply.js';
 
 export interface NodeDeps {
   registry: Registry;
@@ -19,6 +20,8 @@ export interface NodeDeps {
   standbyMain: Queryable;
   /** SLOTSYNC_RESET_STATE: a state folder that does not match is moved aside, not refused. */
   resetState: boolean;
+  /** Test hook: awaited between the binding's intent and its marker (crash-point tests). */
+  pauseAt?: ((point: CyclePoint) => Promise<void>) | undefined;
 }
 
 const RESET_HINT =
@@ -47,7 +50,21 @@ export async function checkNode(
     .filter((s) => s.slotType === 'physical' && isNodeMarkerName(s.name))
     .map((s) => s.name);
   const node = registry.node;
-  if (node !== null) {
+  if (node?.pending) {
+    // A binding whose intent was written but that a kill interrupted: complete it.
+    if (node.systemIdentifier !== standby.systemIdentifier && !deps.resetState) {
+      throw mismatch(
+        dir,
+        `the registry was being bound to a standby of another cluster (system identifier ${node.systemIdentifier}, this standby: ${standby.systemIdentifier})`,
+      );
+    }
+    if (node.systemIdentifier === standby.systemIdentifier) {
+      if (!standby.inRecovery) return;
+      await completeBinding(deps, standby, node, markers.includes(node.marker));
+      return;
+    }
+    await registry.reset();
+  } else if (node !== null) {
     const problem =
       node.systemIdentifier !== standby.systemIdentifier
         ? `the registry describes a standby of another cluster (system identifier ${node.systemIdentifier}, this standby: ${standby.systemIdentifier})`
@@ -60,7 +77,7 @@ export async function checkNode(
           { from: node.timeline, to: standby.timeline },
           'the standby follows a new timeline; every copy is re-checked by the fencing rule',
         );
-        await registry.write(registry.entries, { ...node, timeline: standby.timeline });
+        await registry.write(registry.entries, { node: { ...node, timeline: standby.timeline } });
       }
       return;
     }
@@ -80,15 +97,32 @@ export async function checkNode(
       deps.logger.warn({ marker }, 'dropped the node marker of a state folder moved aside');
     }
   }
-  const marker = newNodeMarkerName();
-  await createNodeMarker(deps.standbyMain, standby.pid, marker);
-  await registry.write(registry.entries, {
-    marker,
+  // The intent first: a kill before the marker exists leaves a binding the next start
+  // completes, never a marker without a registry (which would refuse every later start).
+  const intent: NodeBinding = {
+    marker: newNodeMarkerName(),
     systemIdentifier: standby.systemIdentifier,
     timeline: standby.timeline,
+    pending: true,
+  };
+  await registry.write(registry.entries, { node: intent });
+  await completeBinding(deps, standby, intent, false);
+}
+
+async function completeBinding(
+  deps: NodeDeps,
+  standby: Pick<StandbyState, 'pid' | 'systemIdentifier' | 'timeline'>,
+  intent: NodeBinding,
+  markerExists: boolean,
+): Promise<void> {
+  await deps.pauseAt?.('binding_intent');
+  if (!markerExists) await createNodeMarker(deps.standbyMain, standby.pid, intent.marker);
+  const { pending: _pending, ...bound } = intent;
+  await deps.registry.write(deps.registry.entries, {
+    node: { ...bound, timeline: standby.timeline },
   });
   deps.logger.info(
-    { marker, systemIdentifier: standby.systemIdentifier },
+    { marker: intent.marker, systemIdentifier: standby.systemIdentifier },
     'registry bound to this standby',
   );
 }

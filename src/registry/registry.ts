@@ -14,6 +14,7 @@ import { Value } from '@sinclair/typebox/value';
 import { messageOf, SlotSyncError } from '../errors.js';
 import { formatLsn, parseLsn, parseXid } from '../sync/lsn.js';
 import { stagingNameOf } from '../sync/names.js';
+import type { PrimaryFacts } from '../sync/safety.js';
 import type { NodeBinding, RegistryEntry } from '../sync/types.js';
 
 const FILE_NAME = 'registry.json';
@@ -48,20 +49,39 @@ const StoredNode = Type.Object({
   marker: Type.String({ minLength: 1 }),
   systemIdentifier: Type.String({ minLength: 1 }),
   timeline: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()]),
+  /** Absent in files written before the binding had an intent: bound. */
+  pending: Type.Optional(Type.Boolean()),
+});
+/** What the last read of the primary said (sync/safety.ts PrimaryFacts), and since when. */
+const StoredPrimary = Type.Object({
+  standbySlot: Type.String(),
+  waitsForStandby: Type.Boolean(),
+  failoverSlots: Type.Array(Type.String()),
+  ahead: Type.Array(Type.String()),
+  since: Type.String(),
 });
 const StoredRegistry = Type.Object({
   format: Type.Literal(FORMAT),
   version: Type.Union([Type.Literal(1), Type.Literal(2)]),
   node: Type.Optional(Type.Union([StoredNode, Type.Null()])),
+  primary: Type.Optional(Type.Union([StoredPrimary, Type.Null()])),
   slots: Type.Array(StoredEntry),
 });
 type Stored = Static<typeof StoredRegistry>;
 
 export type RegistryMap = ReadonlyMap<string, RegistryEntry>;
 
+/** The primary's facts as the registry keeps them: written when they change. */
+export interface RecordedPrimary {
+  facts: PrimaryFacts;
+  /** When these facts were first read in this form (ms since the epoch). */
+  since: number;
+}
+
 interface Loaded {
   entries: RegistryMap;
   node: NodeBinding | null;
+  primary: RecordedPrimary | null;
   fingerprint: string | null;
 }
 
@@ -91,6 +111,7 @@ export class Registry {
   readonly path: string;
   #entries: RegistryMap;
   #node: NodeBinding | null;
+  #primary: RecordedPrimary | null;
   #fingerprint: string | null;
   #version = 0;
   #writtenAt = 0;
@@ -99,6 +120,7 @@ export class Registry {
     this.path = path;
     this.#entries = loaded.entries;
     this.#node = loaded.node;
+    this.#primary = loaded.primary;
     this.#fingerprint = loaded.fingerprint;
   }
 
@@ -124,6 +146,14 @@ export class Registry {
   /** The standby node this registry describes; null until the first cycle binds it. */
   get node(): NodeBinding | null {
     return this.#node;
+  }
+
+  /**
+   * What the last read of the primary said about this standby: what promotion readiness
+   * rests on once the primary is gone (sync/safety.ts). Null until a cycle read it.
+   */
+  get primary(): RecordedPrimary | null {
+    return this.#primary;
   }
 
   /** Whether the file exists (a registry that was written once must never vanish). */
@@ -160,6 +190,7 @@ export class Registry {
     const loaded = await readRegistry(this.path);
     this.#entries = loaded.entries;
     this.#node = loaded.node;
+    this.#primary = loaded.primary;
     this.#fingerprint = loaded.fingerprint;
     this.#version++;
   }
@@ -175,16 +206,29 @@ export class Registry {
     }
     this.#entries = new Map();
     this.#node = null;
+    this.#primary = null;
     this.#fingerprint = null;
     this.#version++;
   }
 
-  /** Replaces the content durably; on failure the old content stays, in memory and on disk. */
-  async write(entries: RegistryMap, node: NodeBinding | null = this.#node): Promise<void> {
+  /**
+   * Replaces the content durably; on failure the old content stays, in memory and on disk.
+   * The node binding and the primary's facts stay as they are unless given.
+   */
+  async write(
+    entries: RegistryMap,
+    changes: { node?: NodeBinding | null; primary?: RecordedPrimary | null } = {},
+  ): Promise<void> {
+    const node = changes.node === undefined ? this.#node : changes.node;
+    const primary = changes.primary === undefined ? this.#primary : changes.primary;
     const stored: Stored = {
       format: FORMAT,
       version: 2,
       node,
+      primary:
+        primary === null
+          ? null
+          : { ...primary.facts, since: new Date(primary.since).toISOString() },
       slots: [...entries.values()].map(toStored),
     };
     const text = `${JSON.stringify(stored, null, 1)}\n`;
@@ -214,6 +258,7 @@ export class Registry {
     }
     this.#entries = new Map(entries);
     this.#node = node;
+    this.#primary = primary;
     this.#fingerprint = await fingerprintOf(this.path);
     this.#version++;
     this.#writtenAt = Date.now();
@@ -226,7 +271,7 @@ async function readRegistry(path: string): Promise<Loaded> {
     text = await readFile(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      return { entries: new Map(), node: null, fingerprint: null };
+      return { entries: new Map(), node: null, primary: null, fingerprint: null };
     }
     throw new SlotSyncError(
       'SLOTSYNC_REGISTRY_CORRUPT',
@@ -247,7 +292,25 @@ async function readRegistry(path: string): Promise<Loaded> {
   } catch (error) {
     throw corrupt(path, messageOf(error));
   }
-  return { entries, node: (parsed as Stored).node ?? null, fingerprint: await fingerprintOf(path) };
+  const stored = parsed as Stored;
+  const primary = stored.primary ?? null;
+  return {
+    entries,
+    node: stored.node ?? null,
+    primary:
+      primary === null
+        ? null
+        : {
+            facts: {
+              standbySlot: primary.standbySlot,
+              waitsForStandby: primary.waitsForStandby,
+              failoverSlots: primary.failoverSlots,
+              ahead: primary.ahead,
+            },
+            since: Date.parse(primary.since),
+          },
+    fingerprint: await fingerprintOf(path),
+  };
 }
 
 function corrupt(path: string, detail: string): SlotSyncError {

@@ -8,7 +8,9 @@
 import type { Logger } from 'pino';
 import { type CycleResult, runCycle } from '../engine/cycle.js';
 import type { Engine } from '../engine/engine.js';
+import type { Fenced } from '../engine/fence.js';
 import type { PromotionCleanup } from '../engine/promotion.js';
+import { Readiness } from '../engine/readiness.js';
 import { CONCURRENT_MESSAGE, messageOf, PROMOTION_MESSAGE, SlotSyncError } from '../errors.js';
 import type { SlotView } from '../sync/view.js';
 import type { Metrics } from './metrics.js';
@@ -33,6 +35,8 @@ export interface Snapshot {
   snapshotRefused: string | undefined;
   /** What was dropped when a cycle found the standby promoted. */
   promotion: PromotionCleanup | undefined;
+  /** The last copies fenced (moved or invalidated on the standby) and when. */
+  fenced: (Fenced & { at: number }) | undefined;
 }
 
 /** How many POST /sync may wait for the next cycle at once. */
@@ -70,10 +74,14 @@ export class SyncContext {
     lastStartTime: undefined,
     snapshotRefused: undefined,
     promotion: undefined,
+    fenced: undefined,
   };
+  /** Promotion readiness: the facts of this process and the one verdict over them. */
+  readonly readiness: Readiness;
 
   constructor(engine: Engine, metrics: Metrics, logger: Logger) {
     this.#engine = engine;
+    this.readiness = new Readiness(engine);
     this.#metrics = metrics;
     this.#logger = logger;
     this.#hook(engine);
@@ -84,7 +92,13 @@ export class SyncContext {
     engine.deps.onPromotion = (cleanup) => {
       this.#metrics.promotionDropped.inc(cleanup.dropped.length);
       this.#metrics.rearmed.inc(cleanup.rearmed.length);
-      this.#update({ promotion: cleanup });
+      // A later cycle that re-armed what an earlier one could not: keep the whole story.
+      const previous = this.#snapshot.promotion;
+      this.#update({ promotion: previous ? mergeCleanups(previous, cleanup) : cleanup });
+    };
+    engine.deps.onFenced = (fenced) => {
+      this.#metrics.fenced.inc(fenced.dropped.length);
+      this.#update({ fenced: { ...fenced, at: Date.now() } });
     };
   }
 
@@ -202,6 +216,7 @@ export class SyncContext {
     const old = this.#engine;
     this.#hook(engine);
     this.#engine = engine;
+    this.readiness.replaceEngine(engine);
     this.#update({ lastResult: undefined, lastResultAt: undefined, snapshotRefused: undefined });
     await old.close();
   }
@@ -220,6 +235,7 @@ export class SyncContext {
     try {
       const result = await runCycle(this.#engine.deps);
       timer();
+      this.readiness.recordCycle(result);
       this.#metrics.recordCycle(trigger, 'success', result);
       this.#update({
         lastResult: result,
@@ -245,4 +261,18 @@ export class SyncContext {
   #update(change: Partial<Snapshot>): void {
     this.#snapshot = Object.freeze({ ...this.#snapshot, ...change });
   }
+}
+
+/** Two cleanups of one promotion (the first cycle, then a retry of what it could not do). */
+function mergeCleanups(a: PromotionCleanup, b: PromotionCleanup): PromotionCleanup {
+  const rearmed = [...new Set([...a.rearmed, ...b.rearmed])].sort();
+  return {
+    at: a.at,
+    dropped: [...new Set([...a.dropped, ...b.dropped])].sort(),
+    failed: b.failed,
+    rearmed,
+    rearmFailed: b.rearmFailed.filter((f) => !rearmed.includes(f.slot)),
+    notRearmed: [...a.notRearmed, ...b.notRearmed],
+    ended: [...a.ended, ...b.ended],
+  };
 }

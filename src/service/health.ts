@@ -15,7 +15,8 @@ import { formatLsn } from '../sync/lsn.js';
 import { STALE_HINT } from '../sync/rules.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import { type Settled, settle } from '../util.js';
-import type { SlotSyncService } from './service.js';
+import type { Snapshot } from './context.js';
+import type { Worker } from './worker.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail';
 export interface Check {
@@ -46,22 +47,23 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** How long /health shows that copies were fenced. */
+const FENCED_SHOWN_MS = 600_000;
+
 /** How long a health report is reused: probes cost two queries, callers may be many. */
 const CACHE_MS = 1_000;
 
 /**
- * The probes behind GET /health, on connections of their own (one per server): a flood of
- * health requests never takes a connection a sync cycle needs. Reports are cached for
- * about a second and shared by concurrent callers.
+ * Connections of their own, one per server, for everything that is not a cycle (GET
+ * /health's probes, promotion readiness's reads): a flood of requests never takes a
+ * connection a sync cycle needs. Made anew when a reload changes a URL.
  */
-export class HealthProbes {
+export class ProbePools {
   #pools: { primary: pg.Pool; standby: pg.Pool; urls: string } | undefined;
-  #cached: { at: number; urls: string; probed: Promise<Probed> } | undefined;
 
   constructor(private readonly logger: Logger) {}
 
-  /** The probe pools for the configuration's URLs (made anew when they change). */
-  pools(config: Config): { primary: pg.Pool; standby: pg.Pool } {
+  pools(config: Pick<Config, 'primaryUrl' | 'standbyUrl'>): { primary: pg.Pool; standby: pg.Pool } {
     const urls = `${config.primaryUrl}\n${config.standbyUrl}`;
     if (this.#pools?.urls !== urls) {
       void this.close();
@@ -81,6 +83,27 @@ export class HealthProbes {
     return this.#pools;
   }
 
+  async close(): Promise<void> {
+    const pools = this.#pools;
+    this.#pools = undefined;
+    if (pools) await Promise.allSettled([pools.primary.end(), pools.standby.end()]);
+  }
+}
+
+/** What the health checks read of the service (a narrow view: no import of the service). */
+export interface HealthSubject {
+  readonly config: Config;
+  readonly startedAt: number;
+  readonly worker: Pick<Worker, 'state' | 'detail' | 'naptimeMs'>;
+  readonly context: { readonly snapshot: Readonly<Snapshot> };
+}
+
+/** The probes behind GET /health, run at most once a second whatever the number of callers. */
+export class HealthProbes {
+  #cached: { at: number; urls: string; probed: Promise<Probed> } | undefined;
+
+  constructor(private readonly probes: ProbePools) {}
+
   /** The two probes, run at most once a second whatever the number of callers. */
   probe(config: Config): Promise<Probed> {
     const now = Date.now();
@@ -91,7 +114,7 @@ export class HealthProbes {
       now - this.#cached.at > CACHE_MS ||
       this.#cached.urls !== urls
     ) {
-      const pools = this.pools(config);
+      const pools = this.probes.pools(config);
       const probed = (async (): Promise<Probed> => {
         const standby = await settle(withTimeout(probeStandby(pools.standby), 'the standby'));
         const slot = standby.ok ? standby.value.primarySlotName : '';
@@ -104,15 +127,8 @@ export class HealthProbes {
   }
 
   /** The report: probes from the cache, everything else (worker, cycles) as of now. */
-  async report(service: SlotSyncService): Promise<HealthReport> {
-    return checkHealth(service, await this.probe(service.config));
-  }
-
-  async close(): Promise<void> {
-    const pools = this.#pools;
-    this.#pools = undefined;
-    this.#cached = undefined;
-    if (pools) await Promise.allSettled([pools.primary.end(), pools.standby.end()]);
+  async report(subject: HealthSubject): Promise<HealthReport> {
+    return checkHealth(subject, await this.probe(subject.config));
   }
 }
 
@@ -121,7 +137,7 @@ interface Probed {
   primary: Settled<PrimaryProbe>;
 }
 
-export function checkHealth(service: SlotSyncService, probed: Probed): HealthReport {
+export function checkHealth(service: HealthSubject, probed: Probed): HealthReport {
   const config = service.config;
   const checks: Record<string, Check> = {};
   const secrets = secretsOf(config);
@@ -261,20 +277,46 @@ export function checkHealth(service: SlotSyncService, probed: Probed): HealthRep
   }
 
   if (snapshot.promotion) {
-    const { dropped, failed: left, rearmed, rearmFailed } = snapshot.promotion;
+    const { dropped, failed: left, rearmed, rearmFailed, notRearmed, ended } = snapshot.promotion;
     const rearm = !config.rearm
       ? '; failover was not turned on for the copies (SLOTSYNC_REARM=off): ALTER SUBSCRIPTION … SET (failover = true) on each subscriber'
-      : rearmFailed.length > 0
-        ? `; failover could not be turned on for: ${rearmFailed.map((f) => `${f.slot} (${f.error})`).join(', ')}`
-        : rearmed.length > 0
-          ? `; failover turned on for: ${rearmed.join(', ')}`
-          : '';
+      : [
+          rearmed.length > 0 ? `; failover turned on for: ${rearmed.join(', ')}` : '',
+          ended.length > 0
+            ? ` (walsenders ended to do it, their consumers reconnect and resume: ${ended.map((e) => `${e.slot} pid ${e.pid}`).join(', ')})`
+            : '',
+          rearmFailed.length > 0
+            ? `; failover could not be turned on yet for: ${rearmFailed.map((f) => `${f.slot} (${f.error})`).join(', ')}`
+            : '',
+          notRearmed.length > 0
+            ? `; not re-armed: ${notRearmed.map((n) => `${n.slot} (${n.reason})`).join(', ')}`
+            : '',
+        ].join('');
     checks.promotion = {
       status: left.length > 0 || rearmFailed.length > 0 ? 'fail' : 'warn',
       detail:
         left.length > 0
           ? `the standby was promoted; these staging slots could not be dropped and must be dropped by hand: ${left.map((f) => f.slot).join(', ')}${rearm}`
           : `the standby was promoted; ${dropped.length} staging slot(s) of copies that were not sync-ready were dropped${dropped.length > 0 ? `: ${dropped.join(', ')}` : ''}${rearm}`,
+    };
+  }
+
+  if (snapshot.fenced && now - snapshot.fenced.at < FENCED_SHOWN_MS) {
+    const { dropped, failed: stuck } = snapshot.fenced;
+    checks.fencing = {
+      status: stuck.length > 0 ? 'fail' : 'warn',
+      detail: [
+        ...dropped.map((f) => `${f.name}: ${f.reason}`),
+        ...stuck.map((f) => `${f.name}: could not be dropped (${f.error}); it is not sync-ready`),
+      ].join('; '),
+    };
+  }
+
+  const last = snapshot.lastResult;
+  if (last && last.remote.length === 0 && last.excluded.length > 0) {
+    checks.selection = {
+      status: 'warn',
+      detail: `SLOTSYNC_SLOTS_INCLUDE/SLOTSYNC_SLOTS_EXCLUDE leave out every failover slot of the primary (${last.excluded.join(', ')}): nothing is copied or required`,
     };
   }
 

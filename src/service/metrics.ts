@@ -4,7 +4,7 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { CycleResult } from '../engine/cycle.js';
-import { readiness } from '../sync/ready.js';
+import type { Safety } from '../sync/safety.js';
 import type { SlotView } from '../sync/view.js';
 
 const STATES = ['temporary', 'sync_ready', 'invalidated', 'conflict', 'absent'] as const;
@@ -49,9 +49,15 @@ export class Metrics {
   });
   readonly syncReady = new Gauge({
     name: 'slotsync_slot_sync_ready',
-    help: '1 when the copy can be used after promotion',
+    help: '1 when the copy is safe to promote onto (what sync_ready in GET /slots says)',
     labelNames: ['slot'],
     registers: [this.registry],
+    collect: () => {
+      const all = this.safety({ all: true });
+      this.syncReady.reset();
+      for (const slot of all?.slots ?? [])
+        this.syncReady.set({ slot: slot.name }, slot.safe ? 1 : 0);
+    },
   });
   readonly actions = new Counter({
     name: 'slotsync_actions_total',
@@ -87,11 +93,27 @@ export class Metrics {
   });
   readonly ready = new Gauge({
     name: 'slotsync_ready',
-    help: '1 when every required failover slot (SLOTSYNC_REQUIRED_SLOTS, else all) is sync-ready: what GET /ready answers',
+    help: '1 when every required failover slot (SLOTSYNC_REQUIRED_SLOTS, else all) is safe to promote onto: what GET /ready answers',
+    registers: [this.registry],
+    collect: () => {
+      this.ready.set(this.safety({ all: false })?.ready === true ? 1 : 0);
+    },
+  });
+  readonly fenced = new Counter({
+    name: 'slotsync_fenced_total',
+    help: 'Copies dropped because someone else moved them, or the standby invalidated them',
     registers: [this.registry],
   });
-  /** The slots the readiness gauge requires (SLOTSYNC_REQUIRED_SLOTS, as reloaded). */
-  requiredSlots: () => readonly string[] | null = () => null;
+  readonly catchingUp = new Gauge({
+    name: 'slotsync_catching_up_slots',
+    help: 'Copies whose last advance stopped short of its target, to stay within the statement timeout',
+    registers: [this.registry],
+  });
+  /**
+   * Promotion readiness over the latest facts (no query): for the configured required slots,
+   * or every slot (`all`). Set by the service.
+   */
+  safety: (options: { all: boolean }) => Safety | null = () => null;
   readonly workerRunning = new Gauge({
     name: 'slotsync_worker_running',
     help: '1 while the background worker runs',
@@ -114,13 +136,10 @@ export class Metrics {
   recordViews(views: readonly SlotView[]): void {
     const counts = new Map<string, number>(STATES.map((s) => [s, 0]));
     this.lagBytes.reset();
-    this.syncReady.reset();
     for (const view of views) {
       counts.set(view.state, (counts.get(view.state) ?? 0) + 1);
       if (view.lag_bytes !== null) this.lagBytes.set({ slot: view.name }, view.lag_bytes);
-      this.syncReady.set({ slot: view.name }, view.sync_ready ? 1 : 0);
     }
     for (const [state, count] of counts) this.slots.set({ state }, count);
-    this.ready.set(readiness(views, this.requiredSlots(), 0, 0).ready ? 1 : 0);
   }
 }

@@ -40,14 +40,79 @@ export const SlotReport = Type.Object({
   reason: Nullable(Type.String()),
 });
 
-export const ReadyResponse = Type.Object({
-  ready: Type.Boolean({ description: 'Every required slot is sync-ready, as of a recent cycle' }),
-  required: Type.Array(Type.String(), { description: 'The slots that had to be ready' }),
-  not_ready: Type.Array(Type.Object({ name: Type.String(), reason: Type.String() })),
-  age_ms: Nullable(Type.Integer({ description: 'Age of the last successful cycle' })),
-  reason: Nullable(
-    Type.String({ description: 'Why the answer cannot be trusted: no cycle yet, or too old' }),
+const Fact = Type.Object({
+  holds: Type.Boolean(),
+  age_ms: Nullable(Type.Integer({ description: 'How old the fact is; null when never read' })),
+  detail: Type.String(),
+});
+
+const SlotVerdict = Type.Object({
+  name: Type.String(),
+  safe: Type.Boolean({ description: 'Safe to promote onto this standby for this slot' }),
+  reason: Nullable(Type.String({ description: 'Why not; null when safe' })),
+  facts: Type.Object(
+    {
+      copy: Fact,
+      unmoved: Fact,
+      consumers: Fact,
+    },
+    {
+      description:
+        'copy: published and sync-ready at the last cycle; unmoved: the copy, read now, is where slotsync left it; consumers: no consumer can be ahead of the WAL this standby holds',
+    },
   ),
+  lag_bytes: Nullable(
+    Type.Integer({ description: "Bytes between the consumer's confirmed position and the copy" }),
+  ),
+  resume_lsn: Nullable(
+    Type.String({ description: 'Where the copy would start a consumer after promotion' }),
+  ),
+  consumer_confirmed_lsn: Nullable(
+    Type.String({ description: "The consumer's confirmed_flush_lsn, as last read" }),
+  ),
+  consumer_ahead: Type.Boolean({
+    description: "The consumer is known to be past this standby's WAL",
+  }),
+});
+
+export const ReadyResponse = Type.Object({
+  ready: Type.Boolean({
+    description:
+      'Every required slot is safe to promote onto this standby (DESIGN.md, "Safe to promote")',
+  }),
+  required: Type.Array(Type.String(), { description: 'The slots that had to be safe' }),
+  not_ready: Type.Array(Type.Object({ name: Type.String(), reason: Type.String() })),
+  age_ms: Nullable(
+    Type.Integer({
+      description: 'Age of the last successful cycle (null: none since the start or reload)',
+    }),
+  ),
+  reason: Nullable(
+    Type.String({
+      description:
+        'Why no slot can be safe: the node is the primary, no cycle since the reload, the primary never read, the standby unreadable',
+    }),
+  ),
+  role: Type.Optional(
+    Type.Union([Type.Literal('standby'), Type.Literal('primary'), Type.Literal('unknown')]),
+  ),
+  receive_lsn: Type.Optional(
+    Nullable(Type.String({ description: 'pg_last_wal_receive_lsn() on this node' })),
+  ),
+  replay_lsn: Type.Optional(
+    Nullable(Type.String({ description: 'pg_last_wal_replay_lsn() on this node' })),
+  ),
+  primary: Type.Optional(
+    Type.Object({
+      reachable: Type.Boolean(),
+      age_ms: Nullable(Type.Integer()),
+      waits_for_standby: Nullable(
+        Type.Boolean({ description: "synchronized_standby_slots names this standby's slot" }),
+      ),
+      detail: Type.String(),
+    }),
+  ),
+  slots: Type.Optional(Type.Array(SlotVerdict)),
 });
 
 export const CycleReport = Type.Object(
@@ -94,6 +159,9 @@ export const SlotView = Type.Object(
     ),
     lag_bytes: Nullable(Type.Integer()),
     reason: Nullable(Type.String()),
+    ready_reason: Type.Optional(
+      Nullable(Type.String({ description: 'Why sync_ready is false (null when it is true)' })),
+    ),
   },
   { $id: 'SlotView' },
 );
@@ -142,8 +210,13 @@ export const ShutdownResponse = Type.Object({
   dropped: Type.Array(Type.String(), {
     description: 'Copies dropped because they were not sync-ready',
   }),
+  fenced: Type.Array(Type.Object({ name: Type.String(), reason: Type.String() }), {
+    description:
+      'Published copies dropped because they were moved or invalidated on the standby, or their consumer is past its WAL',
+  }),
   final_sync: Nullable(CycleReport),
   final_sync_error: Nullable(Type.String()),
+  readiness: ReadyResponse,
 });
 
 export const ReadyQuery = Type.Object(
@@ -157,7 +230,8 @@ export const ReadyQuery = Type.Object(
       Type.Integer({
         minimum: 0,
         maximum: 86_400_000,
-        description: 'Oldest last successful cycle trusted (default 3 × SLOTSYNC_NAPTIME_MAX_MS)',
+        description:
+          'How old a read of a primary that does not wait for this standby (no synchronized_standby_slots) may be (default 5000); facts that cannot change once the primary is gone carry no age limit',
       }),
     ),
   },

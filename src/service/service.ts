@@ -4,25 +4,30 @@
  */
 import type { Logger } from 'pino';
 import { type Config, configError } from '../config.js';
-import { readStandby } from '../db/standby.js';
+import { dropCopy, readStandby } from '../db/standby.js';
 import { type CycleReport, runCycle } from '../engine/cycle.js';
-import { createEngine, type Engine } from '../engine/engine.js';
+import { applySettings, createEngine, type Engine } from '../engine/engine.js';
+import { fenceCopies } from '../engine/fence.js';
 import { dropStagingSlots } from '../engine/promotion.js';
 import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
-import { type Readiness, readiness } from '../sync/ready.js';
-import { buildSlotViews, type SlotView } from '../sync/view.js';
+import type { Safety } from '../sync/safety.js';
+import { buildSlotViews, type SlotView, withSafety } from '../sync/view.js';
 import { delay } from '../util.js';
 import { SyncContext } from './context.js';
-import { HealthProbes } from './health.js';
+import { HealthProbes, ProbePools } from './health.js';
 import { Metrics } from './metrics.js';
 import { isLoopback } from './plugins/auth.js';
 import { Worker } from './worker.js';
 
-/** GET /ready trusts a last successful cycle up to this many longest naptimes old. */
-const READY_MAX_AGE_NAPTIMES = 3;
+/**
+ * How long an answer that rests on a read of a primary that does not wait for this standby
+ * (no synchronized_standby_slots) is trusted: the worker's change poll and every question
+ * read the primary again well within it.
+ */
+export const READY_MAX_AGE_MS = 5_000;
 
-/** After POST /shutdown, how often the standby is asked whether it was promoted. */
-const PROMOTION_POLL_MS = 500;
+/** After POST /shutdown, how often the standby is asked whether it was promoted (at most). */
+const PROMOTION_POLL_MS = 200;
 
 /** How often shutdown asks again for a sync lock another process holds. */
 const LOCK_RETRY_MS = 100;
@@ -33,13 +38,19 @@ export interface ShutdownResult {
   stopped: true;
   slots: SlotView[];
   dropped: string[];
+  /** Published copies dropped at shutdown, and why (moved, invalidated, consumer ahead). */
+  fenced: { name: string; reason: string }[];
   final_sync: CycleReport | null;
   final_sync_error: string | null;
+  /** Promotion readiness after the shutdown, read from the standby (and the primary if it answers). */
+  readiness: Safety;
 }
 
 export class SlotSyncService {
   readonly metrics: Metrics;
-  /** GET /health's probes, on connections of their own, cached about a second. */
+  /** Connections of their own for everything that is not a cycle: health, readiness. */
+  readonly probes: ProbePools;
+  /** GET /health's probes, cached about a second. */
   readonly health: HealthProbes;
   readonly context: SyncContext;
   readonly worker: Worker;
@@ -51,6 +62,9 @@ export class SlotSyncService {
   #stopping = false;
   #watching: AbortController | undefined;
   #shutdown: Promise<ShutdownResult> | undefined;
+  /** The question being read now, and the one queued behind it (see readiness()). */
+  #asking: Promise<void> | undefined;
+  #nextAsk: Promise<void> | undefined;
 
   static async create(
     config: Config,
@@ -65,42 +79,76 @@ export class SlotSyncService {
     this.#config = config;
     this.logger = logger;
     this.metrics = metrics;
-    metrics.requiredSlots = () => this.#config.requiredSlots;
-    this.health = new HealthProbes(logger.child({ component: 'health' }));
+    this.probes = new ProbePools(logger.child({ component: 'probes' }));
+    this.health = new HealthProbes(this.probes);
     this.context = new SyncContext(engine, metrics, logger.child({ component: 'context' }));
-    this.worker = new Worker(this.context, metrics, logger.child({ component: 'worker' }), {
-      ...config,
-      enabled: config.worker,
-    });
-  }
-
-  /**
-   * The readiness gate, from the last cycle: every required slot (`slots`, else
-   * SLOTSYNC_REQUIRED_SLOTS, else every failover slot) sync-ready, as of a successful cycle
-   * at most `maxAgeMs` old (default 3 × SLOTSYNC_NAPTIME_MAX_MS).
-   */
-  readiness(slots: string[] | null = null, maxAgeMs?: number): Readiness {
-    const { lastResult, lastSuccessAt } = this.context.snapshot;
-    return readiness(
-      lastResult?.views ?? [],
-      slots ?? this.#config.requiredSlots,
-      lastSuccessAt === undefined ? null : Date.now() - lastSuccessAt,
-      maxAgeMs ?? READY_MAX_AGE_NAPTIMES * this.#config.naptimeMaxMs,
+    metrics.safety = ({ all }) =>
+      this.context.readiness.verdict({
+        required: all ? null : this.#config.requiredSlots,
+        maxAgeMs: READY_MAX_AGE_MS,
+      });
+    this.worker = new Worker(
+      this.context,
+      metrics,
+      logger.child({ component: 'worker' }),
+      { ...config, enabled: config.worker },
+      { onPromoted: () => this.#watchPromotion() },
     );
   }
 
   /**
-   * POST /sync with waitReady: cycles until every required slot is sync-ready or `waitMs`
+   * Promotion readiness (DESIGN.md, "Safe to promote"), read at the moment of asking: the
+   * standby, then the primary if it answers. `slots`: the slots asked for, else
+   * SLOTSYNC_REQUIRED_SLOTS, else every one. Concurrent questions share reads, never one
+   * that started before they were asked.
+   */
+  async readiness(slots: string[] | null = null, maxAgeMs = READY_MAX_AGE_MS): Promise<Safety> {
+    if (this.#asking !== undefined) {
+      this.#nextAsk ??= this.#asking.then(() => {
+        this.#nextAsk = undefined;
+        return this.#ask();
+      });
+      await this.#nextAsk;
+    } else {
+      await this.#ask();
+    }
+    return this.context.readiness.verdict({
+      required: slots ?? this.#config.requiredSlots,
+      maxAgeMs,
+    });
+  }
+
+  #ask(): Promise<void> {
+    const asking = (async () => {
+      const pools = this.probes.pools(this.#config);
+      const standby = await this.context.readiness.readStandby(pools.standby);
+      if (standby !== null) await this.context.readiness.readPrimary(pools.primary, standby);
+    })().finally(() => {
+      if (this.#asking === asking) this.#asking = undefined;
+    });
+    this.#asking = asking;
+    return asking;
+  }
+
+  /** GET /slots: the last cycle's views, `sync_ready` as promotion readiness says now. */
+  slotViews(): SlotView[] {
+    const views = this.context.snapshot.lastResult?.views ?? [];
+    const verdict = this.context.readiness.verdict({ required: null, maxAgeMs: READY_MAX_AGE_MS });
+    return withSafety(views, verdict);
+  }
+
+  /**
+   * POST /sync with waitReady: cycles until every required slot is safe or `waitMs`
    * passed, a naptime apart; answers the last cycle's report with the readiness.
    */
   async syncUntilReady(
     waitMs: number,
     lockWaitMs: number,
-  ): Promise<CycleReport & { readiness: Readiness }> {
+  ): Promise<CycleReport & { readiness: Safety }> {
     const deadline = Date.now() + waitMs;
     for (;;) {
       const { report } = await this.context.sync({ trigger: 'api', waitMs: lockWaitMs });
-      const ready = this.readiness(null, Number.POSITIVE_INFINITY);
+      const ready = await this.readiness(null);
       if (ready.ready || Date.now() >= deadline || this.#stopping) {
         return { ...report, readiness: ready };
       }
@@ -138,11 +186,17 @@ export class SlotSyncService {
       old.statementTimeoutMs !== next.statementTimeoutMs ||
       old.connectTimeoutMs !== next.connectTimeoutMs ||
       old.createTimeoutMs !== next.createTimeoutMs;
-    if (old.host !== next.host || old.port !== next.port) {
-      this.logger.warn('SLOTSYNC_HOST and SLOTSYNC_PORT take effect at the next start');
+    const needsRestart = restartOnly(old, next);
+    if (needsRestart.length > 0) {
+      this.logger.warn(
+        { variables: needsRestart },
+        `${needsRestart.join(', ')} take${needsRestart.length === 1 ? 's' : ''} effect at the next start; the running value${needsRestart.length === 1 ? ' is' : 's are'} kept`,
+      );
     }
     this.#config = { ...next, host: old.host, port: old.port };
     this.worker.setOptions(next);
+    // Policies apply at once, to the running engine (the next cycle follows them).
+    applySettings(this.context.engine, next);
     if (this.context.stopSignaled) return 'unchanged';
     if (old.worker && !next.worker) {
       this.logger.info(
@@ -208,19 +262,37 @@ export class SlotSyncService {
     }
     this.context.signalStop();
     await this.worker.stop('stopped_shutdown');
-    const { slots, dropped } = await this.context.withSyncLock(
+    const { dropped, fenced } = await this.context.withSyncLock(
       { holder: 'shutdown', waitMs: Number.POSITIVE_INFINITY },
       () => this.#dropNotReady(),
     );
-    this.logger.info({ dropped }, 'slot synchronization stopped for promotion');
+    // The answer is read now, from the standby (and the primary if it still answers).
+    const readiness = await this.readiness(null);
+    const remote = this.context.snapshot.lastResult?.remote ?? [];
+    const { deps } = this.context.engine;
+    const standby = this.context.readiness.standby;
+    const views = withSafety(
+      buildSlotViews(remote, standby?.slots ?? [], deps.registry.entries, []),
+      this.context.readiness.verdict({ required: null, maxAgeMs: READY_MAX_AGE_MS }),
+    );
+    this.context.recordViews(views);
+    this.logger.info({ dropped, fenced }, 'slot synchronization stopped for promotion');
     this.#watchPromotion();
-    return { stopped: true, slots, dropped, final_sync: finalReport, final_sync_error: finalError };
+    return {
+      stopped: true,
+      slots: views,
+      dropped,
+      fenced,
+      final_sync: finalReport,
+      final_sync_error: finalError,
+      readiness,
+    };
   }
 
   /**
-   * After POST /shutdown the worker is stopped, but the promotion is yet to come: watch the
-   * standby until it leaves recovery, then run one cycle as shutdown, which finds it
-   * promoted and re-arms the copies (SLOTSYNC_REARM).
+   * Once the standby is promoted (after POST /shutdown, or found by the worker), runs
+   * cycles as shutdown until every sync-ready copy is re-armed (SLOTSYNC_REARM): the first
+   * within a poll of the promotion, retries after the restart interval.
    */
   #watchPromotion(): void {
     if (this.#watching !== undefined || !this.#config.rearm) return;
@@ -228,6 +300,7 @@ export class SlotSyncService {
     this.#watching = abort;
     void (async () => {
       while (!abort.signal.aborted) {
+        let wait = Math.min(PROMOTION_POLL_MS, Math.max(this.#config.changePollMs, 20));
         try {
           const { deps } = this.context.engine;
           if (!(await readStandby(deps.standby.main)).inRecovery) {
@@ -235,18 +308,22 @@ export class SlotSyncService {
               { holder: 'shutdown', waitMs: Number.POSITIVE_INFINITY },
               () => runCycle(deps).catch(() => undefined), // it ends: "not a standby"
             );
-            return;
+            const pending = this.context.snapshot.promotion?.rearmFailed.length ?? 0;
+            if (pending === 0) return;
+            wait = this.#config.restartIntervalMs;
           }
         } catch (error) {
           // The standby restarts or is busy promoting: ask again.
           this.logger.debug({ err: messageOf(error) }, 'watching the standby for promotion');
         }
-        await delay(PROMOTION_POLL_MS, abort.signal).catch(() => undefined);
+        await delay(wait, abort.signal).catch(() => undefined);
       }
-    })();
+    })().finally(() => {
+      if (this.#watching === abort) this.#watching = undefined;
+    });
   }
 
-  async #dropNotReady(): Promise<{ slots: SlotView[]; dropped: string[] }> {
+  async #dropNotReady(): Promise<Pick<ShutdownResult, 'dropped' | 'fenced'>> {
     const { deps } = this.context.engine;
     // Another slotsync process may be in a cycle on this standby: wait for its lock.
     const deadline = Date.now() + this.#config.syncWaitMs;
@@ -269,28 +346,50 @@ export class SlotSyncService {
     }
   }
 
-  async #dropNotReadyLocked(lockPid: number): Promise<{ slots: SlotView[]; dropped: string[] }> {
+  /**
+   * ShutDownSlotSync()'s cleanup, from the standby alone (the primary may be gone): staging
+   * slots go (in PostgreSQL those are temporary and vanish on promotion); a published copy
+   * moved or invalidated since slotsync left it, or whose consumer is known to be past this
+   * standby's WAL, goes too (staging again makes no sense on a node about to be promoted):
+   * after promotion its subscriber then gets "does not exist", never a stream with a gap.
+   */
+  async #dropNotReadyLocked(lockPid: number): Promise<Pick<ShutdownResult, 'dropped' | 'fenced'>> {
     const { deps } = this.context.engine;
     await deps.registry.refresh();
     const before = await readStandby(deps.standby.main);
-    // In PostgreSQL the not-ready copies are temporary and vanish on promotion: here they
-    // are staging slots, dropped now (published copies are sync-ready and stay).
-    const cleanup = await dropStagingSlots(
-      { registry: deps.registry, logger: this.logger, standbyMain: deps.standby.main },
-      lockPid,
-      before.slots,
-    );
-    if (cleanup.failed.length > 0) {
+    const common = { registry: deps.registry, logger: this.logger, standbyMain: deps.standby.main };
+    const moved = await fenceCopies(common, lockPid, before.slots);
+    const fenced = [...moved.dropped];
+    const cleanup = await dropStagingSlots(common, lockPid, before.slots);
+    const failed = [
+      ...cleanup.failed,
+      ...moved.failed.map((f) => ({ slot: f.name, error: f.error })),
+    ];
+    // A consumer known to be ahead of this standby's WAL would skip what the new primary
+    // writes there: its copy must not be found under its name.
+    await this.context.readiness.readStandby(deps.standby.main);
+    const verdict = this.context.readiness.verdict({ required: null, maxAgeMs: 0 });
+    const entries = new Map(deps.registry.entries);
+    for (const slot of verdict.slots) {
+      const entry = entries.get(slot.name);
+      if (entry?.state !== 'sync_ready' || !slot.consumer_ahead) continue;
+      try {
+        await dropCopy(deps.standby.main, lockPid, slot.name);
+        entries.delete(slot.name);
+        fenced.push({ name: slot.name, reason: slot.facts.consumers.detail });
+      } catch (error) {
+        failed.push({ slot: slot.name, error: messageOf(error) });
+      }
+    }
+    if (entries.size !== deps.registry.entries.size) await deps.registry.write(entries);
+    if (failed.length > 0) {
       throw new SlotSyncError(
         'SLOTSYNC_SHUTDOWN_DROP',
-        `could not drop copies that are not sync-ready: ${cleanup.failed.map((f) => `${f.slot}: ${f.error}`).join('; ')}`,
+        `could not drop copies that are not sync-ready: ${failed.map((f) => `${f.slot}: ${f.error}`).join('; ')}`,
       );
     }
-    const after = await readStandby(deps.standby.main);
-    const remote = this.context.snapshot.lastResult?.remote ?? [];
-    const slots = buildSlotViews(remote, after.slots, deps.registry.entries, []);
-    this.context.recordViews(slots);
-    return { slots, dropped: cleanup.dropped };
+    this.metrics.fenced.inc(fenced.length);
+    return { dropped: [...cleanup.dropped, ...fenced.map((f) => f.name)].sort(), fenced };
   }
 
   /**
@@ -327,9 +426,18 @@ export class SlotSyncService {
         this.logger.info({ cancelled }, 'stopping: statements in flight cancelled');
       }
       await cyclesEnded;
+      await this.#asking?.catch(() => undefined);
       await this.context.engine.close();
-      await this.health.close();
+      await this.probes.close();
     })();
     return this.#closing;
   }
+}
+
+/** Settings a reload cannot change in a running process (the listener stays where it is). */
+function restartOnly(old: Config, next: Config): string[] {
+  const out: string[] = [];
+  if (old.host !== next.host) out.push('SLOTSYNC_HOST');
+  if (old.port !== next.port) out.push('SLOTSYNC_PORT');
+  return out;
 }

@@ -41,6 +41,7 @@ export class Worker {
     private readonly metrics: Metrics,
     private readonly logger: Logger,
     options: WorkerOptions & { enabled: boolean },
+    private readonly hooks: { onPromoted?: () => void } = {},
   ) {
     this.#options = options;
     this.#state = options.enabled ? 'stopped' : 'disabled';
@@ -93,13 +94,14 @@ export class Worker {
   }
 
   /**
-   * wait_for_slot_activity(), with cheap change detection: while napping, poll the
-   * primary's slot digest every changePollMs and wake as soon as it differs from what the
-   * last cycle read. True when woken by a change.
+   * wait_for_slot_activity(), with cheap checks at every change poll: the standby (a copy
+   * moved or invalidated is fenced, a promotion is re-armed, both within a poll and whether
+   * or not the primary answers), then, when `fingerprint` is given, the primary's slot digest
+   * (a change wakes the next cycle). True when woken early.
    */
-  async #nap(ms: number, fingerprint: string, signal: AbortSignal): Promise<boolean> {
+  async #nap(ms: number, fingerprint: string | null, signal: AbortSignal): Promise<boolean> {
     const poll = this.#options.changePollMs;
-    if (poll <= 0 || ms <= poll) {
+    if (poll <= 0) {
       await delay(ms, signal);
       return false;
     }
@@ -108,10 +110,26 @@ export class Worker {
       const left = until - Date.now();
       if (left <= 0) return false;
       await delay(Math.min(poll, left), signal);
+      // Time is up: the next cycle reads both servers anyway.
       if (signal.aborted || Date.now() >= until) return false;
+      const deps = this.context.engine.deps;
+      const standby = await this.context.readiness.check(deps.standby.main);
+      if (standby !== null) {
+        this.logger.info(
+          { reason: standby },
+          standby === 'promoted'
+            ? 'the standby was promoted: a cycle runs now'
+            : 'a copy was moved or invalidated on the standby: a cycle runs now to fence it',
+        );
+        return true;
+      }
+      if (fingerprint === null) continue;
       try {
-        if ((await readFingerprint(this.context.engine.deps.primary)) !== fingerprint) return true;
-      } catch {
+        const now = await readFingerprint(deps.primary, [...deps.registry.entries.keys()]);
+        if (now !== fingerprint) return true;
+        deps.cache.primaryConfirmed();
+      } catch (error) {
+        deps.cache.primaryDown = `the primary does not answer: ${messageOf(error)}`;
         return true; // let a cycle meet the error and report it
       }
     }
@@ -160,6 +178,7 @@ export class Worker {
             { dropped },
             'standby is no longer in recovery: slot sync worker stopped',
           );
+          this.hooks.onPromoted?.();
           return;
         }
         this.#state = 'restarting';
@@ -170,7 +189,9 @@ export class Worker {
           { err: messageOf(error), restartInMs: this.#options.restartIntervalMs },
           'slot sync cycle failed; worker restarts after the restart interval',
         );
-        await delay(this.#options.restartIntervalMs, signal);
+        // The standby is still checked meanwhile: a primary that is gone leaves no copy
+        // unfenced, and a promotion is seen at once.
+        await this.#nap(this.#options.restartIntervalMs, null, signal);
       }
     }
   }

@@ -50,6 +50,11 @@ export function planCycle(input: PlanInput): Action[] {
     if (remote !== undefined && !remote.twoPhase && !isReservedName(remote.name)) continue;
     handled.add(entry.name);
     const slots = ownedSlotsOf(entry, localByName);
+    const waiting = remote === undefined ? waitingForFailover(entry, input) : null;
+    if (waiting !== null && slots.length > 0) {
+      actions.push(waiting);
+      continue;
+    }
     if (slots.length === 0) {
       actions.push({
         kind: 'forget',
@@ -111,6 +116,32 @@ export function planCycle(input: PlanInput): Action[] {
   return actions;
 }
 
+/**
+ * Right after a failover the new primary's slots may not carry failover = true yet (its own
+ * slotsync turns it on within seconds of the promotion): a copy whose remote slot still
+ * exists there with the same plugin and database is kept, never dropped for that alone, and
+ * not moved (its consumers do not wait for this standby meanwhile: not safe to promote).
+ */
+export function waitingForFailover(
+  entry: RegistryEntry,
+  input: Pick<PlanInput, 'notFailover' | 'excluded'>,
+): Extract<Action, { kind: 'skip' }> | null {
+  const remote = input.notFailover?.get(entry.name);
+  if (remote === undefined || input.excluded?.has(entry.name)) return null;
+  if (remote.plugin !== entry.plugin || remote.database !== entry.database) return null;
+  if (entry.state === 'invalidated') return null;
+  return {
+    kind: 'skip',
+    name: entry.name,
+    reason: waitingForFailoverMessage(entry.name),
+    state: entry.state === 'sync_ready' ? 'sync_ready' : 'temporary',
+  };
+}
+
+export function waitingForFailoverMessage(name: string): string {
+  return `replication slot "${name}" exists on the primary but is not a failover slot (waiting for failover on the new primary): its copy is kept, not synchronized until failover is on`;
+}
+
 /** The slots on the standby that belong to `entry`: its published copy and staging slot. */
 function ownedSlotsOf(entry: RegistryEntry, local: Slots): string[] {
   const out: string[] = [];
@@ -138,7 +169,7 @@ export function planSlot(
   remote: RemoteSlot,
   local: Slots,
   entry: RegistryEntry | undefined,
-  input: Pick<PlanInput, 'standbyReplayLsn' | 'replaceStale'>,
+  input: Pick<PlanInput, 'standbyReplayLsn' | 'replaceStale' | 'standbyStartedAt'>,
 ): Action[] {
   const name = remote.name;
   const stagingName = entry?.stagingName ?? stagingNameOf(name);
@@ -155,10 +186,16 @@ export function planSlot(
 
   // Same name on the standby and not ours: never touched (reported, the rest goes on).
   if (underName !== undefined && published === undefined) {
-    if (input.replaceStale && isStaleSameName(underName, remote)) {
+    if (input.replaceStale && isStaleSameName(underName, remote, input.standbyStartedAt)) {
       return [{ ...drop(name, [name], 'keep', staleReplacedMessage(name)), replaced: true }];
     }
-    return [{ kind: 'conflict', name, reason: conflictMessage(name, underName, remote) }];
+    return [
+      {
+        kind: 'conflict',
+        name,
+        reason: conflictMessage(name, underName, remote, input.standbyStartedAt),
+      },
+    ];
   }
 
   if (remote.invalidationReason !== null) {

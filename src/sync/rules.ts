@@ -202,12 +202,31 @@ export function propertiesDiffer(remote: RemoteSlot, local: LocalSlot): string |
 }
 
 /**
- * A same-name slot that looks like the one this node held as a primary before a switchover:
- * logical, inactive, failover = true (a copy made on a standby never is), not synchronized by
- * PostgreSQL, same plugin and database as the remote. Under SLOTSYNC_REPLACE_STALE it is
- * dropped and a fresh copy staged; its positions are never reused.
+ * How long after the server's start PostgreSQL stamps the slots it restores (inactive_since
+ * is set to the time of the restore, early in the startup process, before the server takes
+ * any connection). A slot whose stamp is later was used by some session since.
  */
-export function isStaleSameName(local: LocalSlot, remote: RemoteSlot): boolean {
+export const RESTORE_STAMP_MS = 2_000;
+
+/**
+ * A same-name slot that is provably the one this node held as a primary before a
+ * switchover: logical, failover = true (a copy made on a standby never is), not synchronized
+ * by PostgreSQL, the remote's plugin and database, and unused since this node started in
+ * recovery: its inactive_since is the stamp PostgreSQL gives every slot at start (a
+ * subscription still pointed at this node, retrying, acquires the slot at each attempt and
+ * leaves a later stamp). Under SLOTSYNC_REPLACE_STALE it is dropped and a fresh copy staged;
+ * its positions are never reused. `startedAt`: the standby's pg_postmaster_start_time().
+ */
+export function isStaleSameName(
+  local: LocalSlot,
+  remote: RemoteSlot,
+  startedAt?: number | null,
+): boolean {
+  return looksStale(local, remote) && unusedSinceStart(local, startedAt);
+}
+
+/** The shape of a slot left from before a switchover (isStaleSameName without the time). */
+function looksStale(local: LocalSlot, remote: RemoteSlot): boolean {
   return (
     local.slotType === 'logical' &&
     !local.active &&
@@ -218,14 +237,34 @@ export function isStaleSameName(local: LocalSlot, remote: RemoteSlot): boolean {
   );
 }
 
+function unusedSinceStart(local: LocalSlot, startedAt: number | null | undefined): boolean {
+  const stamp = local.inactiveSince;
+  if (stamp === null || stamp === undefined || startedAt === null || startedAt === undefined)
+    return false;
+  return stamp <= startedAt + RESTORE_STAMP_MS;
+}
+
 export const STALE_HINT =
   'it looks like the slot this node held as a primary before a switchover: SLOTSYNC_REPLACE_STALE=on drops it and stages a fresh copy';
 
-export function conflictMessage(name: string, local: LocalSlot, remote?: RemoteSlot): string {
+export const USED_HINT =
+  'it looks like a slot this node held as a primary, but a session used it since this node started (a consumer still pointed at this node?): it is never replaced while in use';
+
+export function conflictMessage(
+  name: string,
+  local: LocalSlot,
+  remote?: RemoteSlot,
+  startedAt?: number | null,
+): string {
   const base = `exiting from slot synchronization because same name slot "${name}" already exists on the standby`;
   if (local.synced) return `${base} (it is synchronized by PostgreSQL's own slot sync worker)`;
-  const stale = remote !== undefined && isStaleSameName(local, remote) ? `; ${STALE_HINT}` : '';
-  return `${base}; slotsync did not create it and will not touch it${stale}`;
+  const hint =
+    remote === undefined || !looksStale(local, remote)
+      ? ''
+      : unusedSinceStart(local, startedAt)
+        ? `; ${STALE_HINT}`
+        : `; ${USED_HINT}`;
+  return `${base}; slotsync did not create it and will not touch it${hint}`;
 }
 
 export function staleReplacedMessage(name: string): string {

@@ -25,3 +25,12 @@ export function slotSelector(selection: SlotSelection): (name: string) => boolea
   const exclude = selection.exclude === null ? null : matcher(selection.exclude);
   return (name) => (include === null || include.test(name)) && !exclude?.test(name);
 }
+
+/** `a, b,,c` → [a, b, c]; empty → null (every failover slot). */
+export function slotList(text: string | undefined): string[] | null {
+  const names = (text ?? '')
+    .split(',')
+    .map((n) => n.trim())
+    .filter((n) => n !== '');
+  return names.length === 0 ? null : names;
+}

@@ -31,6 +31,14 @@ export interface LocalSlot {
   invalidationReason: string | null;
   /** Off on every copy made on a standby; slotsync turns it on after promotion (re-arm). */
   failover: boolean;
+  /** The backend using the slot now (a walsender, a decoding session), else null. */
+  activePid?: number | null;
+  /**
+   * When the slot was last released (ms since the epoch), null while in use. PostgreSQL 17+
+   * stamps every slot with the server's start when it starts: a slot any session used
+   * since carries a later time.
+   */
+  inactiveSince?: number | null;
 }
 
 /**
@@ -84,6 +92,11 @@ export interface NodeBinding {
   systemIdentifier: string;
   /** The standby's timeline when the binding was last checked. */
   timeline: number | null;
+  /**
+   * Write-ahead intent of the binding: the marker may not exist yet. A start that finds it
+   * so creates the marker and completes the binding (a kill between the two steps).
+   */
+  pending?: boolean;
 }
 
 export interface PlanInput {
@@ -98,6 +111,14 @@ export interface PlanInput {
   excluded?: ReadonlySet<string>;
   /** SLOTSYNC_REPLACE_STALE: a stale same-name slot (isStaleSameName) is replaced. */
   replaceStale?: boolean;
+  /** The standby's pg_postmaster_start_time() (ms): what tells a stale same-name slot. */
+  standbyStartedAt?: number | null;
+  /**
+   * Remote slots of the copies' names that exist but are not failover slots (right after a
+   * failover, before the new primary's slotsync turns failover on again): their copies are
+   * kept, not dropped as obsolete.
+   */
+  notFailover?: ReadonlyMap<string, RemoteSlot>;
 }
 
 interface ActionBase {

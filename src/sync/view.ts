@@ -1,6 +1,7 @@
 /** What GET /slots shows: every failover slot of the primary beside its copy. */
 import { formatLsn, lsnDistance } from './lsn.js';
 import { isOwnedCopy, mayHavePublishedCopy } from './rules.js';
+import type { Safety } from './safety.js';
 import type { LocalSlot, RegistryEntry, RemoteSlot, ReportState, SlotReport } from './types.js';
 
 export interface Positions {
@@ -22,6 +23,8 @@ export interface SlotView {
   remote: (Positions & { invalidation_reason: string | null }) | null;
   lag_bytes: number | null;
   reason: string | null;
+  /** Why the copy is not safe to promote onto (sync/safety.ts), null when it is. */
+  ready_reason?: string | null;
 }
 
 function positions(slot: RemoteSlot | LocalSlot): Positions {
@@ -122,4 +125,20 @@ export function readyNow(entry: RegistryEntry, copy: LocalSlot): boolean {
   return (
     entry.state === 'sync_ready' && copy.name === entry.name && copy.invalidationReason === null
   );
+}
+
+/**
+ * The views with `sync_ready` as promotion readiness says (sync/safety.ts): safe to promote
+ * onto, not merely published. A slot the verdict does not name is not safe.
+ */
+export function withSafety(views: readonly SlotView[], safety: Safety): SlotView[] {
+  const verdicts = new Map(safety.slots.map((v) => [v.name, v]));
+  return views.map((view) => {
+    const verdict = verdicts.get(view.name);
+    return {
+      ...view,
+      sync_ready: verdict?.safe === true,
+      ready_reason: verdict === undefined ? 'not required' : verdict.safe ? null : verdict.reason,
+    };
+  });
 }

@@ -133,36 +133,76 @@ describe('planner: creating copies (synchronize_one_slot, no local slot)', () =>
 });
 
 describe('planner: ownership (a slot slotsync does not own is never touched)', () => {
-  it("a stale same-name slot (an old primary's, failover on) is a conflict with a hint, replaced only under the policy", () => {
-    const stale = local('a', '0/1000', { failover: true });
-    const conflict = only(planCycle(input({ remote: [remote('a', '0/2000')], local: [stale] })));
+  it("a stale same-name slot (an old primary's, failover on, unused since this node started) is a conflict with a hint, replaced only under the policy", () => {
+    const started = Date.parse('2026-01-01T00:00:00.000Z');
+    // PostgreSQL stamps every slot with inactive_since when the server starts.
+    const stale = local('a', '0/1000', { failover: true, inactiveSince: started + 40 });
+    const at = { standbyStartedAt: started };
+    const conflict = only(
+      planCycle({ ...input({ remote: [remote('a', '0/2000')], local: [stale] }), ...at }),
+    );
     assert.equal(conflict.kind, 'conflict');
     assert.match(conflict.reason ?? '', /SLOTSYNC_REPLACE_STALE=on drops it/);
     const replaced = only(
       planCycle({
         ...input({ remote: [remote('a', '0/2000')], local: [stale] }),
+        ...at,
         replaceStale: true,
       }),
     );
     assert.equal(replaced.kind === 'drop' && replaced.replaced, true);
     for (const other of [
-      local('a', '0/1000'), // failover off: a user's slot made on this standby
-      local('a', '0/1000', { failover: true, active: true }),
-      local('a', '0/1000', { failover: true, plugin: 'test_decoding' }),
-      local('a', '0/1000', { failover: true, synced: true }),
+      local('a', '0/1000', { inactiveSince: started }), // failover off: a user's slot made here
+      local('a', '0/1000', { failover: true, active: true, inactiveSince: null }),
+      local('a', '0/1000', { failover: true, plugin: 'test_decoding', inactiveSince: started }),
+      local('a', '0/1000', { failover: true, synced: true, inactiveSince: started }),
+      // A subscription still pointed at this node, retrying: each attempt stamps it later.
+      local('a', '0/1000', { failover: true, inactiveSince: started + 7_000 }),
+      local('a', '0/1000', { failover: true, inactiveSince: null }),
     ]) {
       const action = only(
         planCycle({
           ...input({ remote: [remote('a', '0/2000')], local: [other] }),
+          ...at,
           replaceStale: true,
         }),
       );
       assert.equal(
         action.kind,
         'conflict',
-        `${other.failover} ${other.active} ${other.plugin} ${other.synced}`,
+        `${other.failover} ${other.active} ${other.plugin} ${other.synced} ${other.inactiveSince}`,
       );
     }
+    const used = only(
+      planCycle({
+        ...input({
+          remote: [remote('a', '0/2000')],
+          local: [local('a', '0/1000', { failover: true, inactiveSince: started + 7_000 })],
+        }),
+        ...at,
+      }),
+    );
+    assert.match(used.reason ?? '', /a session used it since this node started/);
+  });
+
+  it('keeps a copy whose remote slot exists but is not a failover slot (right after a failover), and never moves it', () => {
+    const copy = local('a', '0/1000');
+    const registry = [entry('a', 'sync_ready')];
+    const waiting = planCycle({
+      ...input({ remote: [], local: [copy], registry }),
+      notFailover: new Map([['a', remote('a', '0/3000', { failover: false })]]),
+    });
+    assert.deepEqual(kinds(waiting), ['skip:a']);
+    assert.match(waiting[0]?.reason ?? '', /waiting for failover on the new primary/);
+    // Another plugin or database: not the same slot; gone: dropped as before.
+    const other = planCycle({
+      ...input({ remote: [], local: [copy], registry }),
+      notFailover: new Map([
+        ['a', remote('a', '0/3000', { failover: false, plugin: 'test_decoding' })],
+      ]),
+    });
+    assert.deepEqual(kinds(other), ['drop:a']);
+    assert.deepEqual(kinds(planCycle(input({ remote: [], local: [copy], registry }))), ['drop:a']);
   });
 
   it('reports a same-name user slot as conflict, and still syncs the others', () => {

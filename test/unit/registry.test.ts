@@ -209,7 +209,7 @@ describe('ownership registry', () => {
     const dir = await freshDir();
     const registry = await Registry.open(dir);
     const node = { marker: 'slotsync_node_x', systemIdentifier: '42', timeline: 1 };
-    await registry.write(new Map([['a', entry('a', 'staging')]]), node);
+    await registry.write(new Map([['a', entry('a', 'staging')]]), { node });
     assert.deepEqual((await Registry.open(dir)).node, node);
     await rm(join(dir, 'registry.json'));
     await assert.rejects(

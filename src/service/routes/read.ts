@@ -1,8 +1,7 @@
 /** GET routes: slots, health, liveness, metrics. Cheap: they read the last cycle's snapshot. */
 import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { slotList } from '../../sync/ready.js';
-import type { SlotView } from '../../sync/view.js';
+import { slotList } from '../../sync/select.js';
 import {
   HealthResponse,
   LiveResponse,
@@ -15,17 +14,6 @@ import type { SlotSyncService } from '../service.js';
 
 /** Open, or a bearer token (SLOTSYNC_READ_TOKEN or SLOTSYNC_API_TOKEN) once a read token is set. */
 const READ_SECURITY: { [scheme: string]: string[] }[] = [{}, { bearer: [] }];
-
-const serialized = new WeakMap<readonly SlotView[], string>();
-
-function serializedViews(views: readonly SlotView[]): string {
-  let text = serialized.get(views);
-  if (text === undefined) {
-    text = JSON.stringify(views);
-    serialized.set(views, text);
-  }
-  return text;
-}
 
 export default async function readRoutes(
   app: FastifyInstance,
@@ -44,8 +32,7 @@ export default async function readRoutes(
     },
     async (_request, reply) => {
       const { lastResult, lastResultAt } = service.context.snapshot;
-      // The slot list is serialized once per cycle; each answer only adds its age.
-      const slots = serializedViews(lastResult?.views ?? []);
+      const slots = JSON.stringify(service.slotViews());
       const body = `{"slots":${slots},"generated_at":${JSON.stringify(
         lastResultAt === undefined ? null : new Date(lastResultAt).toISOString(),
       )},"age_ms":${lastResultAt === undefined ? null : Date.now() - lastResultAt},"standby_replay_lsn":${JSON.stringify(
@@ -63,15 +50,18 @@ export default async function readRoutes(
     {
       schema: {
         summary:
-          'The readiness gate: is every required failover slot sync-ready (200) or not (503)',
+          'Promotion readiness: is every required slot safe to promote onto this standby (200) or not (503)',
         description:
-          'Answered from the last cycle, no query per request. Required: ?slots=a,b, else SLOTSYNC_REQUIRED_SLOTS, else every failover slot of the primary. A last successful cycle older than max_age_ms (default 3 × SLOTSYNC_NAPTIME_MAX_MS) is not trusted.',
+          'Read at the moment of asking: the copies on the standby, then the primary if it answers. A slot is safe when its copy is published and sync-ready, unmoved, and no consumer can be ahead of the WAL this standby holds (synchronized_standby_slots names its slot, or a fresh read while the primary answers). Required: ?slots=a,b, else SLOTSYNC_REQUIRED_SLOTS, else every failover slot of the primary and every copy. Each verdict names its facts and their age.',
         querystring: ReadyQuery,
         response: { 200: ReadyResponse, 503: ReadyResponse },
       },
     },
     async (request, reply) => {
-      const answer = service.readiness(slotList(request.query.slots), request.query.max_age_ms);
+      const answer = await service.readiness(
+        slotList(request.query.slots),
+        request.query.max_age_ms,
+      );
       return reply.code(answer.ready ? 200 : 503).send(answer);
     },
   );

@@ -1,0 +1,143 @@
+/**
+ * Promotion readiness as a process sees it: the latest read of the standby (a cycle's, the
+ * worker's check between cycles, or a question's own read), the engine's latest read of the
+ * primary, and the one verdict over them (sync/safety.ts). GET /ready, the gate, POST
+ * /shutdown, GET /slots and the slotsync_ready metric all answer from here, so at the same
+ * moment they give the same answer.
+ */
+import type pg from 'pg';
+import { pollStandby, type StandbyState } from '../db/standby.js';
+import type { Queryable } from '../db/standby-pools.js';
+import { messageOf } from '../errors.js';
+import { assessSafety, type Safety, type StandbyRead } from '../sync/safety.js';
+import type { CycleResult } from './cycle.js';
+import type { Engine } from './engine.js';
+import { bindingProblem, refreshPrimary, standbyReadOf } from './facts.js';
+import { fenceNeeded } from './fence.js';
+
+/** A read of the primary for a question waits at most this long (a partition answers no). */
+const PRIMARY_READ_MS = 1_500;
+/** After the primary failed to answer, a question asks it again at most this often. */
+const PRIMARY_RETRY_MS = 2_000;
+
+export interface AskOptions {
+  /** The slots asked for; null: SLOTSYNC_REQUIRED_SLOTS, else every one. */
+  required: readonly string[] | null;
+  /** How long a read of a primary that does not wait for this standby is trusted. */
+  maxAgeMs: number;
+}
+
+export class Readiness {
+  #standby: StandbyRead | null = null;
+  #standbyFingerprint: string | null = null;
+  #standbyDown: string | null = 'not read yet';
+  #primaryAskedAt = 0;
+  /** When the last cycle of the current engine succeeded (null: none yet). */
+  #lastCycleAt: number | null = null;
+  #reloaded = false;
+
+  constructor(private engine: Engine) {}
+
+  /** A reload swapped the engine: nothing it did not read itself is trusted. */
+  replaceEngine(engine: Engine): void {
+    this.engine = engine;
+    this.#lastCycleAt = null;
+    this.#reloaded = true;
+    this.#standbyFingerprint = null;
+  }
+
+  get standby(): StandbyRead | null {
+    return this.#standby;
+  }
+
+  /** A cycle succeeded: its view of the standby is the latest. */
+  recordCycle(result: CycleResult, at = Date.now()): void {
+    this.#standby = result.standby;
+    this.#standbyFingerprint = null; // the cycle's own changes: read the slots again next time
+    this.#standbyDown = null;
+    this.#lastCycleAt = at;
+    this.#reloaded = false;
+  }
+
+  /**
+   * Reads the standby now (the slots only when they changed since the last read here).
+   * Never throws: a failure is what the verdict then says.
+   */
+  async readStandby(pool: Queryable): Promise<StandbyState | null> {
+    try {
+      const state = await pollStandby(pool, this.#standbyFingerprint);
+      const slots = state.slots ?? this.#standby?.slots ?? [];
+      this.#standby = standbyReadOf(state, slots);
+      this.#standbyFingerprint =
+        state.slots === null ? this.#standbyFingerprint : state.fingerprint;
+      this.#standbyDown = null;
+      return state;
+    } catch (error) {
+      this.#standbyDown = messageOf(error);
+      this.#standby = null;
+      this.#standbyFingerprint = null;
+      return null;
+    }
+  }
+
+  /**
+   * Reads the primary now, unless it failed to answer moments ago, for at most
+   * PRIMARY_READ_MS. Never throws.
+   */
+  async readPrimary(pool: pg.Pool, standby: StandbyState): Promise<void> {
+    const { cache, registry, selectSlot } = this.engine.deps;
+    if (!standby.inRecovery) return;
+    if (cache.primaryDown !== null && Date.now() - this.#primaryAskedAt < PRIMARY_RETRY_MS) return;
+    this.#primaryAskedAt = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        cache.primaryDown = `the primary does not answer: no answer within ${PRIMARY_READ_MS} ms`;
+        resolve();
+      }, PRIMARY_READ_MS);
+    });
+    const read = refreshPrimary(pool, cache, standby, [...registry.entries.keys()], selectSlot);
+    await Promise.race([read, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /** Reads both sides now and answers. */
+  async ask(pools: { standby: Queryable; primary: pg.Pool }, options: AskOptions): Promise<Safety> {
+    const standby = await this.readStandby(pools.standby);
+    if (standby !== null) await this.readPrimary(pools.primary, standby);
+    return this.verdict(options);
+  }
+
+  /** The verdict over the latest facts, without reading anything. */
+  verdict(options: AskOptions, now = Date.now()): Safety {
+    const { registry, cache } = this.engine.deps;
+    return assessSafety({
+      now,
+      required: options.required,
+      registry: registry.entries,
+      bindingProblem: this.#standby === null ? null : bindingProblem(registry, this.#standby),
+      standby: this.#standby,
+      standbyDown: this.#standbyDown,
+      primary: cache.primaryRead,
+      primaryDown: cache.primaryDown,
+      lastCycleAt: this.#lastCycleAt,
+      reloaded: this.#reloaded,
+      maxAgeMs: options.maxAgeMs,
+    });
+  }
+
+  /**
+   * The worker's check between cycles (change-poll cadence): reads the standby and says
+   * whether a cycle must run now — the standby was promoted (re-arm within seconds), or a
+   * published copy was moved or invalidated (fenced within a poll).
+   */
+  async check(pool: Queryable): Promise<'promoted' | 'fence' | null> {
+    const state = await this.readStandby(pool);
+    if (state === null) return null;
+    if (!state.inRecovery) return 'promoted';
+    const slots = new Map((this.#standby?.slots ?? []).map((slot) => [slot.name, slot]));
+    for (const entry of this.engine.deps.registry.entries.values()) {
+      if (fenceNeeded(entry, slots.get(entry.name)) !== null) return 'fence';
+    }
+    return null;
+  }
+}
