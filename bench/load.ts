@@ -25,13 +25,13 @@ import { parseLsn } from '../src/sync/lsn.js';
 import { delay } from '../src/util.js';
 import type { Major } from '../test/support/binaries.js';
 import { type Cluster, startCluster } from '../test/support/cluster.js';
+import { CLOCK_TICKS, cpuSecondsOfTree } from '../test/support/proc.js';
 import type { PgServer } from '../test/support/server.js';
 import { conninfo } from '../test/support/workload.js';
 import { percentile, round } from './stats.js';
 import { BuiltinSystem, SlotsyncSystem, type System } from './systems.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
-const CLOCK_TICKS = 100; // USER_HZ: /proc's CPU times are in 1/100 s on Linux
 const SAMPLE_MS = 100;
 const WRITE_EVERY_MS = 20;
 const READY_TIMEOUT_MS = 180_000;
@@ -93,29 +93,6 @@ function cpuByChild(pid: number): Map<number, { title: string; seconds: number }
     }
   }
   return out;
-}
-
-/** CPU seconds of a process and its children, live ones and those it has waited for. */
-function cpuSecondsOfTree(pid: number, only?: 'system'): number {
-  const fields = (p: number | string) => {
-    try {
-      return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-    } catch {
-      return []; // exited meanwhile: its time is in the parent's cutime now
-    }
-  };
-  // utime, stime, cutime, cstime (proc(5)); `system`: the kernel's share only.
-  const user = only === 'system' ? 0 : 1;
-  const own = (f: string[]) => user * Number(f[11] ?? 0) + Number(f[12] ?? 0);
-  const waited = (f: string[]) => user * Number(f[13] ?? 0) + Number(f[14] ?? 0);
-  const root = fields(pid);
-  let ticks = own(root) + waited(root);
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === pid) continue;
-    const f = fields(entry);
-    if (Number(f[1]) === pid) ticks += own(f) + waited(f);
-  }
-  return ticks / CLOCK_TICKS;
 }
 
 function rssMb(pid: number): number {

@@ -37,6 +37,7 @@ import type {
   SlotReport,
 } from '../sync/types.js';
 import { mapLimit } from '../util.js';
+import { type AdvancePacer, MIN_STEP_BYTES, windowOf } from './pacer.js';
 import { SnapshotPump } from './snapshot-pump.js';
 
 export interface ApplyDeps {
@@ -55,6 +56,8 @@ export interface ApplyDeps {
   primaryNow: Date;
   /** Test hook, awaited at each step boundary (EngineDeps.pauseAt). */
   pauseAt: ((point: CyclePoint) => Promise<void>) | undefined;
+  /** Sizes each advance to fit within the statement timeout (engine/pacer.ts). */
+  pacer: AdvancePacer;
 }
 
 /**
@@ -86,6 +89,8 @@ export interface Applied {
   published: Map<string, string>;
   /** Slot names dropped. */
   dropped: Set<string>;
+  /** Copies whose advance stopped short of the remote, to fit within the statement timeout. */
+  catchingUp: number;
 }
 
 type Kind<K extends Action['kind']> = Extract<Action, { kind: K }>;
@@ -99,6 +104,7 @@ export class Book {
   readonly published = new Map<string, string>();
   readonly dropped = new Set<string>();
   updated = false;
+  catchingUp = 0;
   /** Entries changed since the registry was last written. */
   dirty = false;
 
@@ -165,6 +171,7 @@ export async function applyActions(
     [...ofKind('advance'), ...followUps.filter((a): a is Kind<'advance'> => a.kind === 'advance')],
     book,
     deps,
+    input.local,
   );
   await applyPublications(
     [
@@ -178,8 +185,16 @@ export async function applyActions(
   await applyFinishedPublications(ofKind('finish_publish'), book, deps);
   reportUntouched(actions, book);
   await book.persist();
-  const { updated, moved, created, published, dropped } = book;
-  return { reports: [...book.reports.values()], updated, moved, created, published, dropped };
+  const { updated, moved, created, published, dropped, catchingUp } = book;
+  return {
+    reports: [...book.reports.values()],
+    updated,
+    moved,
+    created,
+    published,
+    dropped,
+    catchingUp,
+  };
 }
 
 /** Whether a failed statement failed because the lock was lost: the cycle stops. */
@@ -426,18 +441,34 @@ async function applyCreations(
  */
 const ADVANCE_BATCH = 16;
 
+/** An advance as carried out this cycle: its step target and the WAL it decodes. */
+type Step = Kind<'advance'> & {
+  /** The remote's position: `to` falls short of it while the copy catches up. */
+  final: Lsn;
+  /** WAL the advance decodes (from the copy's restart_lsn to `to`). */
+  decode: number;
+  /** The window behind the copy alone exceeds what a statement may decode. */
+  stuck: boolean;
+};
+
 /**
- * The advances as statements of up to ADVANCE_BATCH copies of one database. A batch that
- * fails is retried copy by copy, so one copy's error stays its own (a copy the batch already
- * moved is at its target, which an advance leaves as it is).
+ * The advances as statements of up to ADVANCE_BATCH copies of one database; a step that
+ * decodes much (a copy catching up) is a statement of its own, so that each statement fits
+ * the budget the pacer gave it. A batch that fails is retried copy by copy, so one copy's
+ * error stays its own (a copy the batch already moved is at its target, which an advance
+ * leaves as it is). Every statement teaches the pacer how fast this standby decodes.
  */
 async function advanceInBatches(
-  advances: Kind<'advance'>[],
+  advances: Step[],
   deps: ApplyDeps,
 ): Promise<PromiseSettledResult<Lsn>[]> {
   const batches: number[][] = [];
   const byDatabase = new Map<string, number[]>();
   advances.forEach((a, i) => {
+    if (a.decode > MIN_STEP_BYTES) {
+      batches.push([i]);
+      return;
+    }
     const list = byDatabase.get(a.remote.database) ?? [];
     list.push(i);
     byDatabase.set(a.remote.database, list);
@@ -450,17 +481,33 @@ async function advanceInBatches(
     for (let at = 0; at < indexes.length; at += size) batches.push(indexes.slice(at, at + size));
   }
   const results: PromiseSettledResult<Lsn>[] = new Array(advances.length);
+  const timed = async <T>(decode: number, run: () => Promise<T>): Promise<T> => {
+    const started = performance.now();
+    try {
+      const value = await run();
+      deps.pacer.observe(decode, performance.now() - started);
+      return value;
+    } catch (error) {
+      if (hasSqlState(error, SQLSTATE.queryCanceled)) deps.pacer.timedOut();
+      throw error;
+    }
+  };
   const one = (i: number) => {
-    const a = advances[i] as Kind<'advance'>;
-    return advanceCopy(deps.standby.forDatabase(a.remote.database), deps.lock.pid, a.slot, a.to);
+    const a = advances[i] as Step;
+    return timed(a.decode, () =>
+      advanceCopy(deps.standby.forDatabase(a.remote.database), deps.lock.pid, a.slot, a.to),
+    );
   };
   await mapLimit(batches, deps.concurrency, async (batch) => {
-    const first = advances[batch[0] as number] as Kind<'advance'>;
+    const first = advances[batch[0] as number] as Step;
+    const decode = batch.reduce((sum, i) => sum + (advances[i]?.decode ?? 0), 0);
     try {
-      const ends = await advanceCopies(
-        deps.standby.forDatabase(first.remote.database),
-        deps.lock.pid,
-        batch.map((i) => ({ name: advances[i]?.slot as string, to: advances[i]?.to as Lsn })),
+      const ends = await timed(decode, () =>
+        advanceCopies(
+          deps.standby.forDatabase(first.remote.database),
+          deps.lock.pid,
+          batch.map((i) => ({ name: advances[i]?.slot as string, to: advances[i]?.to as Lsn })),
+        ),
       );
       batch.forEach((i, k) => {
         results[i] = { status: 'fulfilled', value: ends[k] as Lsn };
@@ -487,28 +534,38 @@ async function advanceInBatches(
 }
 
 /**
- * 4. Advances, in parallel. Each target is recorded before the move (fencing compares a
- *    copy with it). Returns the publications of staging copies that reached their target.
+ * 4. Advances, in parallel, each bounded by the pacer. Each target is recorded before the
+ *    move (fencing compares a copy with it). Returns the publications of staging copies
+ *    that reached the remote's position.
  */
 async function applyAdvances(
   advances: Kind<'advance'>[],
   book: Book,
   deps: ApplyDeps,
+  local: readonly LocalSlot[],
 ): Promise<Kind<'publish'>[]> {
   if (advances.length === 0) return [];
-  for (const action of advances) {
-    const recorded = book.entries.get(action.name)?.confirmedFlushLsn ?? null;
-    if (recorded === null || action.to > recorded) {
-      book.set(action.name, { confirmedFlushLsn: action.to });
+  const restartOf = new Map(local.map((slot) => [slot.name, slot.restartLsn]));
+  const steps: Step[] = advances.map((action) => {
+    const restart = restartOf.get(action.slot) ?? null;
+    const to = deps.pacer.step(action.from, restart, action.to);
+    const decode = windowOf(action.from, restart) + Number(to - action.from);
+    const stuck = deps.pacer.windowTooLarge(action.from, restart);
+    return { ...action, to, final: action.to, decode, stuck };
+  });
+  for (const step of steps) {
+    const recorded = book.entries.get(step.name)?.confirmedFlushLsn ?? null;
+    if (recorded === null || step.to > recorded) {
+      book.set(step.name, { confirmedFlushLsn: step.to });
     }
   }
   await book.persist();
   await deps.pauseAt?.('advance_target');
-  const results = await advanceInBatches(advances, deps);
+  const results = await advanceInBatches(steps, deps);
   throwIfLockLost(results);
   await deps.pauseAt?.('advanced');
   const ready: Kind<'publish'>[] = [];
-  advances.forEach((action, i) => {
+  steps.forEach((action, i) => {
     const result = results[i];
     const entry = book.entries.get(action.name);
     if (entry === undefined) return;
@@ -530,6 +587,24 @@ async function applyAdvances(
         reason,
       );
       book.report(action.name, 'failed', state, reason);
+      return;
+    }
+    if (action.to < action.final) {
+      // Kept: the next cycle goes on from here.
+      book.catchingUp++;
+      const behind = Number(action.final - action.to);
+      deps.logger.info(
+        { slot: action.name, at: formatLsn(end), behindBytes: behind },
+        'catching up: the copy moved one bounded step',
+      );
+      book.report(
+        action.name,
+        'advanced',
+        state,
+        action.stuck
+          ? `catching up: ${behind} bytes behind its remote slot, slowly: the WAL from its restart_lsn alone takes most of SLOTSYNC_STATEMENT_TIMEOUT_MS to decode (a long transaction open on the primary holds restart_lsn back); raise SLOTSYNC_STATEMENT_TIMEOUT_MS if it does not move`
+          : `catching up: ${behind} bytes behind its remote slot (moved in steps that fit within SLOTSYNC_STATEMENT_TIMEOUT_MS)`,
+      );
       return;
     }
     if (action.publish) {

@@ -29,6 +29,7 @@ import { DecodeWindow } from './decode-window.js';
 import { primaryReadOf, recordPrimaryRead, standbyReadOf } from './facts.js';
 import { type Fenced, fenceCopies } from './fence.js';
 import { checkNode } from './node.js';
+import { AdvancePacer } from './pacer.js';
 import { dropStagingSlots, type PromotionCleanup, rearmCopies } from './promotion.js';
 
 export interface EngineDeps {
@@ -92,6 +93,8 @@ export interface CycleResult {
   fingerprint: string;
   /** Slots skipped because the standby has not replayed their position yet. */
   waitingForReplay: number;
+  /** Copies moved one bounded step short of their remote (engine/pacer.ts). */
+  catchingUp: number;
 }
 
 /** Full reads at least this often, whatever the digests say. */
@@ -122,6 +125,12 @@ export class CycleCache {
   stable: { result: CycleResult; registryVersion: number } | null = null;
   /** Running-xacts records that keep the copies' decode window short (kept by forget()). */
   readonly window = new DecodeWindow();
+  /** How much WAL one advance may decode (kept by forget()). */
+  readonly pacer: AdvancePacer;
+
+  constructor(statementTimeoutMs = 30_000) {
+    this.pacer = new AdvancePacer(statementTimeoutMs);
+  }
 
   /** The worker's change probe found the primary's digest unchanged: its facts still hold. */
   primaryConfirmed(at = Date.now()): void {
@@ -301,6 +310,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       lock: { pid: standby.pid, held: () => deps.lock.held },
       primaryNow: primary.now,
       pauseAt: deps.pauseAt,
+      pacer: cache.pacer,
     });
     cache.window.afterAdvances(
       deps.primary,
@@ -334,10 +344,12 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       waitingForReplay: remote.filter(
         (slot) => slot.failover && remoteAheadOfStandby(slot, input.standbyReplayLsn),
       ).length,
+      catchingUp: applied.catchingUp,
     };
     const stable =
       !applied.updated &&
       result.waitingForReplay === 0 &&
+      result.catchingUp === 0 &&
       applied.reports.every((r) => r.action !== 'failed');
     cache.stable = stable ? { result, registryVersion: deps.registry.version } : null;
     return finish(result, started, startedAt);

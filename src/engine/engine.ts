@@ -107,7 +107,7 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
         max: 1,
         logger: standbyLogger,
       }),
-    cache: new CycleCache(),
+    cache: new CycleCache(config.statementTimeoutMs),
   };
   // Readiness knows the primary's last facts from the start, also when it is gone.
   deps.cache.primaryRead = recordedPrimaryRead(registry);

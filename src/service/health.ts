@@ -313,6 +313,13 @@ export function checkHealth(service: HealthSubject, probed: Probed): HealthRepor
   }
 
   const last = snapshot.lastResult;
+  if (last && last.catchingUp > 0) {
+    const behind = last.views.reduce((sum, v) => sum + (v.lag_bytes ?? 0), 0);
+    checks.catch_up = {
+      status: 'warn',
+      detail: `catching up: ${last.catchingUp} cop${last.catchingUp === 1 ? 'y moves' : 'ies move'} in steps that fit within SLOTSYNC_STATEMENT_TIMEOUT_MS, ${(behind / 1048576).toFixed(1)} MB behind in all (slotsync_slot_lag_bytes shows it falling)`,
+    };
+  }
   if (last && last.remote.length === 0 && last.excluded.length > 0) {
     checks.selection = {
       status: 'warn',

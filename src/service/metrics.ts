@@ -130,6 +130,7 @@ export class Metrics {
     if (!result) return;
     this.lastSuccess.set(Date.now() / 1000);
     for (const slot of result.report.slots) this.actions.inc({ action: slot.action });
+    this.catchingUp.set(result.catchingUp);
     this.recordViews(result.views);
   }
 

@@ -144,7 +144,7 @@ export class Worker {
           waitMs: Number.POSITIVE_INFINITY,
         });
         // A slot waiting for the standby's replay will be syncable soon: do not back off.
-        const busy = result.report.updated || result.waitingForReplay > 0;
+        const busy = result.report.updated || result.waitingForReplay > 0 || result.catchingUp > 0;
         this.#naptime = nextNaptime(
           this.#naptime,
           busy,
