@@ -21,6 +21,11 @@ import { delay } from '../util.js';
 
 /** As the service's default (service.ts READY_MAX_AGE_MS): a fresh read is needed anyway. */
 const MAX_AGE_MS = 5_000;
+/**
+ * A gate in a pre-promotion hook answers quickly: a primary that does not take a connection
+ * within this long counts as not answering (the answer then rests on the standby alone).
+ */
+const GATE_CONNECT_TIMEOUT_MS = 2_000;
 
 export const GATE_USAGE =
   'usage: slotsync gate [--slots a,b] [--wait SECONDS] [--url http://host:8432]';
@@ -99,7 +104,10 @@ async function askCycles(
   logger: Logger,
   deadline: number,
 ): Promise<Safety> {
-  const engine = await createEngine(config, logger);
+  const engine = await createEngine(
+    { ...config, connectTimeoutMs: Math.min(config.connectTimeoutMs, GATE_CONNECT_TIMEOUT_MS) },
+    logger,
+  );
   const readiness = new Readiness(engine);
   const pools = { standby: engine.deps.standby.main, primary: engine.deps.primary };
   try {

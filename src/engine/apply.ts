@@ -67,6 +67,7 @@ export interface ApplyDeps {
  */
 export type CyclePoint =
   | 'binding_intent'
+  | 'binding_marker'
   | 'before_apply'
   | 'dropped'
   | 'creation_intent'

@@ -111,6 +111,8 @@ export class CycleCache {
   primaryRead: PrimaryRead | null = null;
   /** Why the primary did not answer its last contact, else null. */
   primaryDown: string | null = null;
+  /** When it last failed to answer (ms since the epoch). */
+  primaryDownAt = 0;
   /** Since when the standby's physical slot has been seen inactive on the primary. */
   upstreamInactiveSince: number | null = null;
   primarySlotName: string | null = null;
@@ -130,6 +132,12 @@ export class CycleCache {
 
   constructor(statementTimeoutMs = 30_000) {
     this.pacer = new AdvancePacer(statementTimeoutMs);
+  }
+
+  /** The primary failed to answer, or is not this standby's upstream. */
+  primaryFailed(why: string, at = Date.now()): void {
+    this.primaryDown = why;
+    this.primaryDownAt = at;
   }
 
   /** The worker's change probe found the primary's digest unchanged: its facts still hold. */
@@ -158,7 +166,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
     const wrapped = isConnectionError(error)
       ? unreachable('SLOTSYNC_PRIMARY_URL', deps.primaryUrl, error)
       : error;
-    cache.primaryDown = `the primary does not answer: ${messageOf(wrapped)}`;
+    cache.primaryFailed(`the primary does not answer: ${messageOf(wrapped)}`);
     return wrapped;
   };
   // The copies' names: their remote slots are read even when not failover slots (a failover).
@@ -187,6 +195,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
         logger: deps.logger,
         standbyMain: deps.standby.main,
         resetState: deps.resetState,
+        pauseAt: deps.pauseAt,
       },
       standby,
       localNow,
@@ -241,7 +250,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       validatePrimary(primary, standby);
       checkUpstream(primary, standby, deps.primaryUrl, cache);
     } catch (error) {
-      cache.primaryDown = `the primary is not this standby's upstream: ${messageOf(error)}`;
+      cache.primaryFailed(`the primary is not this standby's upstream: ${messageOf(error)}`);
       throw error;
     }
 

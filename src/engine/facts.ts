@@ -131,7 +131,7 @@ export async function refreshPrimary(
           ? `it has no physical slot "${standby.primarySlotName}"`
           : null;
     if (problem !== null) {
-      cache.primaryDown = `the primary is not this standby's upstream: ${problem}`;
+      cache.primaryFailed(`the primary is not this standby's upstream: ${problem}`);
       return;
     }
     if (read.slots === null && cache.primaryRead !== null) {
@@ -143,6 +143,6 @@ export async function refreshPrimary(
     }
     cache.primaryDown = null;
   } catch (error) {
-    cache.primaryDown = `the primary does not answer: ${messageOf(error)}`;
+    cache.primaryFailed(`the primary does not answer: ${messageOf(error)}`);
   }
 }

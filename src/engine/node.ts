@@ -117,6 +117,7 @@ async function completeBinding(
 ): Promise<void> {
   await deps.pauseAt?.('binding_intent');
   if (!markerExists) await createNodeMarker(deps.standbyMain, standby.pid, intent.marker);
+  await deps.pauseAt?.('binding_marker');
   const { pending: _pending, ...bound } = intent;
   await deps.registry.write(deps.registry.entries, {
     node: { ...bound, timeline: standby.timeline },

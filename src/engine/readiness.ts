@@ -17,8 +17,8 @@ import { fenceNeeded } from './fence.js';
 
 /** A read of the primary for a question waits at most this long (a partition answers no). */
 const PRIMARY_READ_MS = 1_500;
-/** After the primary failed to answer, a question asks it again at most this often. */
-const PRIMARY_RETRY_MS = 2_000;
+/** ... and this long when the primary did not answer its last contact either. */
+const PRIMARY_DOWN_READ_MS = 250;
 
 export interface AskOptions {
   /** The slots asked for; null: SLOTSYNC_REQUIRED_SLOTS, else every one. */
@@ -31,7 +31,8 @@ export class Readiness {
   #standby: StandbyRead | null = null;
   #standbyFingerprint: string | null = null;
   #standbyDown: string | null = 'not read yet';
-  #primaryAskedAt = 0;
+  /** The read of the primary in flight: a question joins it rather than queue another. */
+  #primaryReading: Promise<void> | undefined;
   /** When the last cycle of the current engine succeeded (null: none yet). */
   #lastCycleAt: number | null = null;
   #reloaded = false;
@@ -81,23 +82,35 @@ export class Readiness {
   }
 
   /**
-   * Reads the primary now, unless it failed to answer moments ago, for at most
-   * PRIMARY_READ_MS. Never throws.
+   * Reads the primary now, for at most PRIMARY_READ_MS (PRIMARY_DOWN_READ_MS when it did
+   * not answer its last contact: a partitioned primary never holds a question long). A
+   * read still in flight is joined, never queued behind. Never throws.
    */
   async readPrimary(pool: pg.Pool, standby: StandbyState): Promise<void> {
     const { cache, registry, selectSlot } = this.engine.deps;
     if (!standby.inRecovery) return;
-    if (cache.primaryDown !== null && Date.now() - this.#primaryAskedAt < PRIMARY_RETRY_MS) return;
-    this.#primaryAskedAt = Date.now();
+    const waitMs = cache.primaryDown === null ? PRIMARY_READ_MS : PRIMARY_DOWN_READ_MS;
+    if (this.#primaryReading === undefined) {
+      const reading = refreshPrimary(
+        pool,
+        cache,
+        standby,
+        [...registry.entries.keys()],
+        selectSlot,
+      ).finally(() => {
+        if (this.#primaryReading === reading) this.#primaryReading = undefined;
+      });
+      this.#primaryReading = reading;
+    }
+    const reading = this.#primaryReading;
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        cache.primaryDown = `the primary does not answer: no answer within ${PRIMARY_READ_MS} ms`;
-        resolve();
-      }, PRIMARY_READ_MS);
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), waitMs);
     });
-    const read = refreshPrimary(pool, cache, standby, [...registry.entries.keys()], selectSlot);
-    await Promise.race([read, timeout]).finally(() => clearTimeout(timer));
+    const outcome = await Promise.race([reading, timeout]).finally(() => clearTimeout(timer));
+    if (outcome === 'timeout') {
+      cache.primaryFailed(`the primary does not answer: no answer within ${waitMs} ms`);
+    }
   }
 
   /** Reads both sides now and answers. */

@@ -129,7 +129,7 @@ export class Worker {
         if (now !== fingerprint) return true;
         deps.cache.primaryConfirmed();
       } catch (error) {
-        deps.cache.primaryDown = `the primary does not answer: ${messageOf(error)}`;
+        deps.cache.primaryFailed(`the primary does not answer: ${messageOf(error)}`);
         return true; // let a cycle meet the error and report it
       }
     }

@@ -188,8 +188,16 @@ export async function waitFor(
 
 /** A replication connection, for commands that have no SQL function (ALTER_REPLICATION_SLOT). */
 export async function replicationCommand(cluster: Cluster, command: string): Promise<void> {
+  await replicationCommandOn(cluster.primary, command);
+}
+
+/** The same on any server. */
+export async function replicationCommandOn(
+  server: Cluster['primary'],
+  command: string,
+): Promise<void> {
   const client = new pg.Client({
-    connectionString: cluster.primary.url(),
+    connectionString: server.url(),
     replication: 'database',
   } as pg.ClientConfig & { replication: string });
   await client.connect();
@@ -228,8 +236,11 @@ export async function dropEverySlot(cluster: Cluster): Promise<void> {
  * Removes slotsync's node markers from the standby: what an operator does when retiring a
  * deployment, so that a new state folder may bind to this standby.
  */
-export async function dropNodeMarkers(cluster: Cluster): Promise<void> {
-  await cluster.standby.sql(
+export async function dropNodeMarkers(
+  cluster: Cluster,
+  standby: Cluster['standby'] = cluster.standby,
+): Promise<void> {
+  await standby.sql(
     `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
       WHERE slot_type = 'physical' AND slot_name LIKE 'slotsync\\_node\\_%' AND NOT active`,
   );

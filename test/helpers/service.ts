@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/service/app.js';
 import { SlotSyncService } from '../../src/service/service.js';
 import type { Cluster } from '../support/cluster.js';
+import type { PgServer } from '../support/server.js';
 import { dropNodeMarkers, holdNextCycle as holdCycleOf } from './harness.js';
 import { tempDir, testConfig, testLogger } from './setup.js';
 
@@ -19,14 +20,16 @@ export interface ServiceUnderTest {
 export async function startService(
   cluster: Cluster,
   env: Record<string, string> = {},
-  options: { syncRatePerSecond?: number } = {},
+  options: { syncRatePerSecond?: number; standby?: PgServer } = {},
 ): Promise<ServiceUnderTest> {
   const stateDir = await tempDir('svc');
-  await dropNodeMarkers(cluster); // a new deployment with a new state folder
+  const standby = options.standby ?? cluster.standby;
+  await dropNodeMarkers(cluster, standby); // a new deployment with a new state folder
   const config = testConfig(
     cluster,
     stateDir,
     {
+      SLOTSYNC_STANDBY_URL: standby.url('postgres', 'svc-secret-pw'),
       SLOTSYNC_WORKER: 'off',
       SLOTSYNC_NAPTIME_MIN_MS: '20',
       SLOTSYNC_NAPTIME_MAX_MS: '200',

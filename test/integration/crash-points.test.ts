@@ -201,6 +201,50 @@ for (const major of MAJORS) {
     }
   });
 
+  describe(`binding a state folder, killed half way, on PostgreSQL ${major}`, () => {
+    let cluster: Cluster;
+    const cleanups: (() => Promise<void>)[] = [];
+    before(async () => {
+      cluster = await startCluster({ major });
+    });
+    after(async () => {
+      for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+      await cluster?.stop();
+    });
+
+    for (const point of ['binding_intent', 'binding_marker'] as const) {
+      it(`kill -9 at ${point}: the next start completes the binding, with no SLOTSYNC_RESET_STATE`, async () => {
+        await dropEverySlot(cluster);
+        const stateDir = await tempDir('bind');
+        cleanups.push(() => rm(stateDir, { recursive: true, force: true }));
+        const engine = await openEngine(cluster, stateDir);
+        cleanups.push(() => engine.close());
+        const crash = stopAt(engine, point);
+        void runCycle(engine.deps).catch(() => undefined);
+        await crash.reached;
+        await endSessions(cluster);
+        const markers = async () =>
+          (
+            await cluster.standby.sql<{ slot_name: string }>(
+              `SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'slotsync\\_node\\_%'`,
+            )
+          ).map((r) => r.slot_name);
+        const intent = JSON.parse(await readFile(join(stateDir, 'registry.json'), 'utf8')).node;
+        assert.equal(intent.pending, true, 'the intent is written before the marker');
+        assert.deepEqual(await markers(), point === 'binding_intent' ? [] : [intent.marker]);
+
+        const restarted = await openEngine(cluster, stateDir);
+        cleanups.push(() => restarted.close());
+        await runCycle(restarted.deps);
+        const bound = JSON.parse(await readFile(join(stateDir, 'registry.json'), 'utf8')).node;
+        assert.equal(bound.marker, intent.marker, 'the intended marker, now bound');
+        assert.equal(bound.pending, undefined);
+        assert.deepEqual(await markers(), [intent.marker]);
+        await runCycle(restarted.deps); // and it stays bound
+      });
+    }
+  });
+
   describe(`promotion in the middle of a cycle on PostgreSQL ${major}`, () => {
     const cleanups: (() => Promise<void>)[] = [];
     after(async () => {

@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import request from 'supertest';
 import { stagingNameOf } from '../../src/sync/names.js';
 import { startProcess } from '../helpers/cli.js';
+import { assertExactlyOnce } from '../helpers/failover.js';
 import { consume, createPrimarySlot, slotRow, waitFor } from '../helpers/harness.js';
 import { type ServiceUnderTest, startService } from '../helpers/service.js';
 import { tempDir } from '../helpers/setup.js';
@@ -25,36 +26,6 @@ import {
 
 interface SlotsAnswer {
   slots: { name: string; sync_ready: boolean; lag_bytes: number | null }[];
-}
-
-/** Subscriber rows are exactly 1..expected: none missing, none twice (id is the key). */
-async function assertExactlyOnce(cluster: Cluster, expected: number): Promise<void> {
-  const subscriber = cluster.subscriber;
-  assert.ok(subscriber);
-  await waitFor(
-    `the subscriber to hold ${expected} rows`,
-    async () => (await countRows(subscriber)).count >= expected,
-    60_000,
-  );
-  const [row] = await subscriber.sql<{ n: number; distinct_ids: number; min: number; max: number }>(
-    'SELECT count(*)::int AS n, count(DISTINCT id)::int AS distinct_ids, min(id)::int AS min, max(id)::int AS max FROM items',
-  );
-  assert.deepEqual(row, { n: expected, distinct_ids: expected, min: 1, max: expected });
-  // The only errors allowed are the lost connection to the old primary while it went down.
-  const errors = (await subscriber.logTail(1000))
-    .split('\n')
-    .filter((line) => /ERROR|FATAL/.test(line))
-    .filter(
-      (line) =>
-        !/could not receive data from WAL stream|could not connect to the publisher|terminating logical replication worker due to|the database system is starting up/.test(
-          line,
-        ),
-    );
-  assert.deepEqual(
-    errors,
-    [],
-    'the subscription applied every change without error (no duplicate key)',
-  );
 }
 
 function testDecodingIds(rows: { data: string }[]): number[] {

@@ -1,9 +1,12 @@
 /**
- * A primary and a physical standby (and optionally a subscriber) of PostgreSQL 17 or 18,
+ * A primary and its physical standbys (and optionally a subscriber) of PostgreSQL 17 or 18,
  * configured for slot synchronization. Used by the tests, the demo and the benchmark.
  *
- * The standby is a cold copy of the cleanly stopped primary (the packages ship no
- * pg_basebackup): initdb, configure, create the physical slot, stop, copy, start both.
+ * The standbys are cold copies of the cleanly stopped primary (the packages ship no
+ * pg_basebackup): initdb, configure, create the physical slots, stop, copy, start them all.
+ * Roles change as in production: an unplanned failover (the primary killed, a standby
+ * promoted, the others re-pointed at it) and a node rejoining as a standby of the new
+ * primary by a fresh online copy (pg_backup_start() / pg_backup_stop()).
  */
 import { execFile } from 'node:child_process';
 import { chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -19,14 +22,24 @@ const execFileAsync = promisify(execFile);
 
 export const STANDBY_SLOT = 'standby_slot';
 
+/** The physical slot a node streams through, on whichever node is its primary. */
+export function slotOf(server: PgServer): string {
+  return `${server.name}_slot`;
+}
+
 export interface ClusterOptions {
   major: Major;
+  /** Physical standbys: `standby`, then `standby2`, ... (1 by default). */
+  standbys?: number;
   /** Start a third, independent server to subscribe from the primary. */
   subscriber?: boolean;
   primarySettings?: Settings;
   standbySettings?: Settings;
   subscriberSettings?: Settings;
-  /** Name the standby's slot in the primary's synchronized_standby_slots. */
+  /**
+   * Name every standby's slot in the primary's synchronized_standby_slots (ALL of them, as
+   * PostgreSQL and the operators do), and again after each failover.
+   */
   synchronizedStandbySlots?: boolean;
   /** Folder for the servers; a fresh temporary one by default. */
   root?: string;
@@ -36,10 +49,24 @@ export interface Cluster {
   major: Major;
   root: string;
   primary: PgServer;
+  /** The first standby (standbys[0]). */
   standby: PgServer;
+  /** Every standby of the current primary. */
+  standbys: PgServer[];
   subscriber: PgServer | undefined;
-  /** Waits until the standby has replayed everything the primary has written so far. */
+  /** Waits until every standby has replayed everything the primary has written so far. */
   waitForReplay(timeoutMs?: number): Promise<void>;
+  /**
+   * An unplanned failover: the primary is killed (pg_ctl stop -m immediate) unless
+   * `keepOld`, `to` is promoted, and the other standbys are re-pointed at it (their slots
+   * made there first). The old primary is left out of `standbys` (see rejoin()).
+   */
+  failover(to: PgServer, options?: { keepOld?: boolean }): Promise<PgServer>;
+  /**
+   * `server` (stopped, or still running as a fenced old primary) becomes a standby of the
+   * current primary by a fresh online copy: its data folder is replaced.
+   */
+  rejoin(server: PgServer): Promise<void>;
   /**
    * A planned switchover: the primary stops cleanly, the standby is promoted, and the old
    * primary rejoins as the new primary's standby (with its own slots still on it).
@@ -96,17 +123,34 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   if (runAs) await chown(root, runAs.uid, runAs.gid);
   const make = (name: string) => new PgServer({ name, root, binaries, runAs });
   const primary = make('primary');
-  const standby = make('standby');
+  const standbys = Array.from({ length: options.standbys ?? 1 }, (_, i) =>
+    make(i === 0 ? 'standby' : `standby${i + 1}`),
+  );
   const subscriber = options.subscriber ? make('subscriber') : undefined;
+  const standbySlots = (servers: readonly PgServer[]) => servers.map(slotOf).join(',');
+
+  /** `server` streams from `upstream` through its own slot there. */
+  const follow = async (server: PgServer, upstream: PgServer) => {
+    await server.configure({
+      primary_conninfo: `host=127.0.0.1 port=${upstream.port} user=postgres dbname=postgres application_name=${server.name}`,
+      primary_slot_name: slotOf(server),
+      synchronized_standby_slots: '',
+      ...options.standbySettings,
+    });
+  };
 
   const cluster: Cluster = {
     major: options.major,
     root,
     primary,
-    standby,
+    standby: standbys[0] as PgServer,
+    standbys,
     subscriber,
-    waitForReplay: (timeoutMs = 30_000) =>
-      waitForReplay(cluster.primary, cluster.standby, timeoutMs),
+    waitForReplay: async (timeoutMs = 30_000) => {
+      for (const standby of cluster.standbys) {
+        await waitForReplay(cluster.primary, standby, timeoutMs);
+      }
+    },
     switchover: async (options = {}) => {
       const [oldPrimary, newPrimary] = [cluster.primary, cluster.standby];
       await cluster.waitForReplay();
@@ -124,13 +168,77 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       await oldPrimary.start();
       cluster.primary = newPrimary;
       cluster.standby = oldPrimary;
+      cluster.standbys = [oldPrimary];
       await waitForStreaming(newPrimary);
+    },
+    failover: async (to, failoverOptions = {}) => {
+      const old = cluster.primary;
+      if (!failoverOptions.keepOld) await old.stop('immediate');
+      // Promoted already (a test that times the promotion itself): the rest follows.
+      const [state] = await to.sql<{ standby: boolean }>('SELECT pg_is_in_recovery() AS standby');
+      if (state?.standby) await to.promote();
+      const others = cluster.standbys.filter((s) => s !== to);
+      for (const other of others) {
+        await to.sql('SELECT pg_create_physical_replication_slot($1, true)', [slotOf(other)]);
+      }
+      if (options.synchronizedStandbySlots && others.length > 0) {
+        await to.sql(`ALTER SYSTEM SET synchronized_standby_slots = '${standbySlots(others)}'`);
+        await to.sql('SELECT pg_reload_conf()');
+      }
+      for (const other of others) {
+        await other.sql(
+          `ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=${to.port} user=postgres dbname=postgres application_name=${other.name}'`,
+        );
+        await other.sql('SELECT pg_reload_conf()');
+      }
+      cluster.primary = to;
+      cluster.standbys = others;
+      cluster.standby = others[0] ?? to;
+      for (const other of others) await waitForStreaming(to, other.name);
+      return old;
+    },
+    rejoin: async (server) => {
+      await server.stop('immediate');
+      await rm(server.dataDir, { recursive: true, force: true });
+      const upstream = cluster.primary;
+      await upstream.sql(
+        `SELECT pg_create_physical_replication_slot($1, true)
+          WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`,
+        [slotOf(server)],
+      );
+      // A non-exclusive online backup: one session from start to stop.
+      const session = upstream.client();
+      await session.connect();
+      try {
+        await session.query(`SELECT pg_backup_start('slotsync-rejoin', true)`);
+        await copyAsServerUser(upstream.dataDir, server.dataDir, runAs, true);
+        const { rows } = await session.query<{ labelfile: string }>(
+          'SELECT labelfile FROM pg_backup_stop(false)',
+        );
+        for (const dir of ['pg_wal', 'pg_replslot']) {
+          await rm(join(server.dataDir, dir), { recursive: true, force: true });
+          await mkdirAsServerUser(join(server.dataDir, dir), runAs);
+        }
+        await mkdirAsServerUser(join(server.dataDir, 'pg_wal', 'archive_status'), runAs);
+        await rm(join(server.dataDir, 'postmaster.pid'), { force: true });
+        await writeAsServerUser(
+          join(server.dataDir, 'backup_label'),
+          rows[0]?.labelfile ?? '',
+          runAs,
+        );
+      } finally {
+        await session.end();
+      }
+      await writeAsServerUser(join(server.dataDir, 'standby.signal'), '', runAs);
+      await follow(server, upstream);
+      await server.start();
+      cluster.standbys = [...cluster.standbys.filter((s) => s !== server), server];
+      cluster.standby = cluster.standbys[0] as PgServer;
+      await waitForStreaming(upstream, server.name);
     },
     stop: async () => {
       live.delete(cluster);
-      await Promise.all(
-        [cluster.primary, cluster.standby, subscriber].map((s) => s?.stop('immediate')),
-      );
+      await Promise.all([primary, ...standbys, subscriber].map((s) => s?.stop('immediate')));
       await rm(root, { recursive: true, force: true });
     },
   };
@@ -139,32 +247,32 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     await Promise.all([primary.initdb(), subscriber?.initdb()]);
     await primary.configure({
       ...BASE_SETTINGS,
-      ...(options.synchronizedStandbySlots ? { synchronized_standby_slots: STANDBY_SLOT } : {}),
+      ...(options.synchronizedStandbySlots
+        ? { synchronized_standby_slots: standbySlots(standbys) }
+        : {}),
       ...options.primarySettings,
     });
     await primary.start();
-    await primary.sql(`SELECT pg_create_physical_replication_slot($1, true)`, [STANDBY_SLOT]);
+    for (const standby of standbys) {
+      await primary.sql(`SELECT pg_create_physical_replication_slot($1, true)`, [slotOf(standby)]);
+    }
     await primary.stop('fast');
-    await copyAsServerUser(primary.dataDir, standby.dataDir, runAs);
-    await rm(join(standby.dataDir, 'pg_replslot'), { recursive: true, force: true });
-    await mkdirAsServerUser(join(standby.dataDir, 'pg_replslot'), runAs);
-    await rm(join(standby.dataDir, 'postmaster.pid'), { force: true });
-    await writeFile(join(standby.dataDir, 'standby.signal'), '');
-    if (runAs) await chown(join(standby.dataDir, 'standby.signal'), runAs.uid, runAs.gid);
+    for (const standby of standbys) {
+      await copyAsServerUser(primary.dataDir, standby.dataDir, runAs);
+      await rm(join(standby.dataDir, 'pg_replslot'), { recursive: true, force: true });
+      await mkdirAsServerUser(join(standby.dataDir, 'pg_replslot'), runAs);
+      await rm(join(standby.dataDir, 'postmaster.pid'), { force: true });
+      await writeAsServerUser(join(standby.dataDir, 'standby.signal'), '', runAs);
+    }
     await primary.start();
-    await standby.configure({
-      primary_conninfo: `host=127.0.0.1 port=${primary.port} user=postgres dbname=postgres application_name=standby`,
-      primary_slot_name: STANDBY_SLOT,
-      synchronized_standby_slots: '',
-      ...options.standbySettings,
-    });
+    for (const standby of standbys) await follow(standby, primary);
     const subscriberReady = subscriber
       ? subscriber
           .configure({ ...BASE_SETTINGS, max_replication_slots: 20, ...options.subscriberSettings })
           .then(() => subscriber.start())
       : Promise.resolve();
-    await Promise.all([standby.start(), subscriberReady]);
-    await waitForStreaming(primary);
+    await Promise.all([...standbys.map((s) => s.start()), subscriberReady]);
+    for (const standby of standbys) await waitForStreaming(primary, standby.name);
     return cluster;
   } catch (error) {
     await cluster.stop().catch(() => undefined);
@@ -172,8 +280,26 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   }
 }
 
-async function copyAsServerUser(from: string, to: string, runAs: ReturnType<typeof serverUser>) {
-  await execFileAsync('cp', ['-a', from, to], runAs ? { uid: runAs.uid, gid: runAs.gid } : {});
+/**
+ * `cp -a` as the servers' user. `live`: the source is a running server's folder (an online
+ * backup): files that change or vanish meanwhile are what the backup's WAL replay mends.
+ */
+async function copyAsServerUser(
+  from: string,
+  to: string,
+  runAs: ReturnType<typeof serverUser>,
+  live = false,
+) {
+  try {
+    await execFileAsync('cp', ['-a', from, to], runAs ? { uid: runAs.uid, gid: runAs.gid } : {});
+  } catch (error) {
+    if (!live) throw error;
+  }
+}
+
+async function writeAsServerUser(path: string, text: string, runAs: ReturnType<typeof serverUser>) {
+  await writeFile(path, text);
+  if (runAs) await chown(path, runAs.uid, runAs.gid);
 }
 
 async function mkdirAsServerUser(path: string, runAs: ReturnType<typeof serverUser>) {
@@ -184,16 +310,21 @@ async function mkdirAsServerUser(path: string, runAs: ReturnType<typeof serverUs
   );
 }
 
-async function waitForStreaming(primary: PgServer): Promise<void> {
+/** Waits until `name` (any standby when omitted) streams from `primary`. */
+async function waitForStreaming(primary: PgServer, name?: string): Promise<void> {
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     const rows = await primary.sql<{ n: number }>(
-      `SELECT count(*)::int AS n FROM pg_stat_replication WHERE state = 'streaming'`,
+      `SELECT count(*)::int AS n FROM pg_stat_replication
+        WHERE state = 'streaming' AND ($1::text IS NULL OR application_name = $1)`,
+      [name ?? null],
     );
     if ((rows[0]?.n ?? 0) > 0) return;
     await delay(50);
   }
-  throw new Error(`the standby did not start streaming within 60 s\n${await primary.logTail()}`);
+  throw new Error(
+    `${name ?? 'the standby'} did not start streaming within 60 s\n${await primary.logTail()}`,
+  );
 }
 
 async function waitForReplay(

@@ -1,0 +1,108 @@
+/**
+ * The primary gone for a while (issue "The moment of truth", item 2): killed with
+ * pg_ctl stop -m immediate, or unreachable behind a proxy that stops forwarding while it
+ * still runs. Promotion readiness is answered from the standby alone: a Patroni-style
+ * pre_promote hook calling `slotsync gate` passes at once and again two minutes later (the
+ * facts cannot have changed: the copies are unmoved and the primary waited for this
+ * standby), and the promotion then gives a real subscription every row exactly once.
+ * The four cases (two faults, PostgreSQL 17 and 18) wait side by side.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { assertExactlyOnce, prePromoteHook, Scenario } from '../helpers/failover.js';
+import { waitFor } from '../helpers/harness.js';
+import { TcpProxy } from '../helpers/proxy.js';
+import { MAJORS } from '../support/binaries.js';
+import {
+  countRows,
+  pointSubscriptionAt,
+  SUBSCRIPTION,
+  setupSubscription,
+  Writer,
+} from '../support/workload.js';
+
+/** How long after the primary died the gate must still pass (a slow failover decision). */
+const LATER_MS = Number(process.env.SLOTSYNC_TEST_LATER_MS ?? 120_000);
+
+describe('the primary gone for a while', { concurrency: true }, () => {
+  for (const major of MAJORS) {
+    const t = new Scenario(major);
+    after(() => t.close());
+
+    for (const fault of [
+      'killed (pg_ctl stop -m immediate)',
+      'unreachable (a proxy stops forwarding)',
+    ] as const) {
+      it(`PostgreSQL ${major}: the primary ${fault}: a pre_promote gate passes at once and ${LATER_MS / 1000} s later; after promotion the subscription has every row exactly once`, async () => {
+        const c = await t.cluster({ subscriber: true, synchronizedStandbySlots: true });
+        const subscriber = c.subscriber;
+        assert.ok(subscriber);
+        await setupSubscription(c.primary, subscriber);
+        const killed = fault.startsWith('killed');
+        // Unreachable: slotsync and the standby's WAL stream both cross the proxy, as they
+        // would cross a network that partitions the primary away.
+        const proxy = killed ? undefined : await TcpProxy.start('127.0.0.1', c.primary.port);
+        if (proxy) {
+          t.defer(() => proxy.close());
+          await c.standby.sql(
+            `ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=${proxy.port} user=postgres dbname=postgres application_name=standby'`,
+          );
+          await c.standby.sql('SELECT pg_reload_conf()');
+          await waitFor(
+            'the standby streams through the proxy',
+            async () => proxy.connections >= 1,
+          );
+        }
+        const primaryUrl = proxy
+          ? `postgres://postgres:truth-pw@127.0.0.1:${proxy.port}/postgres`
+          : c.primary.url('postgres', 'truth-pw');
+        // Default naptimes: the last cycle is old by the time a slow failover is decided.
+        const node = await t.slotsync(c, { SLOTSYNC_NAPTIME_MIN_MS: '200' }, { primaryUrl });
+        const writer = new Writer(5);
+        writer.start(c.primary);
+        await t.waitSafe(node, SUBSCRIPTION);
+        const last = await writer.stop();
+        await waitFor(
+          'the subscriber caught up',
+          async () => (await countRows(subscriber)).count === last,
+        );
+        await c.waitForReplay();
+
+        if (proxy) proxy.stall();
+        else await c.primary.stop('immediate');
+        const dir = await t.folder('truth-hooks');
+        const viaService = await prePromoteHook(dir, 'pre_promote', [
+          '--wait',
+          '10',
+          '--url',
+          node.p.base,
+        ]);
+        const standalone = await prePromoteHook(dir, 'validate', ['--wait', '10'], node.env);
+        const now = await viaService();
+        assert.equal(now.code, 0, now.stderr);
+        assert.match(
+          now.stdout,
+          new RegExp(`${SUBSCRIPTION}: safe: .*synchronized_standby_slots names`),
+        );
+        assert.ok(now.ms < 10_000, `at once (${now.ms} ms)`);
+        const alone = await standalone();
+        assert.equal(alone.code, 0, alone.stderr);
+
+        await new Promise((resolve) => setTimeout(resolve, LATER_MS)); // a slow decision
+        const later = await viaService();
+        assert.equal(later.code, 0, `${LATER_MS / 1000} s later: ${later.stderr}`);
+        assert.equal((await standalone()).code, 0);
+        process.stdout.write(
+          `# PostgreSQL ${major}, primary ${fault}: gate ${now.ms} ms at once, ${later.ms} ms ${LATER_MS / 1000} s later, standalone ${alone.ms} ms\n`,
+        );
+
+        if (proxy) await c.primary.stop('immediate'); // the orchestrator fences the old primary
+        await c.standby.promote();
+        await pointSubscriptionAt(subscriber, c.standby);
+        writer.start(c.standby);
+        await waitFor('rows on the new primary', async () => writer.lastCommitted >= last + 50);
+        await assertExactlyOnce(c, await writer.stop());
+      });
+    }
+  }
+});
