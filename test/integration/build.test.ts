@@ -68,8 +68,18 @@ describe('the build', () => {
       'openapi',
       'package.json',
       'package.json',
+      'scripts/build.mjs',
       'src',
     ]);
     assert.match(dockerfile, /^ENTRYPOINT \["node", "dist\/cli\/main\.js"\]$/m);
+    // Node 24 LTS in both stages, built as documented, labelled.
+    assert.deepEqual(
+      [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) => m[1]),
+      ['node:24-bookworm-slim', 'node:24-bookworm-slim'],
+    );
+    assert.match(dockerfile, /npm run build/);
+    assert.match(dockerfile, /org\.opencontainers\.image\.title="slotsync"/);
+    const { engines } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8'));
+    assert.equal(engines.node, '>=24');
   });
 });
