@@ -8,6 +8,7 @@ import { parseIntoClientConfig } from 'pg-connection-string';
 import { SlotSyncError } from './errors.js';
 import { passwordsOf, redactSecrets, redactUrl } from './redact.js';
 import { slotList } from './sync/select.js';
+import { expandHosts } from './urls.js';
 
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
@@ -47,7 +48,10 @@ const optional = (value: string | undefined) => value;
 const VARIABLES = {
   primaryUrl: variable(
     'SLOTSYNC_PRIMARY_URL',
-    Type.String({ description: 'postgres URL of the primary; must include the database' }),
+    Type.String({
+      description:
+        "postgres URL of the primary; must include the database; may list every node (libpq's multi-host form): slotsync follows whichever is this standby's upstream",
+    }),
   ),
   standbyUrl: variable(
     'SLOTSYNC_STANDBY_URL',
@@ -261,7 +265,9 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       (v.map as (value: unknown) => unknown)(env[v.env]),
     ]),
   ) as Config;
-  checkPostgresUrl(VARIABLES.primaryUrl.env, config.primaryUrl, true);
+  for (const url of expandHosts(config.primaryUrl)) {
+    checkPostgresUrl(VARIABLES.primaryUrl.env, url, true);
+  }
   checkPostgresUrl(VARIABLES.standbyUrl.env, config.standbyUrl, false);
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
     const missing =

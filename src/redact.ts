@@ -1,6 +1,13 @@
 /** Connection strings and messages never carry passwords out of the process. */
+import { expandHosts, hostOf } from './urls.js';
 
 export function redactUrl(url: string): string {
+  const hosts = expandHosts(url);
+  if (hosts.length > 1) {
+    // One host's URL redacted, then the others' hosts put back in place.
+    const one = redactUrl(hosts[0] as string);
+    return one.replace(hostOf(hosts[0] as string), hosts.map(hostOf).join(','));
+  }
   try {
     const parsed = new URL(url);
     if (parsed.password !== '') parsed.password = '*****';
@@ -27,7 +34,7 @@ export function redactSecrets(text: string, secrets: readonly string[]): string 
 /** The passwords of connection URLs, to redact wherever they appear. */
 export function passwordsOf(...urls: string[]): string[] {
   const found: string[] = [];
-  for (const url of urls) {
+  for (const url of urls.flatMap((u) => expandHosts(u))) {
     try {
       const parsed = new URL(url);
       if (parsed.password) found.push(decodeURIComponent(parsed.password));

@@ -6,6 +6,7 @@ import { formatLsn, type Lsn, parseLsn } from '../sync/lsn.js';
 import type { LocalSlot } from '../sync/types.js';
 import type { StandbyFacts } from '../sync/validate.js';
 import { APPLICATION_NAME } from './pools.js';
+import { conninfoHost } from './primary-targets.js';
 import { arraysOf, digestOf, LOCAL_COLUMNS, toLocalSlot } from './rows.js';
 import type { Queryable } from './standby-pools.js';
 
@@ -57,6 +58,8 @@ export interface StandbyState extends StandbySettings {
   orphanedStatements: number;
   /** Databases on the standby that accept connections: a copy can only live in one. */
   databases: string[];
+  /** host and port of primary_conninfo (null when this role may not read it). */
+  upstream: { host: string | null; port: string | null } | null;
 }
 
 interface StandbyRow {
@@ -70,6 +73,7 @@ interface StandbyRow {
   hot_standby_feedback: string;
   primary_slot_name: string | null;
   primary_conninfo_set: boolean | null;
+  primary_conninfo: string | null;
   sync_replication_slots: string | null;
   system_identifier: string;
   timeline: number | null;
@@ -91,6 +95,8 @@ const SETTINGS = `
        pg_catalog.current_setting('primary_slot_name') AS primary_slot_name,
        CASE WHEN pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE')
             THEN pg_catalog.current_setting('primary_conninfo') <> '' END AS primary_conninfo_set,
+       CASE WHEN pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE')
+            THEN pg_catalog.current_setting('primary_conninfo') END AS primary_conninfo,
        pg_catalog.current_setting('sync_replication_slots', true) AS sync_replication_slots,
        (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS system_identifier,
        (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()) AS timeline,
@@ -150,6 +156,8 @@ function toStandbyState(row: StandbyRow): StandbyState {
     hotStandbyFeedback: row.hot_standby_feedback === 'on',
     primarySlotName: row.primary_slot_name ?? '',
     primaryConninfoSet: row.primary_conninfo_set,
+    // Only where it points: the conninfo may hold a password, which is never kept.
+    upstream: conninfoHost(row.primary_conninfo),
     syncReplicationSlots: row.sync_replication_slots === 'on',
     slots: row.slots === null ? null : row.slots.map(toLocalSlot),
     fingerprint: row.fingerprint,

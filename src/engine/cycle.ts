@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { isConnectionError, unreachable } from '../db/errors.js';
 import type { LockSession } from '../db/lock-session.js';
 import { type PrimaryState, readPrimary } from '../db/primary.js';
+import type { PrimaryTargets } from '../db/primary-targets.js';
 import type { StandbyState } from '../db/standby.js';
 import type { StandbyPools } from '../db/standby-pools.js';
 import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
@@ -33,13 +34,16 @@ import { AdvancePacer } from './pacer.js';
 import { dropStagingSlots, type PromotionCleanup, rearmCopies } from './promotion.js';
 
 export interface EngineDeps {
-  primary: pg.Pool;
+  /** The pool of the primary followed now (primaryTargets.pool). */
+  readonly primary: pg.Pool;
+  /** The hosts SLOTSYNC_PRIMARY_URL lists, and the one followed. */
+  primaryTargets: PrimaryTargets;
   standby: StandbyPools;
   lock: LockSession;
   registry: Registry;
   logger: Logger;
-  /** The configured URLs, to name the server in connection errors (never logged as is). */
-  primaryUrl: string;
+  /** The URLs, to name the server in connection errors (never logged as is). */
+  readonly primaryUrl: string;
   standbyUrl: string;
   concurrency: number;
   createTimeoutMs: number;
@@ -222,6 +226,11 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
         );
       }
       cache.forget();
+      // What the old primary said of this node's consumers means nothing on a primary.
+      cache.primaryRead = null;
+      if (deps.registry.primary !== null) {
+        await deps.registry.write(deps.registry.entries, { primary: null });
+      }
       deps.onPromotion?.(cleanup);
     }
     validateStandby(standby);
@@ -237,21 +246,59 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       fenced.dropped.length === 0
         ? localNow
         : localNow.filter((slot) => !fenced.dropped.some((f) => f.name === slot.name));
-    let primary: PrimaryState;
     const first = early ? await early : null;
-    if (first?.ok && standby.primarySlotName === cache.primarySlotName) primary = first.value;
-    else if (first && !first.ok && standby.primarySlotName === cache.primarySlotName)
-      throw primaryError(first.error);
-    else
-      primary = await readRemote(standby.primarySlotName).catch((e: unknown) =>
-        Promise.reject(primaryError(e)),
-      );
+    const known = standby.primarySlotName === cache.primarySlotName ? first : null;
+    const readUpstream = async (settled: typeof first): Promise<PrimaryState> => {
+      if (settled && !settled.ok) throw primaryError(settled.error);
+      const state: PrimaryState = settled
+        ? settled.value
+        : await readRemote(standby.primarySlotName).catch((e: unknown) =>
+            Promise.reject(primaryError(e)),
+          );
+      try {
+        validatePrimary(state, standby);
+        // Several hosts: one that does not stream to this standby is not followed while
+        // another does (an old primary still running after a failover).
+        if (!state.physicalSlotActive && deps.primaryTargets.multiple) {
+          throw new SlotSyncError(
+            'SLOTSYNC_WRONG_PRIMARY',
+            `SLOTSYNC_PRIMARY_URL: replication slot "${standby.primarySlotName}" is not active on ${redactUrl(deps.primaryUrl)}`,
+          );
+        }
+        checkUpstream(state, standby, deps.primaryUrl, cache);
+      } catch (error) {
+        cache.primaryFailed(`the primary is not this standby's upstream: ${messageOf(error)}`);
+        throw error;
+      }
+      return state;
+    };
+    let primary: PrimaryState;
     try {
-      validatePrimary(primary, standby);
-      checkUpstream(primary, standby, deps.primaryUrl, cache);
+      primary = await readUpstream(known);
     } catch (error) {
-      cache.primaryFailed(`the primary is not this standby's upstream: ${messageOf(error)}`);
-      throw error;
+      // SLOTSYNC_PRIMARY_URL lists several hosts: follow the one that is the upstream now.
+      const moved = await deps.primaryTargets.locate({
+        systemIdentifier: standby.systemIdentifier,
+        primarySlotName: standby.primarySlotName,
+        conninfo: standby.upstream,
+      });
+      if (!moved) {
+        const onlyInactive =
+          deps.primaryTargets.multiple &&
+          (error as SlotSyncError).code === 'SLOTSYNC_WRONG_PRIMARY' &&
+          /is not active on/.test(messageOf(error));
+        if (!onlyInactive) throw error;
+        // No host streams to this standby right now (it reconnects): the grace applies.
+        primary = await readRemote(standby.primarySlotName).catch((e: unknown) =>
+          Promise.reject(primaryError(e)),
+        );
+        validatePrimary(primary, standby);
+        checkUpstream(primary, standby, deps.primaryUrl, cache);
+      } else {
+        cache.forget();
+        cache.upstreamInactiveSince = null;
+        primary = await readUpstream(null);
+      }
     }
 
     const everyRemote = primary.slots ?? cache.remote ?? [];

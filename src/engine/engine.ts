@@ -2,10 +2,12 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { LockSession } from '../db/lock-session.js';
-import { createPool, createReplicationClient, inFlight } from '../db/pools.js';
+import { createReplicationClient } from '../db/pools.js';
+import { PrimaryTargets } from '../db/primary-targets.js';
 import { StandbyPools } from '../db/standby-pools.js';
 import { Registry } from '../registry/registry.js';
 import { slotSelector } from '../sync/select.js';
+import { expandHosts } from '../urls.js';
 import { CycleCache, type EngineDeps } from './cycle.js';
 import { recordedPrimaryRead } from './facts.js';
 
@@ -59,14 +61,17 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     statementTimeoutMs: config.statementTimeoutMs,
     connectTimeoutMs: config.connectTimeoutMs,
   };
-  const primary = createPool({
-    ...common,
-    url: config.primaryUrl,
-    role: 'primary',
-    max: PRIMARY_CONNECTIONS,
-    logger: logger.child({ component: 'primary-pool' }),
-  });
-  const primaryInFlight = inFlight(primary);
+  // One host, or every node of the cluster (libpq's multi-host URL): the upstream is followed.
+  const primary = new PrimaryTargets(
+    expandHosts(config.primaryUrl),
+    {
+      ...common,
+      role: 'primary',
+      max: PRIMARY_CONNECTIONS,
+      logger: logger.child({ component: 'primary-pool' }),
+    },
+    logger.child({ component: 'primary' }),
+  );
   // Copies are created and advanced in parallel, over a pool per database (a logical slot
   // belongs to its database); one more session holds the sync lock.
   const standbyLogger = logger.child({ component: 'standby-pool' });
@@ -85,12 +90,17 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     logger: standbyLogger,
   });
   const deps: EngineDeps = {
-    primary,
+    get primary() {
+      return primary.pool;
+    },
+    get primaryUrl() {
+      return primary.url;
+    },
+    primaryTargets: primary,
     standby,
     lock,
     registry,
     logger: logger.child({ component: 'sync' }),
-    primaryUrl: config.primaryUrl,
     standbyUrl: config.standbyUrl,
     concurrency: config.concurrency,
     createTimeoutMs: config.createTimeoutMs,
@@ -114,7 +124,7 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
   return {
     deps,
     cancelInFlight: async () => {
-      const counts = await Promise.all([primaryInFlight.cancel(), standby.cancelInFlight()]);
+      const counts = await Promise.all([primary.cancelInFlight(), standby.cancelInFlight()]);
       return counts[0] + counts[1];
     },
     close: async () => {

@@ -81,9 +81,16 @@ export async function checkNode(
       }
       return;
     }
-    if (!deps.resetState) throw mismatch(dir, problem);
-    deps.logger.warn({ problem }, 'SLOTSYNC_RESET_STATE=on: the state folder is moved aside');
-    await registry.reset();
+    if (registry.entries.size === 0) {
+      // It owns no copy: binding afresh loses nothing (the node was rebuilt from a fresh
+      // copy of another, as a rejoining old primary is, or its marker was dropped).
+      deps.logger.warn({ problem }, 'the state folder owns no copy: it binds to this node afresh');
+      await registry.reset();
+    } else {
+      if (!deps.resetState) throw mismatch(dir, problem);
+      deps.logger.warn({ problem }, 'SLOTSYNC_RESET_STATE=on: the state folder is moved aside');
+      await registry.reset();
+    }
   } else if (!registry.exists && markers.length > 0 && !deps.resetState) {
     throw mismatch(
       dir,

@@ -140,17 +140,17 @@ export class Readiness {
 
   /**
    * The worker's check between cycles (change-poll cadence): reads the standby and says
-   * whether a cycle must run now — the standby was promoted (re-arm within seconds), or a
-   * published copy was moved or invalidated (fenced within a poll).
+   * what it found: `primary` (this node is not in recovery: promoted), `fence` (a published
+   * copy was moved or invalidated), `standby` (nothing to do), null (not readable).
    */
-  async check(pool: Queryable): Promise<'promoted' | 'fence' | null> {
+  async check(pool: Queryable): Promise<'primary' | 'fence' | 'standby' | null> {
     const state = await this.readStandby(pool);
     if (state === null) return null;
-    if (!state.inRecovery) return 'promoted';
+    if (!state.inRecovery) return 'primary';
     const slots = new Map((this.#standby?.slots ?? []).map((slot) => [slot.name, slot]));
     for (const entry of this.engine.deps.registry.entries.values()) {
       if (fenceNeeded(entry, slots.get(entry.name)) !== null) return 'fence';
     }
-    return null;
+    return 'standby';
   }
 }

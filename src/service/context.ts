@@ -211,6 +211,14 @@ export class SyncContext {
     this.#stopSignaled = true;
   }
 
+  /**
+   * The promotion POST /shutdown prepared has happened: this node is the primary, and
+   * syncing resumes by itself if it ever becomes a standby again.
+   */
+  resume(): void {
+    this.#stopSignaled = false;
+  }
+
   /** Swaps the engine (configuration reload); the caller holds the sync lock. */
   async replaceEngine(engine: Engine): Promise<void> {
     const old = this.#engine;

@@ -25,6 +25,8 @@ export interface Check {
 }
 export interface HealthReport {
   status: 'pass' | 'fail';
+  /** What the local node (SLOTSYNC_STANDBY_URL) is now. */
+  role: 'standby' | 'primary' | 'unknown';
   checks: Record<string, Check>;
 }
 
@@ -93,6 +95,8 @@ export class ProbePools {
 /** What the health checks read of the service (a narrow view: no import of the service). */
 export interface HealthSubject {
   readonly config: Config;
+  /** The servers probed: the primary followed now (one of SLOTSYNC_PRIMARY_URL's hosts). */
+  readonly targets: { primaryUrl: string; standbyUrl: string };
   readonly startedAt: number;
   readonly worker: Pick<Worker, 'state' | 'detail' | 'naptimeMs'>;
   readonly context: { readonly snapshot: Readonly<Snapshot> };
@@ -105,7 +109,7 @@ export class HealthProbes {
   constructor(private readonly probes: ProbePools) {}
 
   /** The two probes, run at most once a second whatever the number of callers. */
-  probe(config: Config): Promise<Probed> {
+  probe(config: { primaryUrl: string; standbyUrl: string }): Promise<Probed> {
     const now = Date.now();
     const urls = `${config.primaryUrl}\n${config.standbyUrl}`;
     // A reload that changed a URL is never answered from the old servers' probes.
@@ -128,7 +132,7 @@ export class HealthProbes {
 
   /** The report: probes from the cache, everything else (worker, cycles) as of now. */
   async report(subject: HealthSubject): Promise<HealthReport> {
-    return checkHealth(subject, await this.probe(subject.config));
+    return checkHealth(subject, await this.probe(subject.targets));
   }
 }
 
@@ -151,7 +155,11 @@ export function checkHealth(service: HealthSubject, probed: Probed): HealthRepor
           status: 'pass',
           detail: `reachable, in recovery, replayed up to ${formatLsn(standby.replayLsn) ?? 'unknown'}`,
         }
-      : { status: 'fail', detail: 'reachable but not in recovery: the standby was promoted' };
+      : {
+          status: 'pass',
+          detail:
+            'this node is the primary (not in recovery): slotsync syncs nothing here, re-arms the copies it made and waits for the node to be a standby again',
+        };
     checks.standby_privileges = standby.canManageSlots
       ? { status: 'pass', detail: 'the standby role may create, advance and drop slots' }
       : {
@@ -171,8 +179,11 @@ export function checkHealth(service: HealthSubject, probed: Probed): HealthRepor
     };
   }
 
+  const role = standby === undefined ? 'unknown' : standby.inRecovery ? 'standby' : 'primary';
   let primary: PrimaryProbe | undefined;
-  if (probed.primary.ok) {
+  if (role === 'primary') {
+    // The primary's checks are about the server this standby follows: none while it leads.
+  } else if (probed.primary.ok) {
     primary = probed.primary.value;
     checks.primary = { status: 'pass', detail: 'reachable' };
   } else {
@@ -182,7 +193,9 @@ export function checkHealth(service: HealthSubject, probed: Probed): HealthRepor
     };
   }
 
-  if (standby && primary) {
+  if (role === 'primary') {
+    // Nothing to validate: no sync runs on a primary.
+  } else if (standby && primary) {
     try {
       validateStandby(standby);
       validatePrimary(primary, standby);
@@ -220,8 +233,8 @@ export function checkHealth(service: HealthSubject, probed: Probed): HealthRepor
       ? { status: 'pass', detail: `running, naptime ${service.worker.naptimeMs} ms` }
       : state === 'disabled'
         ? { status: 'pass', detail: 'SLOTSYNC_WORKER=off: syncing is left to POST /sync' }
-        : state === 'stopped_promoted'
-          ? { status: 'fail', detail: detail ?? 'the standby was promoted; the worker stopped' }
+        : state === 'primary'
+          ? { status: 'pass', detail: detail ?? 'this node is the primary: nothing to sync' }
           : state === 'stopped_shutdown'
             ? {
                 status: 'fail',
@@ -238,7 +251,9 @@ export function checkHealth(service: HealthSubject, probed: Probed): HealthRepor
   const snapshot = service.context.snapshot;
   const now = Date.now();
   const maxAge = Math.max(60_000, 3 * config.naptimeMaxMs + config.restartIntervalMs);
-  if (snapshot.lastError && (snapshot.lastSuccessAt ?? 0) < snapshot.lastError.at) {
+  if (role === 'primary' || snapshot.lastError?.code === 'SLOTSYNC_STANDBY_NOT_IN_RECOVERY') {
+    checks.last_cycle = { status: 'pass', detail: 'this node is the primary: no cycle runs' };
+  } else if (snapshot.lastError && (snapshot.lastSuccessAt ?? 0) < snapshot.lastError.at) {
     checks.last_cycle = {
       status: 'fail',
       detail: `the last cycle failed ${Math.round((now - snapshot.lastError.at) / 1000)} s ago: ${clean(snapshot.lastError.message)}`,
@@ -328,5 +343,5 @@ export function checkHealth(service: HealthSubject, probed: Probed): HealthRepor
   }
 
   const failed = Object.values(checks).some((c) => c.status === 'fail');
-  return { status: failed ? 'fail' : 'pass', checks };
+  return { status: failed ? 'fail' : 'pass', role, checks };
 }

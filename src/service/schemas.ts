@@ -254,6 +254,11 @@ const Check = Type.Object({
 
 export const HealthResponse = Type.Object({
   status: Type.Union([Type.Literal('pass'), Type.Literal('fail')]),
+  role: Type.Optional(
+    Type.Union([Type.Literal('standby'), Type.Literal('primary'), Type.Literal('unknown')], {
+      description: 'What the local node (SLOTSYNC_STANDBY_URL) is now',
+    }),
+  ),
   checks: Type.Record(Type.String(), Check),
 });
 

@@ -87,13 +87,10 @@ export class SlotSyncService {
         required: all ? null : this.#config.requiredSlots,
         maxAgeMs: READY_MAX_AGE_MS,
       });
-    this.worker = new Worker(
-      this.context,
-      metrics,
-      logger.child({ component: 'worker' }),
-      { ...config, enabled: config.worker },
-      { onPromoted: () => this.#watchPromotion() },
-    );
+    this.worker = new Worker(this.context, metrics, logger.child({ component: 'worker' }), {
+      ...config,
+      enabled: config.worker,
+    });
   }
 
   /**
@@ -120,7 +117,7 @@ export class SlotSyncService {
 
   #ask(): Promise<void> {
     const asking = (async () => {
-      const pools = this.probes.pools(this.#config);
+      const pools = this.probes.pools(this.targets);
       const standby = await this.context.readiness.readStandby(pools.standby);
       if (standby !== null) await this.context.readiness.readPrimary(pools.primary, standby);
     })().finally(() => {
@@ -158,6 +155,11 @@ export class SlotSyncService {
 
   get config(): Config {
     return this.#config;
+  }
+
+  /** The servers asked now: the primary followed (one of SLOTSYNC_PRIMARY_URL's hosts). */
+  get targets(): { primaryUrl: string; standbyUrl: string } {
+    return { primaryUrl: this.context.engine.deps.primaryUrl, standbyUrl: this.#config.standbyUrl };
   }
 
   start(): void {
@@ -290,9 +292,10 @@ export class SlotSyncService {
   }
 
   /**
-   * Once the standby is promoted (after POST /shutdown, or found by the worker), runs
-   * cycles as shutdown until every sync-ready copy is re-armed (SLOTSYNC_REARM): the first
-   * within a poll of the promotion, retries after the restart interval.
+   * After POST /shutdown: once the standby is promoted, one cycle as shutdown re-arms the
+   * copies (SLOTSYNC_REARM) within a poll of the promotion; then the worker runs again, as
+   * on any node that is the primary: it retries what could not be re-armed, syncs nothing,
+   * and syncs again, with no restart, once the node is a standby again.
    */
   #watchPromotion(): void {
     if (this.#watching !== undefined || !this.#config.rearm) return;
@@ -300,7 +303,7 @@ export class SlotSyncService {
     this.#watching = abort;
     void (async () => {
       while (!abort.signal.aborted) {
-        let wait = Math.min(PROMOTION_POLL_MS, Math.max(this.#config.changePollMs, 20));
+        const wait = Math.min(PROMOTION_POLL_MS, Math.max(this.#config.changePollMs, 20));
         try {
           const { deps } = this.context.engine;
           if (!(await readStandby(deps.standby.main)).inRecovery) {
@@ -308,9 +311,9 @@ export class SlotSyncService {
               { holder: 'shutdown', waitMs: Number.POSITIVE_INFINITY },
               () => runCycle(deps).catch(() => undefined), // it ends: "not a standby"
             );
-            const pending = this.context.snapshot.promotion?.rearmFailed.length ?? 0;
-            if (pending === 0) return;
-            wait = this.#config.restartIntervalMs;
+            this.context.resume();
+            if (this.#config.worker) this.worker.start();
+            return;
           }
         } catch (error) {
           // The standby restarts or is busy promoting: ask again.

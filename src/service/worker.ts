@@ -16,7 +16,8 @@ export type WorkerState =
   | 'running'
   | 'disabled'
   | 'stopped'
-  | 'stopped_promoted'
+  /** This node is the primary: nothing to sync; it waits to be a standby again. */
+  | 'primary'
   | 'stopped_shutdown'
   | 'restarting';
 
@@ -41,7 +42,6 @@ export class Worker {
     private readonly metrics: Metrics,
     private readonly logger: Logger,
     options: WorkerOptions & { enabled: boolean },
-    private readonly hooks: { onPromoted?: () => void } = {},
   ) {
     this.#options = options;
     this.#state = options.enabled ? 'stopped' : 'disabled';
@@ -90,7 +90,7 @@ export class Worker {
     await this.#loop;
     this.#abort = undefined;
     // A worker that saw the promotion says so, until POST /shutdown takes over.
-    if (state === 'stopped_shutdown' || this.#state !== 'stopped_promoted') this.#state = state;
+    if (state === 'stopped_shutdown' || this.#state !== 'primary') this.#state = state;
   }
 
   /**
@@ -114,10 +114,10 @@ export class Worker {
       if (signal.aborted || Date.now() >= until) return false;
       const deps = this.context.engine.deps;
       const standby = await this.context.readiness.check(deps.standby.main);
-      if (standby !== null) {
+      if (standby === 'primary' || standby === 'fence') {
         this.logger.info(
           { reason: standby },
-          standby === 'promoted'
+          standby === 'primary'
             ? 'the standby was promoted: a cycle runs now'
             : 'a copy was moved or invalidated on the standby: a cycle runs now to fence it',
         );
@@ -134,6 +134,26 @@ export class Worker {
       }
     }
     return false;
+  }
+
+  /**
+   * This node is the primary: checks, at the change-poll cadence (at least once a second),
+   * whether it is a standby again, for at most `ms` (a re-arm left to retry).
+   */
+  async #whilePrimary(ms: number, signal: AbortSignal): Promise<void> {
+    const poll = Math.min(Math.max(this.#options.changePollMs, 100), 1_000);
+    const until = Date.now() + ms;
+    while (!signal.aborted && Date.now() < until) {
+      await delay(Math.min(poll, until - Date.now()), signal);
+      if (signal.aborted) return;
+      const found = await this.context.readiness.check(this.context.engine.deps.standby.main);
+      if (found === 'standby' || found === 'fence') {
+        this.logger.info('this node is a standby again: syncing resumes');
+        this.#state = 'running';
+        this.#detail = undefined;
+        return;
+      }
+    }
   }
 
   async #run(signal: AbortSignal): Promise<void> {
@@ -170,16 +190,26 @@ export class Worker {
           return;
         }
         if (code === 'SLOTSYNC_STANDBY_NOT_IN_RECOVERY') {
-          // The standby was promoted underneath us: stop, touch nothing on the new primary.
-          const dropped = this.context.snapshot.promotion?.dropped ?? [];
-          this.#state = 'stopped_promoted';
-          this.#detail = `the standby is no longer in recovery (promoted); the worker stopped and will not sync again; staging slots dropped: ${dropped.length === 0 ? 'none' : dropped.join(', ')}`;
-          this.logger.warn(
-            { dropped },
-            'standby is no longer in recovery: slot sync worker stopped',
+          // This node is the primary (promoted, with or without POST /shutdown): the cycle
+          // dropped the staging slots and re-armed the copies; nothing is synced until the
+          // node is a standby again (an old primary rejoining), which needs no restart.
+          if (this.#state !== 'primary') {
+            const dropped = this.context.snapshot.promotion?.dropped ?? [];
+            this.logger.warn(
+              { dropped },
+              'this node is the primary now: nothing to sync until it is a standby again',
+            );
+          }
+          this.#state = 'primary';
+          this.#detail =
+            'this node is the primary: nothing to sync; slotsync waits for it to be a standby again';
+          this.metrics.naptime.set(0);
+          const pending = this.context.snapshot.promotion?.rearmFailed.length ?? 0;
+          await this.#whilePrimary(
+            pending > 0 ? this.#options.restartIntervalMs : Number.POSITIVE_INFINITY,
+            signal,
           );
-          this.hooks.onPromoted?.();
-          return;
+          continue;
         }
         this.#state = 'restarting';
         this.#detail = messageOf(error);

@@ -184,12 +184,19 @@ export class Scenario {
     return { status: response.status, body: await response.json() };
   }
 
-  waitSafe(node: Node, slot: string): Promise<void> {
-    return waitFor(
+  async waitSafe(node: Node, slot: string): Promise<void> {
+    let last: Json;
+    await waitFor(
       `"${slot}" safe to promote onto`,
-      async () => (await this.get(node, `/ready?slots=${slot}`)).status === 200,
+      async () => {
+        const answer = await this.get(node, `/ready?slots=${slot}`);
+        last = answer.body;
+        return answer.status === 200;
+      },
       60_000,
-    );
+    ).catch((error: Error) => {
+      throw new Error(`${error.message} at ${node.p.base}: ${JSON.stringify(last)}`);
+    });
   }
 
   async close(): Promise<void> {

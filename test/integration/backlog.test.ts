@@ -19,14 +19,19 @@ const standbyCpuSeconds = (cluster: Cluster) => cpuSecondsOfTree(cluster.standby
 
 const BACKLOG_BYTES = 2 * 1024 ** 3;
 
-/** Writes `bytes` of WAL as one-column rows (many small records: decoding is not free). */
+/**
+ * Writes `bytes` of WAL as one-column rows (many small records: decoding is not free), with
+ * a running-xacts record every ~35 MB: a primary writing for hours logs one every 15 s,
+ * which at a few MB/s is tens of MB apart (a copy's restart_lsn can only move to one).
+ */
 async function writeBacklog(cluster: Cluster, bytes: number): Promise<void> {
   await cluster.primary.sql('CREATE TABLE backlog (id bigint)');
   const [start] = await cluster.primary.sql<{ lsn: string }>(
     'SELECT pg_current_wal_lsn()::text AS lsn',
   );
   for (;;) {
-    await cluster.primary.sql('INSERT INTO backlog SELECT g FROM generate_series(1, 2000000) g');
+    await cluster.primary.sql('INSERT INTO backlog SELECT g FROM generate_series(1, 500000) g');
+    await cluster.primary.sql('SELECT pg_log_standby_snapshot()');
     const [row] = await cluster.primary.sql<{ n: string }>(
       'SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint::text AS n',
       [start?.lsn],

@@ -144,7 +144,7 @@ for (const major of MAJORS) {
       );
     });
 
-    it('the standby promoted underneath slotsync (no POST /shutdown): the worker stops, /health says so, only staging slots are dropped', async () => {
+    it('the standby promoted underneath slotsync (no POST /shutdown): the node is the primary, /health stays 200 and says so, /ready refuses, only staging slots are dropped', async () => {
       const cluster = await startCluster({ major, synchronizedStandbySlots: true });
       cleanups.push(() => cluster.stop());
       await createPrimarySlot(cluster, 'ready_copy', { plugin: 'test_decoding' });
@@ -169,12 +169,17 @@ for (const major of MAJORS) {
       await cluster.primary.stop('immediate');
       await cluster.standby.promote();
       await waitFor(
-        'the worker stopped by itself',
-        async () => service.service.worker.state === 'stopped_promoted',
+        'the worker knows the node is the primary',
+        async () => service.service.worker.state === 'primary',
       );
-      const health = await api().get('/health').expect(503);
-      assert.equal(health.body.checks.worker.status, 'fail');
-      assert.match(health.body.checks.worker.detail, /promoted/);
+      // A sidecar's probes never fail because of the node's role.
+      const health = await api().get('/health').expect(200);
+      assert.equal(health.body.role, 'primary');
+      assert.equal(health.body.checks.worker.status, 'pass');
+      assert.match(health.body.checks.worker.detail, /this node is the primary/);
+      const ready = await api().get('/ready').expect(503);
+      assert.equal(ready.body.reason, 'this node is the primary');
+      assert.equal(ready.body.role, 'primary');
       const left = await cluster.standby.sql<{ slot_name: string }>(
         `SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1`,
       );
@@ -183,7 +188,7 @@ for (const major of MAJORS) {
         ['ready_copy'],
         'the sync-ready copy stays; the staging slot of the other is dropped, never published',
       );
-      assert.match(health.body.checks.worker.detail, new RegExp(stagingNameOf('temp_copy')));
+      assert.match(health.body.checks.promotion.detail, new RegExp(stagingNameOf('temp_copy')));
       assert.match(health.body.checks.promotion.detail, /1 staging slot/);
       assert.match(health.body.checks.promotion.detail, /failover turned on for: ready_copy/);
       const sync = await api().post('/sync').expect(503);
@@ -273,7 +278,8 @@ for (const major of MAJORS) {
           );
           assert.equal(rows[0]?.n, 0, 'the restarted slotsync dropped them');
           const health = await (await fetch(`${p.base}/health`)).json();
-          assert.equal(health.checks.worker.status, 'fail');
+          assert.equal(health.role, 'primary');
+          assert.match(health.checks.worker.detail, /this node is the primary/);
         }
         await p.stop();
       });

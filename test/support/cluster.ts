@@ -9,7 +9,7 @@
  * primary by a fresh online copy (pg_backup_start() / pg_backup_stop()).
  */
 import { execFile } from 'node:child_process';
-import { chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -226,6 +226,17 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           rows[0]?.labelfile ?? '',
           runAs,
         );
+        // ALTER SYSTEM settings of the upstream's own past (where it streamed from as a
+        // standby) would override the ones this node follows with.
+        const auto = join(server.dataDir, 'postgresql.auto.conf');
+        const kept = (await readFile(auto, 'utf8').catch(() => ''))
+          .split('\n')
+          .filter(
+            (line) =>
+              !/^\s*(primary_conninfo|primary_slot_name|synchronized_standby_slots)\s*=/.test(line),
+          )
+          .join('\n');
+        await writeAsServerUser(auto, kept, runAs);
       } finally {
         await session.end();
       }
@@ -235,6 +246,12 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       cluster.standbys = [...cluster.standbys.filter((s) => s !== server), server];
       cluster.standby = cluster.standbys[0] as PgServer;
       await waitForStreaming(upstream, server.name);
+      if (options.synchronizedStandbySlots) {
+        await upstream.sql(
+          `ALTER SYSTEM SET synchronized_standby_slots = '${standbySlots(cluster.standbys)}'`,
+        );
+        await upstream.sql('SELECT pg_reload_conf()');
+      }
     },
     stop: async () => {
       live.delete(cluster);

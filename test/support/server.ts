@@ -60,7 +60,8 @@ export class PgServer {
   }
 
   get running(): boolean {
-    return this.#process !== undefined && this.#process.exitCode === null;
+    const child = this.#process;
+    return child !== undefined && child.exitCode === null && child.signalCode === null;
   }
 
   get pid(): number | undefined {
@@ -141,6 +142,13 @@ export class PgServer {
       child.kill('SIGKILL');
       await this.#exited;
     }
+  }
+
+  /** kill -9 of the postmaster and every backend: a machine that loses power. */
+  async crash(): Promise<void> {
+    if (!this.running) return;
+    this.#signalAll('SIGKILL');
+    await this.#exited;
   }
 
   /** Promotes a standby and waits until it accepts writes. */

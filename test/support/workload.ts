@@ -55,6 +55,18 @@ export class Writer {
 
   constructor(private readonly intervalMs = 5) {}
 
+  /**
+   * Goes on writing on `server` after the ids it already has (a failover loses what the
+   * old primary had not sent; the new primary's rows are what counts).
+   */
+  async resumeOn(server: PgServer): Promise<void> {
+    const [row] = await server.sql<{ max: number }>(
+      'SELECT coalesce(max(id), 0)::int AS max FROM items',
+    );
+    this.lastCommitted = row?.max ?? 0;
+    this.start(server);
+  }
+
   start(server: PgServer): void {
     if (this.#running) throw new Error('the writer is already running');
     this.#stop = false;

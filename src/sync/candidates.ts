@@ -1,0 +1,139 @@
+/**
+ * Ranking the nodes an orchestrator may promote (`slotsync candidates`), from each node's
+ * promotion readiness (GET /ready, sync/safety.ts): safe candidates first, then the most WAL
+ * received, then the least slot lag. For each candidate and consumer slot, what promoting it
+ * would do to that consumer. Pure.
+ */
+import { type Lsn, parseLsn } from './lsn.js';
+import type { Safety } from './safety.js';
+
+export interface Asked {
+  url: string;
+  /** The node's answer; null when it did not answer (error says why). */
+  answer: Safety | null;
+  error: string | null;
+}
+
+export type CandidateStatus = 'safe' | 'not safe' | 'primary' | 'unreachable';
+
+export interface Candidate {
+  url: string;
+  status: CandidateStatus;
+  role: Safety['role'];
+  receive_lsn: string | null;
+  replay_lsn: string | null;
+  /** Bytes between the consumers' confirmed positions and the copies, summed. */
+  slot_lag_bytes: number | null;
+  /** Why not safe (or unreachable), null when safe. */
+  reason: string | null;
+  /** Per consumer slot, what a promotion of this node would do to it. */
+  what_if: { slot: string; line: string }[];
+}
+
+export interface Ranking {
+  candidates: Candidate[];
+  /** The URL of the best safe candidate, null when none is safe. */
+  best: string | null;
+}
+
+const ORDER: Record<CandidateStatus, number> = {
+  safe: 0,
+  'not safe': 1,
+  primary: 2,
+  unreachable: 3,
+};
+
+export function rankCandidates(asked: readonly Asked[]): Ranking {
+  const candidates = asked.map(candidateOf);
+  candidates.sort(
+    (a, b) =>
+      ORDER[a.status] - ORDER[b.status] ||
+      compareLsnDesc(a.receive_lsn, b.receive_lsn) ||
+      (a.slot_lag_bytes ?? Number.POSITIVE_INFINITY) -
+        (b.slot_lag_bytes ?? Number.POSITIVE_INFINITY) ||
+      a.url.localeCompare(b.url),
+  );
+  const best = candidates.find((c) => c.status === 'safe')?.url ?? null;
+  return { candidates, best };
+}
+
+function candidateOf({ url, answer, error }: Asked): Candidate {
+  if (answer === null || answer.slots === undefined) {
+    return {
+      url,
+      status: 'unreachable',
+      role: 'unknown',
+      receive_lsn: null,
+      replay_lsn: null,
+      slot_lag_bytes: null,
+      reason: error ?? 'no answer',
+      what_if: [],
+    };
+  }
+  const status: CandidateStatus =
+    answer.role === 'primary' ? 'primary' : answer.ready ? 'safe' : 'not safe';
+  const lags = answer.slots.map((s) => s.lag_bytes);
+  return {
+    url,
+    status,
+    role: answer.role,
+    receive_lsn: answer.receive_lsn,
+    replay_lsn: answer.replay_lsn,
+    slot_lag_bytes: lags.some((l) => l === null)
+      ? null
+      : lags.reduce<number>((a, l) => a + (l ?? 0), 0),
+    reason:
+      status === 'safe'
+        ? null
+        : (answer.reason ??
+          answer.not_ready.map((n) => `${n.name}: ${n.reason}`).join('; ') ??
+          null),
+    what_if: answer.slots.map((slot) => ({
+      slot: slot.name,
+      line: slot.safe
+        ? `resumes at ${slot.resume_lsn}, its consumer confirmed ${slot.consumer_confirmed_lsn ?? 'unknown'}, ${sentAgain(slot.resume_lsn, slot.consumer_confirmed_lsn)} sent again`
+        : `lost: no ready copy (${slot.reason ?? 'not safe'})`,
+    })),
+  };
+}
+
+/** The bytes a consumer that starts from the copy's position would get again. */
+function sentAgain(resume: string | null, confirmed: string | null): string {
+  const from = parseOrNull(resume);
+  const to = parseOrNull(confirmed);
+  if (from === null || to === null) return 'unknown bytes';
+  return `${to > from ? Number(to - from) : 0} bytes`;
+}
+
+function parseOrNull(text: string | null): Lsn | null {
+  try {
+    return text === null ? null : parseLsn(text);
+  } catch {
+    return null;
+  }
+}
+
+function compareLsnDesc(a: string | null, b: string | null): number {
+  const x = parseOrNull(a);
+  const y = parseOrNull(b);
+  if (x === y) return 0;
+  if (x === null) return 1;
+  if (y === null) return -1;
+  return x > y ? -1 : 1;
+}
+
+/**
+ * The ranked table, one node a line, each followed by its what-if lines; the last line is
+ * the best candidate's URL alone (for a script), or says there is none.
+ */
+export function formatRanking(ranking: Ranking): string[] {
+  const lines: string[] = [];
+  ranking.candidates.forEach((c, i) => {
+    lines.push(
+      `${i + 1}. ${c.url}  ${c.status}  received ${c.receive_lsn ?? '-'}  replayed ${c.replay_lsn ?? '-'}  slot lag ${c.slot_lag_bytes ?? '-'} bytes${c.reason ? `  (${c.reason})` : ''}`,
+    );
+    for (const w of c.what_if) lines.push(`     ${w.slot}: ${w.line}`);
+  });
+  lines.push(ranking.best ?? 'no safe candidate');
+  return lines;
+}

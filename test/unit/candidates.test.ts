@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseCandidatesArgs } from '../../src/cli/candidates.js';
+import { formatRanking, rankCandidates } from '../../src/sync/candidates.js';
+import type { Safety, SlotVerdict } from '../../src/sync/safety.js';
+
+function verdict(name: string, safe: boolean, extra: Partial<SlotVerdict> = {}): SlotVerdict {
+  const fact = { holds: safe, age_ms: 1, detail: safe ? 'ok' : 'no' };
+  return {
+    name,
+    safe,
+    reason: safe ? null : 'the copy of "sub" is not sync-ready yet',
+    facts: { copy: fact, unmoved: fact, consumers: fact },
+    lag_bytes: 100,
+    resume_lsn: '0/3000',
+    consumer_confirmed_lsn: '0/3100',
+    consumer_ahead: false,
+    ...extra,
+  };
+}
+
+function answer(received: string, slots: SlotVerdict[], role: Safety['role'] = 'standby'): Safety {
+  const ready = role === 'standby' && slots.every((s) => s.safe);
+  return {
+    ready,
+    required: slots.map((s) => s.name),
+    not_ready: slots.filter((s) => !s.safe).map((s) => ({ name: s.name, reason: s.reason ?? '' })),
+    age_ms: 10,
+    reason: role === 'primary' ? 'this node is the primary' : null,
+    role,
+    receive_lsn: received,
+    replay_lsn: received,
+    primary: { reachable: false, age_ms: 10, waits_for_standby: true, detail: '' },
+    slots,
+  };
+}
+
+describe('slotsync candidates: the ranking', () => {
+  it('safe first, then the most WAL received, then the least slot lag; unreachable last, never safe', () => {
+    const ranking = rankCandidates([
+      { url: 'http://down', answer: null, error: 'did not answer: ECONNREFUSED' },
+      { url: 'http://notready', answer: answer('0/9000', [verdict('sub', false)]), error: null },
+      { url: 'http://behind', answer: answer('0/4000', [verdict('sub', true)]), error: null },
+      { url: 'http://ahead', answer: answer('0/8000', [verdict('sub', true)]), error: null },
+      {
+        url: 'http://lagging',
+        answer: answer('0/8000', [verdict('sub', true, { lag_bytes: 5000 })]),
+        error: null,
+      },
+      { url: 'http://old', answer: answer('0/9000', [], 'primary'), error: null },
+    ]);
+    assert.deepEqual(
+      ranking.candidates.map((c) => `${c.url} ${c.status}`),
+      [
+        'http://ahead safe',
+        'http://lagging safe',
+        'http://behind safe',
+        'http://notready not safe',
+        'http://old primary',
+        'http://down unreachable',
+      ],
+    );
+    assert.equal(ranking.best, 'http://ahead');
+    const best = ranking.candidates[0];
+    assert.deepEqual(best?.what_if, [
+      {
+        slot: 'sub',
+        line: 'resumes at 0/3000, its consumer confirmed 0/3100, 256 bytes sent again',
+      },
+    ]);
+    assert.match(ranking.candidates[3]?.what_if[0]?.line ?? '', /^lost: no ready copy \(/);
+    const text = formatRanking(ranking);
+    assert.equal(text.at(-1), 'http://ahead', 'the best URL alone on the last line');
+    assert.match(text.join('\n'), /http:\/\/down {2}unreachable .*ECONNREFUSED/);
+  });
+
+  it('no safe candidate: best is null and the text says so', () => {
+    const ranking = rankCandidates([
+      { url: 'http://a', answer: answer('0/9000', [verdict('sub', false)]), error: null },
+      { url: 'http://b', answer: null, error: 'did not answer' },
+    ]);
+    assert.equal(ranking.best, null);
+    assert.equal(formatRanking(ranking).at(-1), 'no safe candidate');
+  });
+
+  it('reads its arguments; bad ones are usage errors', () => {
+    assert.deepEqual(
+      parseCandidatesArgs(
+        ['--url', 'http://a:1/', '--url=http://b:2', '--slots', 'x,y', '--json'],
+        {
+          SLOTSYNC_READ_TOKEN: 'read-token-0123456789',
+        },
+      ),
+      {
+        urls: ['http://a:1', 'http://b:2'],
+        slots: ['x', 'y'],
+        json: true,
+        token: 'read-token-0123456789',
+      },
+    );
+    for (const bad of [[], ['--url'], ['--url', 'a:1'], ['--nope', '1']]) {
+      assert.throws(() => parseCandidatesArgs(bad), { code: 'SLOTSYNC_CONFIG' }, bad.join(' '));
+    }
+  });
+});
