@@ -31,6 +31,23 @@ function clean(value: unknown, secrets: readonly string[], depth: number): unkno
   );
 }
 
+/**
+ * The access log's fields. fastify hands the logger its request and reply objects, whose
+ * method, url and statusCode are getters: read here, before the formatter (which copies
+ * own fields only, and runs before pino's serializers) would log `"req":{}`.
+ */
+function accessFields(object: Record<string, unknown>): Record<string, unknown> {
+  const req = object.req as { method?: string; url?: string; ip?: string } | undefined;
+  const res = object.res as { statusCode?: number } | undefined;
+  if (req === undefined && res === undefined) return object;
+  const out = { ...object };
+  if (req !== undefined && typeof req === 'object') {
+    out.req = { method: req.method, url: req.url, remoteAddress: req.ip };
+  }
+  if (res !== undefined && typeof res === 'object') out.res = { statusCode: res.statusCode };
+  return out;
+}
+
 /** The logger's options; `secrets`: the API token and the databases' passwords. */
 export function loggerOptions(level: string, secrets: readonly string[]): LoggerOptions {
   return {
@@ -38,7 +55,7 @@ export function loggerOptions(level: string, secrets: readonly string[]): Logger
     base: { service: 'slotsync' },
     redact: { paths: SECRET_FIELDS, censor: CENSOR },
     formatters: {
-      log: (object) => clean(object, secrets, 0) as Record<string, unknown>,
+      log: (object) => clean(accessFields(object), secrets, 0) as Record<string, unknown>,
     },
     hooks: {
       logMethod(args, method) {

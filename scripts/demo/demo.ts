@@ -91,7 +91,11 @@ export async function runDemo(argv: readonly string[]): Promise<void> {
     say(`  API      ${base}/slots   ${base}/health   (POST ${base}/sync, ${base}/shutdown)`);
     say(`  metrics  ${base}/metrics`);
     say(`  OpenAPI  ${base}/openapi.json`);
-    say(tty ? '  press f to fail over, Ctrl-C to stop' : '  Ctrl-C to stop');
+    say(
+      tty
+        ? '  press f to fail over, Ctrl-C to stop'
+        : `  not a terminal: f cannot be read here; ${failoverAfter === undefined ? 'run with --failover-after SECONDS to fail over' : `failing over after ${failoverAfter} s`}; Ctrl-C to stop`,
+    );
 
     let phase = 'syncing' as Phase;
     const serviceStarted = Date.now();
@@ -137,12 +141,37 @@ export async function runDemo(argv: readonly string[]): Promise<void> {
       phase = 'promoted';
     };
 
+    // The CDC consumer (test_decoding) reads the primary, then the promoted standby.
+    const cdc = { ids: [] as number[], lastBefore: 0, firstAfter: undefined as number | undefined };
     const consumeCdc = async () => {
-      if (phase === 'syncing') {
-        await cluster.primary
-          .sql(`SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`, [CDC_SLOT])
-          .catch(() => undefined);
+      if (phase === 'failing over') return;
+      const server = phase === 'promoted' ? cluster.standby : cluster.primary;
+      const rows = await server
+        .sql<{ data: string }>(`SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL)`, [
+          CDC_SLOT,
+        ])
+        .catch(() => []);
+      const ids = rows
+        .map((r) => /^table public\.items: INSERT: id\[bigint\]:(\d+)/.exec(r.data)?.[1])
+        .filter((id): id is string => id !== undefined)
+        .map(Number);
+      if (phase === 'promoted' && cdc.firstAfter === undefined && ids.length > 0) {
+        cdc.firstAfter = ids[0];
       }
+      if (phase === 'syncing' && ids.length > 0) cdc.lastBefore = ids.at(-1) ?? cdc.lastBefore;
+      cdc.ids.push(...ids);
+    };
+    /** Every row exactly once at the subscriber so far, or what is wrong. */
+    const verdict = async (committed: number): Promise<string> => {
+      const [row] = await subscriber.sql<{ n: number; d: number; max: number }>(
+        'SELECT count(*)::int AS n, count(DISTINCT id)::int AS d, coalesce(max(id), 0)::int AS max FROM items',
+      );
+      if (!row) return '';
+      if (row.d !== row.n) return `DUPLICATES: ${row.n - row.d} rows twice`;
+      if (row.n !== row.max) return `MISSING: ${row.max - row.n} rows below id ${row.max}`;
+      return row.max === committed
+        ? `every row exactly once (1..${row.max})`
+        : `rows 1..${row.max} exactly once, ${committed - row.max} on the way`;
     };
 
     for (;;) {
@@ -153,6 +182,16 @@ export async function runDemo(argv: readonly string[]): Promise<void> {
       const sub = await countRows(subscriber);
       if (phase === 'promoted' && failoverMs === undefined && sub.max > lastOld)
         failoverMs = Date.now() - failoverStartedAt;
+      const cdcLine =
+        cdc.firstAfter === undefined
+          ? `CDC consumer (test_decoding): ${cdc.ids.length} inserts read${phase === 'promoted' ? ', waiting for its first change from the new primary' : ''}`
+          : `CDC consumer (test_decoding): last id ${cdc.lastBefore} before the failover, first id ${cdc.firstAfter} after it: ${
+              cdc.firstAfter > cdc.lastBefore + 1
+                ? `GAP: ids ${cdc.lastBefore + 1}..${cdc.firstAfter - 1} lost`
+                : cdc.firstAfter === cdc.lastBefore + 1
+                  ? 'no gap, nothing twice'
+                  : `no gap; ${cdc.lastBefore + 1 - cdc.firstAfter} sent again (a SQL consumer resumes at its slot's last synced position: at least once)`
+            }`;
       render(tty, {
         major,
         phase,
@@ -162,6 +201,8 @@ export async function runDemo(argv: readonly string[]): Promise<void> {
         firstReadyMs,
         failoverMs,
         note,
+        verdict: phase === 'promoted' ? await verdict(writer.lastCommitted) : '',
+        cdc: cdcLine,
         elapsed: (Date.now() - started) / 1000,
       });
       const seconds = (Date.now() - started) / 1000;
@@ -212,6 +253,9 @@ interface View {
   firstReadyMs: number | undefined;
   failoverMs: number | undefined;
   note: string;
+  /** After the failover: every row exactly once at the subscriber, or what is wrong. */
+  verdict: string;
+  cdc: string;
   elapsed: number;
 }
 
@@ -227,6 +271,8 @@ function render(tty: boolean, v: View): void {
     '',
     `rows committed ${v.committed}   rows at the subscriber ${v.subscriber.count} (max id ${v.subscriber.max})`,
     `every copy sync-ready ${v.firstReadyMs === undefined ? '…' : `${v.firstReadyMs} ms after slotsync started`}${v.failoverMs === undefined ? '' : `   failover: subscriber carried on ${v.failoverMs} ms after it began`}`,
+    v.cdc,
+    v.verdict === '' ? '' : `subscription: ${v.verdict}`,
     v.note,
   ];
   if (tty) process.stdout.write(`\x1b[s\x1b[J${lines.join('\n')}\n\x1b[u`);

@@ -5,7 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -36,6 +39,67 @@ describe('the build', () => {
     );
     assert.equal((typo as { code: number }).code, 2);
     assert.match((typo as { stderr: string }).stderr, /unknown command "snyc"/);
+  });
+
+  it('says its version, and --help on every command explains it without running it', async () => {
+    const main = join(DIST, 'cli', 'main.js');
+    const { version } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8'));
+    assert.equal((await run(main, ['--version'])).stdout, `slotsync ${version}\n`);
+    for (const command of ['serve', 'sync', 'gate', 'candidates']) {
+      const { stdout } = await run(main, [command, '--help'], {
+        env: { PATH: process.env.PATH ?? '' }, // no configuration: nothing may start
+        timeout: 10_000,
+      });
+      assert.match(
+        stdout,
+        new RegExp(`^usage: slotsync ${command === 'serve' ? '\\[serve\\]' : command}`),
+        command,
+      );
+    }
+  });
+
+  it('installs from the packed tarball and runs `slotsync gate` from another folder', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'slotsync-pack-'));
+    const fake = createServer((req, res) => {
+      const ready = req.url?.includes('slots=ok') === true;
+      res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          ready,
+          required: ['ok'],
+          not_ready: ready ? [] : [{ name: 'x', reason: 'not safe' }],
+          age_ms: 1,
+          reason: null,
+          slots: [],
+        }),
+      );
+    });
+    try {
+      const { stdout } = await run('npm', ['pack', '--pack-destination', dir, '--silent'], {
+        cwd: ROOT,
+      });
+      const tarball = join(dir, stdout.trim().split('\n').at(-1) ?? '');
+      // The documented install: npm install -g ./slotsync-<version>.tgz (here into a prefix).
+      await run(
+        'npm',
+        ['install', '-g', '--prefix', join(dir, 'prefix'), '--no-audit', '--no-fund', tarball],
+        { cwd: dir },
+      );
+      const bin = join(dir, 'prefix', 'bin', 'slotsync');
+      await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+      const url = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
+      const elsewhere = { cwd: tmpdir(), env: { PATH: process.env.PATH ?? '' } };
+      const ok = await run(bin, ['gate', '--url', url, '--slots', 'ok'], elsewhere);
+      assert.match(ok.stdout, /^ready: ok/);
+      const refused = await run(bin, ['gate', '--url', url, '--slots', 'x'], elsewhere).catch(
+        (error: { code: number; stderr: string }) => error,
+      );
+      assert.equal((refused as { code: number }).code, 1);
+      assert.match((refused as { stderr: string }).stderr, /not ready: x: not safe/);
+    } finally {
+      fake.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('holds only what runs in production: no embedded PostgreSQL, no demo', async () => {

@@ -108,7 +108,12 @@ for (const major of MAJORS) {
       let queries = 0;
       for (const panel of dashboard.panels) {
         for (const target of panel.targets) {
-          const answer = await query(target.expr);
+          // Every query follows the job and instance chosen: instances are never mixed.
+          assert.match(target.expr, /job=~"\$job",instance=~"\$instance"/, panel.title);
+          // What Grafana sends with "All" selected.
+          const answer = await query(
+            target.expr.replaceAll('$job', '.+').replaceAll('$instance', '.+'),
+          );
           assert.equal(answer.status, 'success', `${panel.title}: ${target.expr}: ${answer.error}`);
           assert.ok(
             (answer.data?.result.length ?? 0) > 0,

@@ -511,7 +511,7 @@ for (const major of MAJORS) {
       await h.cluster.waitForReplay();
       s = await startService(h.cluster);
       const registryPath = join(s.stateDir, 'registry.json');
-      const cases: [string, () => request.Test, number][] = [
+      const cases: [string, () => request.Test, number, string?][] = [
         [
           'bad JSON',
           () =>
@@ -520,6 +520,7 @@ for (const major of MAJORS) {
               .set('content-type', 'application/json')
               .send('{"nowait":'),
           400,
+          'SLOTSYNC_BAD_REQUEST',
         ],
         [
           'unknown field',
@@ -537,24 +538,40 @@ for (const major of MAJORS) {
               .set('content-type', 'application/json')
               .send(`{"pad":"${'x'.repeat(20_000)}"}`),
           413,
+          'SLOTSYNC_BODY_TOO_LARGE',
         ],
         [
           'text body',
           () =>
             request(server()).post('/sync').set('content-type', 'text/plain').send('sync please'),
           415,
+          'SLOTSYNC_UNSUPPORTED_MEDIA_TYPE',
         ],
         [
           'unknown shutdown field',
           () => request(server()).post('/shutdown').send({ finalSync: true, now: true }),
           400,
         ],
-        ['unknown route', () => request(server()).get('/slots/../admin'), 404],
-        ['wrong method', () => request(server()).delete('/slots'), 404],
+        [
+          'unknown route',
+          () => request(server()).get('/slots/../admin'),
+          404,
+          'SLOTSYNC_NOT_FOUND',
+        ],
+        [
+          'wrong method',
+          () => request(server()).delete('/slots'),
+          405,
+          'SLOTSYNC_METHOD_NOT_ALLOWED',
+        ],
+        ['GET a POST route', () => request(server()).get('/shutdown'), 405],
       ];
-      for (const [what, send, status] of cases) {
+      for (const [what, send, status, code] of cases) {
         const answer = await send();
         assert.equal(answer.status, status, what);
+        assert.match(answer.body.code, /^SLOTSYNC_/, `${what}: one of slotsync's codes`);
+        if (code) assert.equal(answer.body.code, code, what);
+        if (status === 405) assert.match(answer.headers.allow ?? '', /GET|POST/, what);
         assert.match(answer.headers['content-type'] ?? '', /^application\/problem\+json/, what);
         assert.equal(answer.body.status, status, what);
         assert.equal(typeof answer.body.detail, 'string', what);

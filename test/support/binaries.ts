@@ -4,8 +4,8 @@
  * servers can execute them.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, symlinkSync } from 'node:fs';
-import { cp, mkdir, rename, rm } from 'node:fs/promises';
+import { existsSync, lstatSync, readFileSync, symlinkSync } from 'node:fs';
+import { cp, mkdtemp, rename, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -64,6 +64,34 @@ function runs(postgres: string, runAs: RunAs | null): boolean {
   }
 }
 
+/**
+ * A copy of the binaries in the temporary folder is used only when it is a real folder
+ * (no symlink) owned by this user, and neither it nor its bin/ may be written by others.
+ */
+export function checkOwnCopy(path: string): void {
+  let info: ReturnType<typeof lstatSync>;
+  try {
+    info = lstatSync(path);
+  } catch {
+    return; // not there yet: made privately, then renamed into place
+  }
+  const uid = process.getuid?.();
+  const problem = !info.isDirectory()
+    ? 'is not a folder'
+    : uid !== undefined && info.uid !== uid
+      ? `belongs to user ${info.uid}, not to ${uid}`
+      : (info.mode & 0o022) !== 0
+        ? 'may be written by others'
+        : existsSync(join(path, 'bin')) && (lstatSync(join(path, 'bin')).mode & 0o022) !== 0
+          ? 'has a bin/ others may write to'
+          : null;
+  if (problem !== null) {
+    throw new Error(
+      `${path} ${problem}: it would run as the PostgreSQL servers' user. Remove it and run again.`,
+    );
+  }
+}
+
 const cache = new Map<Major, Promise<Binaries>>();
 
 export function binariesFor(major: Major, runAs: RunAs | null): Promise<Binaries> {
@@ -81,15 +109,16 @@ async function locate(major: Major, runAs: RunAs | null): Promise<Binaries> {
   let native = join(root, 'native');
   if (!runs(join(native, 'bin', 'postgres'), runAs)) {
     // The checkout may sit where the unprivileged user cannot read (e.g. under /root):
-    // keep one readable copy per version in the temporary folder.
+    // keep one readable copy per version and owner in the temporary folder. Its name can be
+    // guessed, so it is used only when it is ours and no one else may write to it (else a
+    // local user who made it first would have their code run as the servers' user).
     const version = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version as string;
-    const copy = join(tmpdir(), `slotsync-pg-${version}`);
+    const copy = join(tmpdir(), `slotsync-pg-${version}-uid${process.getuid?.() ?? 0}`);
+    checkOwnCopy(copy);
     if (!runs(join(copy, 'bin', 'postgres'), runAs)) {
-      const staging = `${copy}.${process.pid}.tmp`;
-      await rm(staging, { recursive: true, force: true });
-      await mkdir(staging, { recursive: true });
+      const staging = await mkdtemp(`${copy}.`); // private, unpredictable, 0700
       await cp(native, staging, { recursive: true, verbatimSymlinks: true });
-      execFileSync('chmod', ['-R', 'a+rX', staging]);
+      execFileSync('chmod', ['-R', 'a+rX,go-w', staging]);
       // Another test process may have made a working copy meanwhile, and be running from it:
       // never remove a copy that runs (two files starting at once broke each other's initdb).
       if (runs(join(copy, 'bin', 'postgres'), runAs)) {
@@ -98,6 +127,7 @@ async function locate(major: Major, runAs: RunAs | null): Promise<Binaries> {
         await rm(copy, { recursive: true, force: true });
         await rename(staging, copy).catch(() => rm(staging, { recursive: true, force: true }));
       }
+      checkOwnCopy(copy);
     }
     native = copy;
     if (!runs(join(native, 'bin', 'postgres'), runAs)) {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
+import Fastify, { type FastifyBaseLogger } from 'fastify';
 import { createLogger, STDERR } from '../../src/logger.js';
 import { passwordsOf, redactSecrets } from '../../src/redact.js';
 
@@ -15,6 +16,29 @@ function captured(secrets: string[]) {
   });
   return { logger: createLogger('info', STDERR, secrets, sink), lines };
 }
+
+describe('the access log', () => {
+  it("has a real request's method, URL, status and duration, secrets still redacted", async () => {
+    const secrets = ['tok-0123456789abcdef'];
+    const { logger, lines } = captured(secrets);
+    const app = Fastify({ loggerInstance: logger as FastifyBaseLogger });
+    app.get('/health/live', async () => ({ status: 'pass' }));
+    await app.inject({ method: 'GET', url: '/health/live?token=tok-0123456789abcdef' });
+    await app.close();
+    const done = lines.find((l) => l.msg === 'request completed');
+    assert.ok(done, JSON.stringify(lines));
+    const incoming = lines.find((l) => l.msg === 'incoming request');
+    assert.deepEqual(
+      {
+        method: (incoming?.req as { method?: string }).method,
+        url: (incoming?.req as { url?: string }).url,
+      },
+      { method: 'GET', url: '/health/live?token=*****' },
+    );
+    assert.equal((done.res as { statusCode?: number }).statusCode, 200);
+    assert.equal(typeof done.responseTime, 'number');
+  });
+});
 
 describe('logs redact secrets by what they are', () => {
   it('keeps request URLs readable, so /sync and /shutdown can be told apart', () => {

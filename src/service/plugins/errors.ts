@@ -29,6 +29,9 @@ const STATUS: Record<ErrorCode, number> = {
   SLOTSYNC_UNAUTHORIZED: 401,
   SLOTSYNC_FORBIDDEN: 403,
   SLOTSYNC_NOT_FOUND: 404,
+  SLOTSYNC_METHOD_NOT_ALLOWED: 405,
+  SLOTSYNC_BODY_TOO_LARGE: 413,
+  SLOTSYNC_UNSUPPORTED_MEDIA_TYPE: 415,
   SLOTSYNC_RATE_LIMITED: 429,
   SLOTSYNC_INTERNAL: 500,
 };
@@ -49,10 +52,21 @@ const TITLES: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
+/**
+ * fastify's own 4xx errors, as slotsync's stable codes (its FST_ERR_… codes are fastify's to
+ * rename; any other 4xx of fastify is SLOTSYNC_BAD_REQUEST).
+ */
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: 'SLOTSYNC_BAD_REQUEST',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'SLOTSYNC_BAD_REQUEST',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'SLOTSYNC_BAD_REQUEST',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'SLOTSYNC_BODY_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'SLOTSYNC_UNSUPPORTED_MEDIA_TYPE',
+};
+
 export interface ProblemInput {
   status: number;
-  /** One of ErrorCode, or a 4xx code of fastify's own (FST_ERR_…) passed through. */
-  code: ErrorCode | `FST_${string}`;
+  code: ErrorCode;
   detail: string;
   hint?: string | undefined;
 }
@@ -94,11 +108,10 @@ export default fp(
       }
       const status = fastifyError.statusCode;
       if (typeof status === 'number' && status >= 400 && status < 500) {
+        const code = FASTIFY_CODES[fastifyError.code] ?? 'SLOTSYNC_BAD_REQUEST';
         return sendProblem(reply, {
-          status,
-          code: fastifyError.code?.startsWith('FST_')
-            ? (fastifyError.code as `FST_${string}`)
-            : 'SLOTSYNC_BAD_REQUEST',
+          status: STATUS[code] === 400 ? status : STATUS[code],
+          code,
           detail: error.message,
         });
       }
@@ -109,13 +122,26 @@ export default fp(
         detail: redactSecrets(error.message, secrets),
       });
     });
-    app.setNotFoundHandler((request, reply) =>
-      sendProblem(reply, {
+    app.setNotFoundHandler((request, reply) => {
+      const path = request.url.split('?')[0] ?? '/';
+      // A route that exists under other methods: 405 with the methods it takes.
+      const allowed = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'].filter(
+        (method) => method !== request.method && app.hasRoute({ method, url: path }),
+      );
+      if (allowed.length > 0) {
+        reply.header('allow', allowed.join(', '));
+        return sendProblem(reply, {
+          status: 405,
+          code: 'SLOTSYNC_METHOD_NOT_ALLOWED',
+          detail: `${request.method} is not allowed on ${path}: use ${allowed.join(' or ')}`,
+        });
+      }
+      return sendProblem(reply, {
         status: 404,
         code: 'SLOTSYNC_NOT_FOUND',
-        detail: `no route ${request.method} ${request.url.split('?')[0]}`,
-      }),
-    );
+        detail: `no route ${request.method} ${path}`,
+      });
+    });
   },
   { name: 'slotsync-errors' },
 );
