@@ -30,8 +30,8 @@ describe('the access log', () => {
     const incoming = lines.find((l) => l.msg === 'incoming request');
     assert.deepEqual(
       {
-        method: (incoming?.req as { method?: string }).method,
-        url: (incoming?.req as { url?: string }).url,
+        method: (incoming?.req as { method?: string } | undefined)?.method,
+        url: (incoming?.req as { url?: string } | undefined)?.url,
       },
       { method: 'GET', url: '/health/live?token=*****' },
     );
