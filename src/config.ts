@@ -7,6 +7,7 @@ import { Value } from '@sinclair/typebox/value';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import { SlotSyncError } from './errors.js';
 import { passwordsOf, redactSecrets, redactUrl } from './redact.js';
+import { parseQuorum } from './sync/quorum.js';
 import { slotList } from './sync/select.js';
 import { expandHosts } from './urls.js';
 
@@ -212,6 +213,25 @@ const VARIABLES = {
       }),
     ),
     (value: string | undefined) => slotList(value),
+  ),
+  standbySlotsQuorum: variable(
+    'SLOTSYNC_STANDBY_SLOTS_QUORUM',
+    Type.Optional(
+      Type.String({
+        description:
+          "ANY k (slot1, slot2, …): one slotsync at a time keeps the primary's synchronized_standby_slots equal to k of these standbys' physical slots, chosen among those that stream and have what the consumers confirmed (opt-in; needs ALTER SYSTEM on that parameter and pg_reload_conf())",
+      }),
+    ),
+    (value: string | undefined) => parseQuorum(value),
+  ),
+  quorumSilentMs: variable(
+    'SLOTSYNC_QUORUM_SILENT_MS',
+    Int(
+      1_000,
+      86_400_000,
+      300_000,
+      'how long the quorum manager waits for a standby whose slotsync does not answer before removing it anyway; such a standby never answers safe from a read of the primary older than this',
+    ),
   ),
   logLevel: variable(
     'SLOTSYNC_LOG_LEVEL',

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { noRowError } from '../errors.js';
 import { type Lsn, parseLsn } from '../sync/lsn.js';
 import type { RemoteSlot } from '../sync/types.js';
+import { heldSql } from './quorum.js';
 import { arraysOf, digestOf, REMOTE_COLUMNS, toRemoteSlot } from './rows.js';
 
 export interface PrimaryState {
@@ -24,6 +25,8 @@ export interface PrimaryState {
   others: RemoteSlot[] | null;
   /** Digest of what a cycle acts on: the failover slots, the others, the setting. */
   fingerprint: string;
+  /** The quorum manager announced it will remove this standby's slot from the setting. */
+  removalPending: boolean;
 }
 
 interface PrimaryRow {
@@ -37,6 +40,7 @@ interface PrimaryRow {
   slots: (string | number | boolean | null)[][] | null;
   others: (string | number | boolean | null)[][] | null;
   fingerprint: string;
+  removal_pending: boolean;
 }
 
 const FAILOVER_SLOTS = `SELECT ${REMOTE_COLUMNS} FROM pg_catalog.pg_replication_slots
@@ -79,6 +83,7 @@ SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
          AS physical_slot_active,
        (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS system_identifier,
        pg_catalog.current_setting('synchronized_standby_slots', true) AS synchronized_standby_slots,
+       ${heldSql('pending', '$2::text')} AS removal_pending,
        f.fingerprint,
        CASE WHEN f.fingerprint IS DISTINCT FROM $3::text THEN ${arraysOf('s', REMOTE_COLUMNS)} END AS slots,
        CASE WHEN f.fingerprint IS DISTINCT FROM $3::text THEN ${arraysOf('o', REMOTE_COLUMNS)} END AS others
@@ -113,6 +118,7 @@ export async function readPrimary(
     slots: row.slots === null ? null : row.slots.map(toRemoteSlot),
     others: row.others === null ? null : row.others.map(toRemoteSlot),
     fingerprint: row.fingerprint,
+    removalPending: row.removal_pending,
   };
 }
 

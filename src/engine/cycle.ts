@@ -27,7 +27,7 @@ import { buildSlotViews, type SlotView } from '../sync/view.js';
 import { settle } from '../util.js';
 import { type Applied, applyActions, type CyclePoint, copySlot } from './apply.js';
 import { DecodeWindow } from './decode-window.js';
-import { primaryReadOf, recordPrimaryRead, standbyReadOf } from './facts.js';
+import { primaryReadOf, type QuorumFacts, recordPrimaryRead, standbyReadOf } from './facts.js';
 import { type Fenced, fenceCopies } from './fence.js';
 import { checkNode } from './node.js';
 import { AdvancePacer } from './pacer.js';
@@ -57,6 +57,8 @@ export interface EngineDeps {
   selectSlot: (name: string) => boolean;
   /** SLOTSYNC_REARM: after promotion, failover is turned on for the sync-ready copies. */
   rearm: boolean;
+  /** SLOTSYNC_STANDBY_SLOTS_QUORUM's slots and SLOTSYNC_QUORUM_SILENT_MS, else null. */
+  quorum: QuorumFacts | null;
   /** A replication connection to the standby, to a database (ALTER_REPLICATION_SLOT). */
   replicationClient: (database: string) => pg.Client;
   /** Called with every copy creation wait, so /health can say when snapshots are refused. */
@@ -115,6 +117,12 @@ export class CycleCache {
   primaryRead: PrimaryRead | null = null;
   /** Why the primary did not answer its last contact, else null. */
   primaryDown: string | null = null;
+  /**
+   * The quorum manager announced this standby's removal and this process acknowledged it:
+   * no read of the primary, however it started, says the primary waits for this standby
+   * until the announcement is withdrawn (service/quorum.ts).
+   */
+  quorumPending = false;
   /** When it last failed to answer (ms since the epoch). */
   primaryDownAt = 0;
   /** Since when the standby's physical slot has been seen inactive on the primary. */
@@ -136,6 +144,15 @@ export class CycleCache {
 
   constructor(statementTimeoutMs = 30_000) {
     this.pacer = new AdvancePacer(statementTimeoutMs);
+  }
+
+  /** Keeps a read of the primary, masked by an acknowledged removal (quorumPending). */
+  keepPrimaryRead(read: PrimaryRead | null): PrimaryRead | null {
+    this.primaryRead =
+      read !== null && this.quorumPending && read.facts.waitsForStandby
+        ? { ...read, facts: { ...read.facts, waitsForStandby: false } }
+        : read;
+    return this.primaryRead;
   }
 
   /** The primary failed to answer, or is not this standby's upstream. */
@@ -313,7 +330,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
     await recordPrimaryRead(
       cache,
       deps.registry,
-      primaryReadOf(standby, remote, others, primary.synchronizedStandbySlots),
+      primaryReadOf(standby, remote, others, primary, deps.quorum),
     );
     const local = fenced.dropped.length > 0 ? localFenced : (standby.slots ?? cache.local ?? []);
     const unchanged =

@@ -107,6 +107,10 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     resetState: config.resetState,
     rearm: config.rearm,
     replaceStale: config.replaceStale,
+    quorum:
+      config.standbySlotsQuorum === null
+        ? null
+        : { slots: config.standbySlotsQuorum.slots, silentMs: config.quorumSilentMs },
     selectSlot: slotSelector({ include: config.slotsInclude, exclude: config.slotsExclude }),
     replicationClient: (database) =>
       createReplicationClient({

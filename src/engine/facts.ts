@@ -4,7 +4,7 @@
  * (GET /ready, the gate, POST /shutdown) reads at the moment it is asked.
  */
 import type pg from 'pg';
-import { readPrimary } from '../db/primary.js';
+import { type PrimaryState, readPrimary } from '../db/primary.js';
 import type { StandbyState } from '../db/standby.js';
 import { messageOf } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
@@ -18,6 +18,12 @@ import {
 } from '../sync/safety.js';
 import type { LocalSlot, RemoteSlot } from '../sync/types.js';
 import type { CycleCache } from './cycle.js';
+
+/** What a quorum for synchronized_standby_slots means to this standby's facts. */
+export interface QuorumFacts {
+  slots: readonly string[];
+  silentMs: number;
+}
 
 /** The standby as promotion readiness reads it. */
 export function standbyReadOf(
@@ -43,16 +49,19 @@ export function primaryReadOf(
   standby: Pick<StandbyState, 'primarySlotName' | 'receiveLsn' | 'replayLsn'>,
   failover: readonly RemoteSlot[],
   others: readonly RemoteSlot[],
-  synchronizedStandbySlots: string | null,
+  read: Pick<PrimaryState, 'synchronizedStandbySlots' | 'removalPending'>,
+  quorum: QuorumFacts | null,
   at = Date.now(),
 ): PrimaryRead {
   const slots = [...failover.filter((s) => s.failover && !s.temporary), ...others];
   return {
     facts: primaryFactsOf({
       standbySlot: standby.primarySlotName,
-      synchronizedStandbySlots,
+      synchronizedStandbySlots: read.synchronizedStandbySlots,
       slots,
       received: receivedLsn(standby),
+      removalPending: read.removalPending,
+      quorumSilentMs: quorum?.slots.includes(standby.primarySlotName) ? quorum.silentMs : null,
     }),
     at,
     positions: new Map(
@@ -70,10 +79,10 @@ export async function recordPrimaryRead(
   registry: Registry,
   read: PrimaryRead,
 ): Promise<void> {
-  cache.primaryRead = read;
+  const kept = cache.keepPrimaryRead(read) ?? read;
   cache.primaryDown = null;
-  if (!sameFacts(registry.primary?.facts ?? null, read.facts)) {
-    await registry.write(registry.entries, { primary: { facts: read.facts, since: read.at } });
+  if (!sameFacts(registry.primary?.facts ?? null, kept.facts)) {
+    await registry.write(registry.entries, { primary: { facts: kept.facts, since: kept.at } });
   }
 }
 
@@ -119,6 +128,7 @@ export async function refreshPrimary(
   standby: Pick<StandbyState, 'primarySlotName' | 'receiveLsn' | 'replayLsn' | 'systemIdentifier'>,
   copies: readonly string[],
   selectSlot: (name: string) => boolean,
+  quorum: QuorumFacts | null,
 ): Promise<void> {
   try {
     const known = cache.primaryRead?.positions ? cache.primaryFingerprint : null;
@@ -139,7 +149,7 @@ export async function refreshPrimary(
     } else {
       const failover = (read.slots ?? []).filter((s) => selectSlot(s.name));
       const others = (read.others ?? []).filter((s) => selectSlot(s.name));
-      cache.primaryRead = primaryReadOf(standby, failover, others, read.synchronizedStandbySlots);
+      cache.keepPrimaryRead(primaryReadOf(standby, failover, others, read, quorum));
     }
     cache.primaryDown = null;
   } catch (error) {

@@ -87,7 +87,7 @@ export class Readiness {
    * read still in flight is joined, never queued behind. Never throws.
    */
   async readPrimary(pool: pg.Pool, standby: StandbyState): Promise<void> {
-    const { cache, registry, selectSlot } = this.engine.deps;
+    const { cache, registry, selectSlot, quorum } = this.engine.deps;
     if (!standby.inRecovery) return;
     const waitMs = cache.primaryDown === null ? PRIMARY_READ_MS : PRIMARY_DOWN_READ_MS;
     if (this.#primaryReading === undefined) {
@@ -97,6 +97,7 @@ export class Readiness {
         standby,
         [...registry.entries.keys()],
         selectSlot,
+        quorum,
       ).finally(() => {
         if (this.#primaryReading === reading) this.#primaryReading = undefined;
       });

@@ -58,6 +58,7 @@ const StoredPrimary = Type.Object({
   waitsForStandby: Type.Boolean(),
   failoverSlots: Type.Array(Type.String()),
   ahead: Type.Array(Type.String()),
+  quorumSilentMs: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])),
   since: Type.String(),
 });
 const StoredRegistry = Type.Object({
@@ -306,6 +307,7 @@ async function readRegistry(path: string): Promise<Loaded> {
               waitsForStandby: primary.waitsForStandby,
               failoverSlots: primary.failoverSlots,
               ahead: primary.ahead,
+              quorumSilentMs: primary.quorumSilentMs ?? null,
             },
             since: Date.parse(primary.since),
           },

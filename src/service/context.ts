@@ -23,7 +23,7 @@ export type Trigger = 'worker' | 'api' | 'shutdown';
  * for the last cycle before it closes. Once promotion has started (POST /shutdown) only
  * worker and API cycles are refused.
  */
-export type LockHolder = Trigger | 'reload' | 'close';
+export type LockHolder = Trigger | 'reload' | 'close' | 'quorum';
 
 export interface Snapshot {
   /** The last cycle that completed (its views are what GET /slots shows). */

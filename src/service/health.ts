@@ -12,10 +12,12 @@ import { probeStandby, type StandbyProbe } from '../db/standby.js';
 import { messageOf, SlotSyncError } from '../errors.js';
 import { redactSecrets } from '../redact.js';
 import { formatLsn } from '../sync/lsn.js';
+import type { Quorum } from '../sync/quorum.js';
 import { STALE_HINT } from '../sync/rules.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import { type Settled, settle } from '../util.js';
 import type { Snapshot } from './context.js';
+import type { QuorumStatus } from './quorum.js';
 import type { Worker } from './worker.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail';
@@ -100,6 +102,7 @@ export interface HealthSubject {
   readonly startedAt: number;
   readonly worker: Pick<Worker, 'state' | 'detail' | 'naptimeMs'>;
   readonly context: { readonly snapshot: Readonly<Snapshot> };
+  readonly quorum: { readonly status: Readonly<QuorumStatus> };
 }
 
 /** The probes behind GET /health, run at most once a second whatever the number of callers. */
@@ -327,6 +330,10 @@ export function checkHealth(service: HealthSubject, probed: Probed): HealthRepor
     };
   }
 
+  if (config.standbySlotsQuorum !== null) {
+    checks.standby_slots_quorum = quorumCheck(config.standbySlotsQuorum, service.quorum.status);
+  }
+
   const last = snapshot.lastResult;
   if (last && last.catchingUp > 0) {
     const behind = last.views.reduce((sum, v) => sum + (v.lag_bytes ?? 0), 0);
@@ -344,4 +351,30 @@ export function checkHealth(service: HealthSubject, probed: Probed): HealthRepor
 
   const failed = Object.values(checks).some((c) => c.status === 'fail');
   return { status: failed ? 'fail' : 'pass', role, checks };
+}
+
+/** What the quorum for synchronized_standby_slots does here (SLOTSYNC_STANDBY_SLOTS_QUORUM). */
+function quorumCheck(quorum: Quorum, status: Readonly<QuorumStatus>): Check {
+  const named = `ANY ${quorum.k} (${quorum.slots.join(', ')})`;
+  if (status.problem !== null) return { status: 'fail', detail: `${named}: ${status.problem}` };
+  if (status.error !== null) {
+    return { status: 'warn', detail: `${named}: the primary cannot be asked now: ${status.error}` };
+  }
+  const last = status.lastChange;
+  const change =
+    last === null
+      ? 'no change made by this process'
+      : `last change ${Math.round((Date.now() - last.at) / 1000)} s ago: ${last.from.join(',') || '(empty)'} -> ${last.to.join(',')} (${last.reasons.join('; ')})`;
+  const mine =
+    status.participant === null
+      ? ''
+      : status.participant.acknowledged
+        ? `; this standby's slot ${status.participant.slot} is being removed (acknowledged: not safe to promote onto)`
+        : `; this standby's slot is ${status.participant.slot}`;
+  return {
+    status: 'pass',
+    detail: status.manager
+      ? `${named}: managed by this process: synchronized_standby_slots = ${status.current.join(',') || '(empty)'}${status.pending.length > 0 ? `, removal of ${status.pending.join(', ')} waiting for acknowledgement` : ''}; ${status.changes} change(s), ${change}${mine}`
+      : `${named}: managed by another slotsync${mine}`,
+  };
 }

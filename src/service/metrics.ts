@@ -104,6 +104,16 @@ export class Metrics {
     help: 'Copies dropped because someone else moved them, or the standby invalidated them',
     registers: [this.registry],
   });
+  readonly standbySlotsChanges = new Counter({
+    name: 'slotsync_standby_slots_changes_total',
+    help: "Changes of the primary's synchronized_standby_slots made by the quorum (SLOTSYNC_STANDBY_SLOTS_QUORUM)",
+    registers: [this.registry],
+  });
+  readonly quorumManager = new Gauge({
+    name: 'slotsync_quorum_manager',
+    help: "1 while this process manages the primary's synchronized_standby_slots",
+    registers: [this.registry],
+  });
   readonly catchingUp = new Gauge({
     name: 'slotsync_catching_up_slots',
     help: 'Copies whose last advance stopped short of its target, to stay within the statement timeout',

@@ -17,6 +17,7 @@ import { SyncContext } from './context.js';
 import { HealthProbes, ProbePools } from './health.js';
 import { Metrics } from './metrics.js';
 import { isLoopback } from './plugins/auth.js';
+import { QuorumAgent } from './quorum.js';
 import { Worker } from './worker.js';
 
 /**
@@ -52,6 +53,8 @@ export class SlotSyncService {
   readonly probes: ProbePools;
   /** GET /health's probes, cached about a second. */
   readonly health: HealthProbes;
+  /** SLOTSYNC_STANDBY_SLOTS_QUORUM: this process's part in the quorum (service/quorum.ts). */
+  readonly quorum: QuorumAgent;
   readonly context: SyncContext;
   readonly worker: Worker;
   readonly logger: Logger;
@@ -91,6 +94,12 @@ export class SlotSyncService {
       ...config,
       enabled: config.worker,
     });
+    this.quorum = new QuorumAgent(
+      this.context,
+      metrics,
+      logger.child({ component: 'quorum' }),
+      () => this.#config,
+    );
   }
 
   /**
@@ -164,6 +173,7 @@ export class SlotSyncService {
 
   start(): void {
     if (this.#config.worker) this.worker.start();
+    this.quorum.start();
   }
 
   /**
@@ -429,6 +439,7 @@ export class SlotSyncService {
         this.logger.info({ cancelled }, 'stopping: statements in flight cancelled');
       }
       await cyclesEnded;
+      await this.quorum.stop();
       await this.#asking?.catch(() => undefined);
       await this.context.engine.close();
       await this.probes.close();

@@ -35,6 +35,12 @@ export interface PrimaryFacts {
   failoverSlots: string[];
   /** Of those, the ones whose confirmed_flush_lsn was past this standby's received WAL. */
   ahead: string[];
+  /**
+   * The setting is managed by a quorum that names this standby (SLOTSYNC_STANDBY_SLOTS_QUORUM):
+   * the manager may remove a standby whose slotsync has been silent this long, so a read older
+   * than this does not prove the primary still waits for it. Null otherwise.
+   */
+  quorumSilentMs?: number | null;
 }
 
 /** The primary as last read: its facts, when it last confirmed them, its slots' positions. */
@@ -369,10 +375,25 @@ function consumersFact(
         : `replication slot "${name}" is not a failover slot on the primary (waiting for failover on the new primary): its consumers do not wait for this standby`,
     );
   }
+  const quorumSilent = facts.quorumSilentMs ?? null;
+  if (facts.waitsForStandby && quorumSilent !== null && age > quorumSilent) {
+    return no(
+      age,
+      `the primary waited for this standby at a read ${Math.round(age / 1000)} s ago, but a quorum manages synchronized_standby_slots and may have removed it since (a standby silent for ${Math.round(quorumSilent / 1000)} s may be removed: SLOTSYNC_QUORUM_SILENT_MS)`,
+    );
+  }
   if (facts.waitsForStandby) {
     return yes(
       age,
       `the primary waits for this standby (synchronized_standby_slots names "${facts.standbySlot}") and the consumer of "${name}" was not ahead of it`,
+    );
+  }
+  if (quorumSilent !== null) {
+    // A quorum manages the setting and this standby is outside its set: the consumers do not
+    // wait for it, whatever a fresh read says (it is safe again once back in the set).
+    return no(
+      age,
+      `consumers may be ahead: this standby is outside the quorum's synchronized_standby_slots (SLOTSYNC_STANDBY_SLOTS_QUORUM), so the primary does not wait for it`,
     );
   }
   if (input.primaryDown !== null || age > input.maxAgeMs) {
@@ -393,11 +414,17 @@ export function primaryFactsOf(read: {
   synchronizedStandbySlots: string | null;
   slots: readonly { name: string; confirmedFlushLsn: Lsn | null; failover: boolean }[];
   received: Lsn | null;
+  /** The quorum manager announced this standby's removal: no longer protected. */
+  removalPending?: boolean;
+  /** SLOTSYNC_QUORUM_SILENT_MS when a quorum names this standby's slot, else null. */
+  quorumSilentMs?: number | null;
 }): PrimaryFacts {
   const failover = read.slots.filter((s) => s.failover);
   return {
     standbySlot: read.standbySlot,
-    waitsForStandby: namesSlot(read.synchronizedStandbySlots, read.standbySlot),
+    waitsForStandby:
+      namesSlot(read.synchronizedStandbySlots, read.standbySlot) && read.removalPending !== true,
+    quorumSilentMs: read.quorumSilentMs ?? null,
     failoverSlots: failover.map((s) => s.name).sort(),
     ahead: failover
       .filter(
@@ -425,6 +452,7 @@ export function sameFacts(a: PrimaryFacts | null, b: PrimaryFacts | null): boole
     a.standbySlot === b.standbySlot &&
     a.waitsForStandby === b.waitsForStandby &&
     a.failoverSlots.join(',') === b.failoverSlots.join(',') &&
-    a.ahead.join(',') === b.ahead.join(',')
+    a.ahead.join(',') === b.ahead.join(',') &&
+    (a.quorumSilentMs ?? null) === (b.quorumSilentMs ?? null)
   );
 }

@@ -229,8 +229,12 @@ for (const major of MAJORS) {
       );
       const rearmMs = Date.now() - promoted;
       assert.ok(rearmMs <= 2_000, `re-armed within 2 s of the promotion (${rearmMs} ms)`);
-      const promotion = (await t.get(nodeB, '/health')).body.checks.promotion;
-      assert.match(promotion?.detail ?? '', new RegExp(`failover turned on for: ${SUBSCRIPTION}`));
+      // The re-arm is recorded (registry, then /health) right after the alter lands.
+      await waitFor('/health says it re-armed the copy', async () =>
+        new RegExp(`failover turned on for: ${SUBSCRIPTION}`).test(
+          (await t.get(nodeB, '/health')).body.checks.promotion?.detail ?? '',
+        ),
+      );
       await waitFor(
         'the subscription streams from the new primary',
         async () => (await countRows(subscriber)).count > beforeKill,

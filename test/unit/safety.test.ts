@@ -276,3 +276,49 @@ describe('slot selection (SLOTSYNC_SLOTS_INCLUDE / SLOTSYNC_SLOTS_EXCLUDE)', () 
     );
   });
 });
+
+describe('safe to promote under a quorum for synchronized_standby_slots', () => {
+  const quorumRead = (waits: boolean, at = T0) => {
+    const read = primaryRead({ a: { lsn: '0/2000' } }, { waits, at });
+    return { ...read, facts: { ...read.facts, quorumSilentMs: 300_000 } };
+  };
+  it('a standby in the set is safe for SLOTSYNC_QUORUM_SILENT_MS after its last read, not longer', () => {
+    const inSet = quorumRead(true);
+    assert.equal(
+      safety({
+        registry: [ready],
+        local: [copy],
+        primary: inSet,
+        primaryDown: 'gone',
+        now: T0 + 200_000,
+      }).ready,
+      true,
+    );
+    const late = safety({
+      registry: [ready],
+      local: [copy],
+      primary: inSet,
+      primaryDown: 'gone',
+      now: T0 + 301_000,
+    });
+    assert.equal(late.ready, false);
+    assert.match(
+      late.not_ready[0]?.reason ?? '',
+      /quorum manages synchronized_standby_slots and may have removed it/,
+    );
+  });
+
+  it('a standby outside the set is never safe, even on a fresh read of a primary that answers', () => {
+    const outside = safety({
+      registry: [ready],
+      local: [copy],
+      primary: quorumRead(false, T0 + 900),
+      now: T0 + 1_000,
+    });
+    assert.equal(outside.ready, false);
+    assert.match(
+      outside.not_ready[0]?.reason ?? '',
+      /outside the quorum's synchronized_standby_slots/,
+    );
+  });
+});
