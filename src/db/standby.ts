@@ -182,6 +182,18 @@ export async function lockAndReadStandby(
   return toStandbyState(row);
 }
 
+/** pg_last_wal_receive_lsn() and pg_last_wal_replay_lsn() alone. */
+export async function readReceived(
+  pool: Queryable,
+): Promise<{ receiveLsn: Lsn | null; replayLsn: Lsn | null }> {
+  const result = await pool.query<{ receive: string | null; replay: string | null }>(
+    `SELECT pg_catalog.pg_last_wal_receive_lsn()::text AS receive,
+            pg_catalog.pg_last_wal_replay_lsn()::text AS replay`,
+  );
+  const row = result.rows[0];
+  return { receiveLsn: parseLsn(row?.receive ?? null), replayLsn: parseLsn(row?.replay ?? null) };
+}
+
 /** The same read without the lock, every slot included (shutdown, promotion readiness). */
 export async function readStandby(pool: Queryable): Promise<StandbyState & { slots: LocalSlot[] }> {
   const state = await pollStandby(pool, null);

@@ -12,7 +12,7 @@ import { isConnectionError, unreachable } from '../db/errors.js';
 import type { LockSession } from '../db/lock-session.js';
 import { type PrimaryState, readPrimary } from '../db/primary.js';
 import type { PrimaryTargets } from '../db/primary-targets.js';
-import type { StandbyState } from '../db/standby.js';
+import { readReceived, type StandbyState } from '../db/standby.js';
 import type { StandbyPools } from '../db/standby-pools.js';
 import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
 import { redactUrl } from '../redact.js';
@@ -327,11 +327,16 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
     const others = (primary.others ?? cache.others ?? []).filter((slot) =>
       deps.selectSlot(slot.name),
     );
-    await recordPrimaryRead(
-      cache,
-      deps.registry,
-      primaryReadOf(standby, remote, others, primary, deps.quorum),
-    );
+    let read = primaryReadOf(standby, remote, others, primary, deps.quorum);
+    if (read.facts.ahead.length > 0) {
+      // The standby's WAL position may have been read before the primary's: read it again
+      // before recording a consumer as ahead of it (what readiness rests on once the primary
+      // is gone).
+      const now = await readReceived(deps.standby.main).catch(() => null);
+      if (now !== null)
+        read = primaryReadOf({ ...standby, ...now }, remote, others, primary, deps.quorum);
+    }
+    await recordPrimaryRead(cache, deps.registry, read);
     const local = fenced.dropped.length > 0 ? localFenced : (standby.slots ?? cache.local ?? []);
     const unchanged =
       primary.slots === null && standby.slots === null && fenced.dropped.length === 0;

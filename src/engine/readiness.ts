@@ -66,9 +66,11 @@ export class Readiness {
    */
   async readStandby(pool: Queryable): Promise<StandbyState | null> {
     try {
+      // Stamped when the read starts: a read of the primary that ended before it is older.
+      const startedAt = Date.now();
       const state = await pollStandby(pool, this.#standbyFingerprint);
       const slots = state.slots ?? this.#standby?.slots ?? [];
-      this.#standby = standbyReadOf(state, slots);
+      this.#standby = standbyReadOf(state, slots, startedAt);
       this.#standbyFingerprint =
         state.slots === null ? this.#standbyFingerprint : state.fingerprint;
       this.#standbyDown = null;
@@ -116,9 +118,28 @@ export class Readiness {
 
   /** Reads both sides now and answers. */
   async ask(pools: { standby: Queryable; primary: pg.Pool }, options: AskOptions): Promise<Safety> {
-    const standby = await this.readStandby(pools.standby);
-    if (standby !== null) await this.readPrimary(pools.primary, standby);
+    await this.read(pools);
     return this.verdict(options);
+  }
+
+  /**
+   * Reads both sides now: the standby, the primary, and the standby again until its read
+   * started after the primary's (see below). Never throws.
+   */
+  async read(pools: { standby: Queryable; primary: pg.Pool }): Promise<void> {
+    const standby = await this.readStandby(pools.standby);
+    if (standby?.inRecovery) {
+      await this.readPrimary(pools.primary, standby);
+      // The standby again, after the primary: what it holds now is compared with what the
+      // consumers had confirmed at that read (read before, a standby streaming fast would
+      // look behind consumers that are not ahead of it). A cycle may record a newer read of
+      // the primary meanwhile: then once more. Cheap: the slots come back only if changed.
+      const { cache } = this.engine.deps;
+      for (let i = 0; i < 3; i++) {
+        if (this.#standby !== null && (cache.primaryRead?.at ?? 0) < this.#standby.at) break;
+        await this.readStandby(pools.standby);
+      }
+    }
   }
 
   /** The verdict over the latest facts, without reading anything. */

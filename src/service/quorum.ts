@@ -175,7 +175,7 @@ export class QuorumAgent {
       cache.quorumPending = true;
       cache.keepPrimaryRead(cache.primaryRead);
       const recorded = registry.primary;
-      if (recorded !== null && recorded.facts.waitsForStandby) {
+      if (recorded?.facts.waitsForStandby) {
         await registry.write(registry.entries, {
           primary: { facts: { ...recorded.facts, waitsForStandby: false }, since: Date.now() },
         });

@@ -127,8 +127,7 @@ export class SlotSyncService {
   #ask(): Promise<void> {
     const asking = (async () => {
       const pools = this.probes.pools(this.targets);
-      const standby = await this.context.readiness.readStandby(pools.standby);
-      if (standby !== null) await this.context.readiness.readPrimary(pools.primary, standby);
+      await this.context.readiness.read(pools);
     })().finally(() => {
       if (this.#asking === asking) this.#asking = undefined;
     });
