@@ -2,6 +2,7 @@
  * npm run bench [-- --pg 17|18] [--slots 10,100,1000] [--reps 5] [--lag-seconds 15]
  *                  [--idle-seconds 60] [--out result.json]
  * npm run bench -- --load ...: under a steady write load with real subscriptions (load.ts)
+ * npm run bench -- --quorum ...: one of two standbys stopped, ALL vs a quorum (quorum.ts)
  *
  * slotsync against PostgreSQL's own slot sync on two identical embedded primary/standby
  * pairs, measured in the same run: idle cycle, advance cycle, first sync, lag under steady
@@ -299,6 +300,9 @@ function table(rows: Row[]): string {
 if (argv.includes('--load')) {
   const { runLoad } = await import('./load.js');
   await runLoad(argv);
+} else if (argv.includes('--quorum')) {
+  const { runQuorum } = await import('./quorum.js');
+  await runQuorum(argv);
 } else {
   await runClassic();
 }

@@ -101,7 +101,7 @@ function rssMb(pid: number): number {
 }
 
 /** Inserts rows every 20 ms, sized each second to reach the target WAL rate. */
-class WalWriter {
+export class WalWriter {
   #stop = false;
   #running: Promise<void> | undefined;
   rows = 100;
@@ -122,6 +122,7 @@ class WalWriter {
 
   async #loop(): Promise<void> {
     const client = new pg.Client({ connectionString: this.primary.url() });
+    client.on('error', () => undefined); // a failover benchmark kills the primary
     await client.connect();
     const walNow = async () =>
       parseLsn(
@@ -134,7 +135,7 @@ class WalWriter {
       while (!this.#stop) {
         const started = performance.now();
         await client.query(
-          `INSERT INTO items (payload) SELECT repeat('x', 200) FROM generate_series(1, $1::int)`,
+          `INSERT INTO load_items (payload) SELECT repeat('x', 200) FROM generate_series(1, $1::int)`,
           [this.rows],
         );
         if (started - windowStart >= 1000) {
@@ -154,7 +155,7 @@ class WalWriter {
 }
 
 /** When the primary's WAL reached each position: samples, interpolated between them. */
-class WalClock {
+export class WalClock {
   readonly #samples: { at: number; lsn: bigint }[] = [];
 
   add(at: number, lsn: bigint): void {
@@ -180,13 +181,17 @@ class WalClock {
   }
 }
 
-async function subscribe(cluster: Cluster, names: string[]): Promise<void> {
+/**
+ * `names` real subscriptions (failover = true) of a publication of truncates only: every
+ * walsender decodes every change and confirms it, the subscriber applies nothing.
+ */
+export async function subscribe(cluster: Cluster, names: string[]): Promise<void> {
   const subscriber = cluster.subscriber as PgServer;
-  await cluster.primary.sql('CREATE TABLE items (id bigserial PRIMARY KEY, payload text)');
+  await cluster.primary.sql('CREATE TABLE load_items (id bigserial PRIMARY KEY, payload text)');
   await cluster.primary.sql(
-    `CREATE PUBLICATION load_pub FOR TABLE items WITH (publish = 'truncate')`,
+    `CREATE PUBLICATION load_pub FOR TABLE load_items WITH (publish = 'truncate')`,
   );
-  await subscriber.sql('CREATE TABLE items (id bigint, payload text)');
+  await subscriber.sql('CREATE TABLE load_items (id bigint, payload text)');
   for (const name of names) {
     await subscriber.sql(
       `CREATE SUBSCRIPTION ${name} CONNECTION '${conninfo(cluster.primary)}' PUBLICATION load_pub WITH (failover = true, copy_data = false)`,

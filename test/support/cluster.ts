@@ -283,10 +283,20 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     }
     await primary.start();
     for (const standby of standbys) await follow(standby, primary);
+    const subscriberSettings = {
+      ...BASE_SETTINGS,
+      max_replication_slots: 20,
+      ...options.subscriberSettings,
+    };
+    // PostgreSQL 18 counts a subscriber's replication origins (one per subscription and per
+    // table being synced) against max_active_replication_origins, no longer max_replication_slots.
+    if (options.major >= 18) {
+      Object.assign(subscriberSettings, {
+        max_active_replication_origins: subscriberSettings.max_replication_slots,
+      });
+    }
     const subscriberReady = subscriber
-      ? subscriber
-          .configure({ ...BASE_SETTINGS, max_replication_slots: 20, ...options.subscriberSettings })
-          .then(() => subscriber.start())
+      ? subscriber.configure(subscriberSettings).then(() => subscriber.start())
       : Promise.resolve();
     await Promise.all([...standbys.map((s) => s.start()), subscriberReady]);
     for (const standby of standbys) await waitForStreaming(primary, standby.name);
