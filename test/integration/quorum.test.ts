@@ -154,7 +154,39 @@ for (const major of MAJORS) {
         'slotsync_standby_slots_changes_total',
       );
       assert.match(changes, / [2-9]$/m, 'each change counted');
+
+      // The member streams again and catches up, but the other holds the one place: it is not
+      // put back (no flapping) and stays not safe.
       await restore();
+      await waitFor('the member streaming again', async () => {
+        const rows = await member.sql('SELECT 1 FROM pg_stat_wal_receiver');
+        return rows.length > 0;
+      });
+      for (let i = 0; i < 10; i++) {
+        assert.deepEqual(await standbySlots(c.primary), [slotOf(other)], 'no flapping back');
+        const ready = await request(memberNode.app.server).get(`/ready?slots=${SUBSCRIPTION}`);
+        assert.equal(ready.status, 503, 'back and caught up, but outside the set: not safe');
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      }
+      // The other stops streaming: the member is back in the set, and called safe only from a
+      // read of the primary that names it, with every consumer at or behind its WAL.
+      const restoreOther = await stopStreaming(other);
+      await waitFor(
+        'the member safe again',
+        async () => {
+          const ready = await request(memberNode.app.server).get(`/ready?slots=${SUBSCRIPTION}`);
+          if (ready.status !== 200) return false;
+          assert.equal(ready.body.primary.waits_for_standby, true);
+          assert.ok(
+            (await standbySlots(c.primary)).includes(memberSlot as string),
+            'called safe only once back in the set',
+          );
+          for (const slot of ready.body.slots) assert.equal(slot.consumer_ahead, false);
+          return true;
+        },
+        30_000,
+      );
+      await restoreOther();
       await writer.stop();
     });
   });
