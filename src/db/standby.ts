@@ -124,7 +124,7 @@ const SLOTS = `SELECT ${LOCAL_COLUMNS} FROM pg_catalog.pg_replication_slots`;
  * and the slots themselves only when the digest differs from $2 (the caller's copy).
  */
 const LOCK_AND_READ = `
-WITH l AS MATERIALIZED (SELECT pg_catalog.pg_try_advisory_lock($1::bigint) AS locked),
+WITH l AS MATERIALIZED (SELECT $4::boolean OR pg_catalog.pg_try_advisory_lock($1::bigint) AS locked),
      s AS MATERIALIZED (SELECT * FROM (${SLOTS}) x WHERE (SELECT locked FROM l)),
      f AS MATERIALIZED (SELECT ${digestOf('s', LOCAL_COLUMNS)} AS fingerprint)
 SELECT l.locked, ${SETTINGS}, f.fingerprint,
@@ -166,16 +166,21 @@ function toStandbyState(row: StandbyRow): StandbyState {
   };
 }
 
+/**
+ * `held`: this session holds the lock already (kept since the last cycle): it is not taken
+ * again (a session-level lock taken twice needs two unlocks).
+ */
 export async function lockAndReadStandby(
   client: pg.ClientBase,
   knownFingerprint: string | null = null,
+  held = false,
 ): Promise<StandbyState> {
   // Orphaned statements are looked for on full reads (first cycle, then every minute).
   // A named (prepared) statement: planned once per connection, not every cycle.
   const result = await client.query<StandbyRow>({
     name: 'slotsync-lock-and-read',
     text: LOCK_AND_READ,
-    values: [SYNC_LOCK_KEY.toString(), knownFingerprint, knownFingerprint === null],
+    values: [SYNC_LOCK_KEY.toString(), knownFingerprint, knownFingerprint === null, held],
   });
   const row = result.rows[0];
   if (row === undefined) throw noRowError('standby');
@@ -271,12 +276,14 @@ export async function advanceCopies(
   lockPid: number,
   targets: ReadonlyArray<{ name: string; to: Lsn }>,
 ): Promise<Lsn[]> {
-  const result = await pool.query<{ end_lsn: string | null }>(
-    `SELECT CASE WHEN ${HOLDS_LOCK} THEN (pg_catalog.pg_replication_slot_advance(t.name, t.target)).end_lsn END AS end_lsn
-       FROM unnest($2::name[], $3::pg_lsn[]) WITH ORDINALITY AS t(name, target, n)
-      ORDER BY t.n`,
-    [lockPid, targets.map((t) => t.name), targets.map((t) => formatLsn(t.to))],
-  );
+  // A named (prepared) statement: a busy standby runs one every cycle.
+  const result = await pool.query<{ end_lsn: string | null }>({
+    name: 'slotsync-advance',
+    text: `SELECT CASE WHEN ${HOLDS_LOCK} THEN (pg_catalog.pg_replication_slot_advance(t.name, t.target)).end_lsn END AS end_lsn
+             FROM unnest($2::name[], $3::pg_lsn[]) WITH ORDINALITY AS t(name, target, n)
+            ORDER BY t.n`,
+    values: [lockPid, targets.map((t) => t.name), targets.map((t) => formatLsn(t.to))],
+  });
   if (result.rows.length !== targets.length) throw lockLostError();
   return result.rows.map((row) => lsnOrLockLost(row.end_lsn));
 }

@@ -177,7 +177,15 @@ export class CycleCache {
   }
 }
 
-export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
+export interface CycleOptions {
+  /**
+   * After a cycle that succeeded, keep the standby's sync lock this long for the next one
+   * (LockSession.keep); 0: release it now.
+   */
+  keepLockMs?: number;
+}
+
+export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Promise<CycleResult> {
   const started = performance.now();
   const startedAt = new Date().toISOString();
   const cache = deps.cache;
@@ -198,6 +206,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
   // The primary is read while the lock is taken, with the physical slot name of last time.
   const early = cache.primarySlotName === null ? null : settle(readRemote(cache.primarySlotName));
   let locked = false;
+  let succeeded = false;
   try {
     const standby = await deps.lock
       .lockAndRead(cache.local ? cache.standbyFingerprint : null)
@@ -356,6 +365,7 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       standby.orphanedStatements === 0
     ) {
       // Same remote slots, same copies, same registry, nothing waiting: same (empty) plan.
+      succeeded = true;
       return finish(
         { ...reusable.result, standby: standbyReadOf(standby, reusable.result.local) },
         started,
@@ -430,13 +440,16 @@ export async function runCycle(deps: EngineDeps): Promise<CycleResult> {
       result.catchingUp === 0 &&
       applied.reports.every((r) => r.action !== 'failed');
     cache.stable = stable ? { result, registryVersion: deps.registry.version } : null;
+    succeeded = true;
     return finish(result, started, startedAt);
   } catch (error) {
     cache.stable = null;
     if (early && !locked) await early; // never leave the early read's rejection unobserved
     throw error;
   } finally {
-    if (locked) deps.lock.release();
+    if (locked && succeeded && (options.keepLockMs ?? 0) > 0)
+      deps.lock.keep(options.keepLockMs ?? 0);
+    else if (locked) deps.lock.release();
   }
 }
 

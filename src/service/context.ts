@@ -53,6 +53,8 @@ export interface SyncOptions {
   /** How long to wait for an in-flight cycle; 0 with nowait. */
   waitMs: number;
   nowait?: boolean;
+  /** Keep the standby's sync lock this long after the cycle (the worker's next cycle). */
+  keepLockMs?: number;
 }
 
 export class SyncContext {
@@ -131,7 +133,7 @@ export class SyncContext {
   /** check_and_set_sync_info() + synchronize_slots() + reset_syncing_flag(). */
   async sync(options: SyncOptions): Promise<CycleResult> {
     return this.withSyncLock({ ...options, holder: options.trigger }, () =>
-      this.#runCycle(options.trigger),
+      this.#runCycle(options.trigger, options.keepLockMs ?? 0),
     );
   }
 
@@ -236,12 +238,12 @@ export class SyncContext {
     this.#metrics.recordViews(views);
   }
 
-  async #runCycle(trigger: Trigger): Promise<CycleResult> {
+  async #runCycle(trigger: Trigger, keepLockMs = 0): Promise<CycleResult> {
     const started = Date.now();
     this.#update({ lastStartTime: started });
     const timer = this.#metrics.cycleDuration.startTimer({ trigger });
     try {
-      const result = await runCycle(this.#engine.deps);
+      const result = await runCycle(this.#engine.deps, { keepLockMs });
       timer();
       this.readiness.recordCycle(result);
       this.#metrics.recordCycle(trigger, 'success', result);

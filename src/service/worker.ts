@@ -1,6 +1,8 @@
 /**
  * The background worker, slotsync.c's ReplSlotSyncWorkerMain(): sync, then sleep the
- * naptime (wait_for_slot_activity()); after a failed cycle wait the restart interval
+ * naptime (wait_for_slot_activity()), counted from the start of the cycle (a cadence: a
+ * busy standby is synced every SLOTSYNC_NAPTIME_MIN_MS whatever a cycle takes, so the
+ * copies' lag is about that interval); after a failed cycle wait the restart interval
  * (SLOTSYNC_RESTART_INTERVAL_SEC); stop for good when the standby was promoted or
  * promotion started. start() and stop() are idempotent and clear every timer they set.
  */
@@ -27,6 +29,11 @@ export interface WorkerOptions {
   restartIntervalMs: number;
   changePollMs: number;
 }
+
+/** The sync lock is kept between cycles due at most this far apart (a busy standby). */
+const KEEP_LOCK_MAX_MS = 1_000;
+/** ...for the interval and this much more (a change poll, a slow cycle start). */
+const KEEP_LOCK_MARGIN_MS = 250;
 
 export class Worker {
   #options: WorkerOptions;
@@ -97,21 +104,32 @@ export class Worker {
    * wait_for_slot_activity(), with cheap checks at every change poll: the standby (a copy
    * moved or invalidated is fenced, a promotion is re-armed, both within a poll and whether
    * or not the primary answers), then, when `fingerprint` is given, the primary's slot digest
-   * (a change wakes the next cycle). True when woken early.
+   * (a change wakes the next cycle, but not before `earliest`: on a primary that writes all
+   * the time every poll sees a change, and the cadence, not the poll, sets the pace). True
+   * when woken early.
    */
-  async #nap(ms: number, fingerprint: string | null, signal: AbortSignal): Promise<boolean> {
+  async #nap(
+    ms: number,
+    fingerprint: string | null,
+    signal: AbortSignal,
+    earliest = 0,
+  ): Promise<boolean> {
     const poll = this.#options.changePollMs;
-    if (poll <= 0) {
+    // A nap not much longer than a poll: the cycle that ends it reads everything sooner than
+    // a second poll would (busy cadence), so no poll (two statements saved per cycle).
+    if (poll <= 0 || ms <= poll * 1.5) {
       await delay(ms, signal);
       return false;
     }
-    const until = Date.now() + ms;
+    let until = Date.now() + ms;
+    // A change seen before `earliest`: the nap ends then, the standby still checked meanwhile.
+    let changed = false;
     while (!signal.aborted) {
       const left = until - Date.now();
-      if (left <= 0) return false;
+      if (left <= 0) return changed;
       await delay(Math.min(poll, left), signal);
       // Time is up: the next cycle reads both servers anyway.
-      if (signal.aborted || Date.now() >= until) return false;
+      if (signal.aborted || Date.now() >= until) return changed;
       const deps = this.context.engine.deps;
       const standby = await this.context.readiness.check(deps.standby.main);
       if (standby === 'primary' || standby === 'fence') {
@@ -123,10 +141,15 @@ export class Worker {
         );
         return true;
       }
-      if (fingerprint === null) continue;
+      if (fingerprint === null || changed) continue;
       try {
         const now = await readFingerprint(deps.primary, [...deps.registry.entries.keys()]);
-        if (now !== fingerprint) return true;
+        if (now !== fingerprint) {
+          if (Date.now() >= earliest) return true;
+          changed = true;
+          until = Math.min(until, earliest);
+          continue;
+        }
         deps.cache.primaryConfirmed();
       } catch (error) {
         deps.cache.primaryFailed(`the primary does not answer: ${messageOf(error)}`);
@@ -158,10 +181,13 @@ export class Worker {
 
   async #run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
+      const started = Date.now();
       try {
         const result = await this.context.sync({
           trigger: 'worker',
           waitMs: Number.POSITIVE_INFINITY,
+          // The next cycle is due within the naptime: keep the lock for it while it is short.
+          keepLockMs: this.#naptime <= KEEP_LOCK_MAX_MS ? this.#naptime + KEEP_LOCK_MARGIN_MS : 0,
         });
         // A slot waiting for the standby's replay will be syncable soon: do not back off.
         const busy = result.report.updated || result.waitingForReplay > 0 || result.catchingUp > 0;
@@ -175,11 +201,15 @@ export class Worker {
         if (this.#state === 'restarting') this.#state = 'running';
         this.#detail = undefined;
         // The standby replays within milliseconds: retry at the poll interval, not a naptime.
-        const nap =
+        const interval =
           result.waitingForReplay > 0 && this.#options.changePollMs > 0
             ? Math.min(this.#naptime, this.#options.changePollMs)
             : this.#naptime;
-        if (await this.#nap(nap, result.fingerprint, signal)) {
+        // Due `interval` after this cycle started; a cycle that took longer is followed at once.
+        const nap = Math.max(0, interval - (Date.now() - started));
+        if (
+          await this.#nap(nap, result.fingerprint, signal, started + this.#options.naptimeMinMs)
+        ) {
           this.#naptime = this.#options.naptimeMinMs;
         }
       } catch (error) {

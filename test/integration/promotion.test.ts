@@ -164,6 +164,9 @@ for (const major of MAJORS) {
         await fetch(`${node.p.base}/sync`, { method: 'POST' });
         return (await t.get(node, '/ready?slots=moved')).status === 200;
       });
+      // A change on the primary too (behind the move): the worker, woken by it, waits for
+      // its cadence (30 s here) yet goes on checking the standby meanwhile.
+      await advancePrimarySlot(c, 'moved');
       await writeRows(c, 20);
       await c.waitForReplay();
       const moved = Date.now();

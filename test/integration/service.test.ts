@@ -378,7 +378,7 @@ for (const major of MAJORS) {
       await h.cluster.primary.sql('CREATE TABLE IF NOT EXISTS wake (x int)');
       s = await startService(h.cluster, {
         SLOTSYNC_WORKER: 'on',
-        SLOTSYNC_NAPTIME_MIN_MS: '3000',
+        SLOTSYNC_NAPTIME_MIN_MS: '1000',
         SLOTSYNC_NAPTIME_MAX_MS: '60000',
         SLOTSYNC_CHANGE_POLL_MS: '50',
       });
@@ -391,7 +391,7 @@ for (const major of MAJORS) {
             ?.sync_ready === true
         );
       });
-      await waitFor('the worker backed off', async () => service.worker.naptimeMs >= 6_000, 20_000);
+      await waitFor('the worker backed off', async () => service.worker.naptimeMs >= 8_000, 20_000);
       await h.cluster.primary.sql('INSERT INTO wake VALUES (2)');
       await consume(h.cluster.primary, 'wake_me');
       const [target] = await h.cluster.primary.sql<{ lsn: string }>(
@@ -408,7 +408,7 @@ for (const major of MAJORS) {
         },
         2_000,
       );
-      assert.ok(Date.now() - changed < 2_000, 'well before the 6 s nap would have ended');
+      assert.ok(Date.now() - changed < 2_000, 'well before the 8 s nap would have ended');
     });
 
     it('POST /shutdown waits for the in-flight cycle, drops copies that are not sync-ready, keeps ready ones, then refuses syncs', async () => {
