@@ -69,6 +69,38 @@ export interface LoadFigures {
   /** slotsync's cycles in the window (its metrics), and their mean duration. */
   cycles_per_s: number;
   cycle_mean_ms: number;
+  /** slotsync's event-loop delay p99 over the window (its metric). */
+  eventloop_p99_ms: number;
+  /** GET /ready and GET /slots while the load runs (after the CPU window: not in its CPU). */
+  ready_p50_ms: number;
+  ready_p99_ms: number;
+  slots_p50_ms: number;
+  slots_p99_ms: number;
+}
+
+const PROBE_MS = 20_000;
+
+/**
+ * GET /ready and GET /slots, one after the other every 100 ms for PROBE_MS, while the load
+ * goes on: what an orchestrator and a dashboard see.
+ */
+async function probeAnswers(base: string): Promise<{ ready: number[]; slots: number[] }> {
+  const ready: number[] = [];
+  const slots: number[] = [];
+  const timed = async (url: string, into: number[]) => {
+    const started = performance.now();
+    const answer = await fetch(url);
+    await answer.arrayBuffer();
+    into.push(performance.now() - started);
+  };
+  const started = performance.now();
+  for (let next = started; performance.now() - started < PROBE_MS; ) {
+    await timed(`${base}/ready`, ready);
+    await timed(`${base}/slots`, slots);
+    next += 100;
+    await delay(Math.max(0, next - performance.now()));
+  }
+  return { ready, slots };
 }
 
 /**
@@ -268,7 +300,7 @@ async function measure(
     slotsyncSystem: slotsyncPid ? cpuSecondsOfTree(slotsyncPid, 'system') : 0,
   });
   const cycles = async () => {
-    if (!(system instanceof SlotsyncSystem)) return { count: 0, sum: 0 };
+    if (!(system instanceof SlotsyncSystem)) return { count: 0, sum: 0, eventLoopP99: 0 };
     const text = await fetch(`${system.base}/metrics`).then((r) => r.text());
     const total = (name: string) =>
       text
@@ -278,6 +310,8 @@ async function measure(
     return {
       count: total('slotsync_cycle_duration_seconds_count'),
       sum: total('slotsync_cycle_duration_seconds_sum'),
+      // Reset at every scrape: over the window.
+      eventLoopP99: total('slotsync_eventloop_delay_p99_seconds') * 1000,
     };
   };
   const walStart = await currentWal(primary);
@@ -355,6 +389,10 @@ async function measure(
     }
     const cycleCount = cyclesAfter.count - cyclesBefore.count;
     const walEnd = await currentWal(primary);
+    const probed =
+      system instanceof SlotsyncSystem
+        ? await probeAnswers(system.base)
+        : { ready: [] as number[], slots: [] as number[] };
     return {
       system: kind,
       subs,
@@ -374,6 +412,11 @@ async function measure(
       samples: lagMs.length,
       cycles_per_s: cycleCount / elapsed,
       cycle_mean_ms: cycleCount ? ((cyclesAfter.sum - cyclesBefore.sum) / cycleCount) * 1000 : 0,
+      eventloop_p99_ms: cyclesAfter.eventLoopP99,
+      ready_p50_ms: percentile(probed.ready, 50),
+      ready_p99_ms: percentile(probed.ready, 99),
+      slots_p50_ms: percentile(probed.slots, 50),
+      slots_p99_ms: percentile(probed.slots, 99),
     };
   } finally {
     await Promise.all([primary.end(), standby.end()]);
@@ -429,6 +472,17 @@ function table(options: Options, pairs: [LoadFigures, LoadFigures][]): string {
       `${round(b.wal_kept_p50_mb)} / ${round(b.wal_kept_max_mb)} MB`,
     );
     add('slotsync RSS (max)', `${round(s.rss_max_mb, 1)} MB`, '–');
+    add('slotsync event-loop delay p99', `${round(s.eventloop_p99_ms, 1)} ms`, '–');
+    add(
+      'GET /ready p50 / p99, under the load',
+      `${round(s.ready_p50_ms, 1)} / ${round(s.ready_p99_ms, 1)} ms`,
+      '–',
+    );
+    add(
+      'GET /slots p50 / p99, under the load',
+      `${round(s.slots_p50_ms, 1)} / ${round(s.slots_p99_ms, 1)} ms`,
+      '–',
+    );
   }
   return lines.join('\n');
 }
@@ -461,7 +515,7 @@ export async function runLoad(argv: string[]): Promise<void> {
       s.subs /
       (s.wal_mb_s * options.seconds);
     process.stdout.write(
-      `RESULT load pg=${options.major} subs=${s.subs} wal_mb_s=${round(s.wal_mb_s)} standby_cpu_ratio=${round(ratio, 3)} lag_p99_ms=${round(s.lag_p99_ms, 1)} builtin_lag_p99_ms=${round(b.lag_p99_ms, 1)} slotsync_cpu_s=${round(s.slotsync_cpu_s)} rss_mb=${round(s.rss_max_mb, 1)} extra_cpu_ms_per_sub_per_mb=${round(perSubMb * 1000, 3)} builtin_wal_mb_s=${round(b.wal_mb_s)}\n`,
+      `RESULT load pg=${options.major} subs=${s.subs} wal_mb_s=${round(s.wal_mb_s)} standby_cpu_ratio=${round(ratio, 3)} lag_p99_ms=${round(s.lag_p99_ms, 1)} builtin_lag_p99_ms=${round(b.lag_p99_ms, 1)} slotsync_cpu_s=${round(s.slotsync_cpu_s)} rss_mb=${round(s.rss_max_mb, 1)} extra_cpu_ms_per_sub_per_mb=${round(perSubMb * 1000, 3)} builtin_wal_mb_s=${round(b.wal_mb_s)} eventloop_p99_ms=${round(s.eventloop_p99_ms, 1)} ready_p99_ms=${round(s.ready_p99_ms, 1)} slots_p99_ms=${round(s.slots_p99_ms, 1)}\n`,
     );
   }
   if (options.out) {
