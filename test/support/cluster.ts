@@ -79,7 +79,9 @@ export interface Cluster {
 
 const BASE_SETTINGS: Settings = {
   wal_level: 'logical',
-  max_replication_slots: 1100,
+  // The benchmark's 1,000 failover slots, each staged then published by a copy: both exist
+  // for a moment on the standby (docs/configuration.md).
+  max_replication_slots: 2100,
   max_wal_senders: 16,
   max_connections: 200,
   hot_standby: true,
