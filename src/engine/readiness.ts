@@ -19,6 +19,8 @@ import { fenceNeeded } from './fence.js';
 const PRIMARY_READ_MS = 1_500;
 /** ... and this long when the primary did not answer its last contact either. */
 const PRIMARY_DOWN_READ_MS = 250;
+/** Readiness.read() starts at the primary when the last read of the standby is this recent. */
+const LAST_STANDBY_MS = 1_000;
 
 export interface AskOptions {
   /** The slots asked for; null: SLOTSYNC_REQUIRED_SLOTS, else every one. */
@@ -132,10 +134,13 @@ export class Readiness {
    * started after the primary's (see below). Never throws.
    */
   async read(pools: { standby: Queryable; primary: pg.Pool }): Promise<void> {
-    // The primary is read with what the last read of the standby said (its physical slot,
-    // its system identifier), then the standby: two round trips, not three.
-    const last = this.#standbyState;
-    const standby = last?.inRecovery ? last : await this.readStandby(pools.standby);
+    // The primary is read with what a recent read of the standby said (its physical slot,
+    // its system identifier), then the standby: two round trips, not three. Not older than
+    // LAST_STANDBY_MS: a standby promoted since would make this read wait for the primary.
+    const seen = this.#standby;
+    const recent = seen?.inRecovery === true && seen.at >= Date.now() - LAST_STANDBY_MS;
+    const last = recent && this.#standbyState?.inRecovery ? this.#standbyState : null;
+    const standby = last ?? (await this.readStandby(pools.standby));
     if (standby?.inRecovery) {
       await this.readPrimary(pools.primary, standby);
       if (standby === last) await this.readStandby(pools.standby);
