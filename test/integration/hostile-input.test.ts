@@ -165,6 +165,9 @@ const COVERAGE_EXAMPLES: [FuzzRequest][] = [
   },
   { method: 'POST', url: '/sync', headers: {}, body: undefined },
   { method: 'GET', url: '/nowhere', headers: {}, body: undefined },
+  // A path that is not a valid route pattern (found by seed 890469128): 404, not 500.
+  { method: 'GET', url: '/*9%24p%23E?x=1', headers: {}, body: undefined },
+  { method: 'DELETE', url: '/sl*ots', headers: {}, body: undefined },
 ].map((r): [FuzzRequest] => [r as FuzzRequest]);
 
 for (const major of MAJORS) {

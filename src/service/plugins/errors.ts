@@ -2,7 +2,7 @@
  * One error handler: every error becomes application/problem+json with a stable code and,
  * where slotsync.c has one, PostgreSQL's wording in `detail`. Bad requests are 4xx.
  */
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, HTTPMethods } from 'fastify';
 import fp from 'fastify-plugin';
 import { type ErrorCode, SlotSyncError } from '../../errors.js';
 import { redactSecrets } from '../../redact.js';
@@ -126,7 +126,7 @@ export default fp(
       const path = request.url.split('?')[0] ?? '/';
       // A route that exists under other methods: 405 with the methods it takes.
       const allowed = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'].filter(
-        (method) => method !== request.method && app.hasRoute({ method, url: path }),
+        (method) => method !== request.method && routeExists(app, method, path),
       );
       if (allowed.length > 0) {
         reply.header('allow', allowed.join(', '));
@@ -145,3 +145,16 @@ export default fp(
   },
   { name: 'slotsync-errors' },
 );
+
+/**
+ * Whether a route answers `method` on this request path. hasRoute() reads its url as a route
+ * pattern: a path from a client with `*` inside (`/a*b`) throws there ("Wildcard must be
+ * the last character"), and is no route of ours.
+ */
+function routeExists(app: FastifyInstance, method: string, path: string): boolean {
+  try {
+    return app.hasRoute({ method: method as HTTPMethods, url: path });
+  } catch {
+    return false;
+  }
+}
