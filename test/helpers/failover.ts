@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import type { Major } from '../support/binaries.js';
 import { type Cluster, type ClusterOptions, startCluster } from '../support/cluster.js';
 import type { PgServer } from '../support/server.js';
-import { countRows } from '../support/workload.js';
+import { countRows, type Writer } from '../support/workload.js';
 import { CLI, type Running, startProcess } from './cli.js';
 import { waitFor } from './harness.js';
 import { tempDir } from './setup.js';
@@ -17,6 +17,24 @@ const run = promisify(execFile);
 /** Errors a subscriber logs while its publisher goes down or changes: not a lost change. */
 const EXPECTED_SUBSCRIBER_ERRORS =
   /could not receive data from WAL stream|could not connect to the publisher|terminating logical replication worker due to|the database system is starting up|server closed the connection unexpectedly|terminating connection due to administrator command|the database system is shutting down|replication slot "[^"]+" is active for PID/;
+
+/**
+ * Stops the writer, then waits until the subscriber holds every row it committed and the
+ * standbys replayed them: a failover from here must lose nothing. The last id written.
+ */
+export async function stopAndSettle(
+  writer: Writer,
+  subscriber: PgServer,
+  cluster: Pick<Cluster, 'waitForReplay'>,
+): Promise<number> {
+  const last = await writer.stop();
+  await waitFor(
+    'the subscriber caught up',
+    async () => (await countRows(subscriber)).count === last,
+  );
+  await cluster.waitForReplay();
+  return last;
+}
 
 /** Subscriber rows are exactly 1..expected: none missing, none twice (id is the key). */
 export async function assertExactlyOnce(cluster: Cluster, expected: number): Promise<void> {

@@ -10,7 +10,7 @@ import { after, describe, it } from 'node:test';
 import request from 'supertest';
 import { stagingNameOf } from '../../src/sync/names.js';
 import { startProcess } from '../helpers/cli.js';
-import { assertExactlyOnce } from '../helpers/failover.js';
+import { assertExactlyOnce, stopAndSettle } from '../helpers/failover.js';
 import { consume, createPrimarySlot, slotRow, waitFor } from '../helpers/harness.js';
 import { type ServiceUnderTest, startService } from '../helpers/service.js';
 import { tempDir } from '../helpers/setup.js';
@@ -110,12 +110,7 @@ for (const major of MAJORS) {
         'more rows after shutdown',
         async () => writer.lastCommitted >= atShutdown + 50,
       );
-      const lastOld = await writer.stop();
-      await waitFor(
-        'the subscriber caught up with the old primary',
-        async () => (await countRows(subscriber)).count === lastOld,
-      );
-      await cluster.waitForReplay();
+      const lastOld = await stopAndSettle(writer, subscriber, cluster);
 
       // 4. The failover: primary down hard, standby promoted, subscription pointed at it.
       const failoverStarted = Date.now();
@@ -386,12 +381,7 @@ for (const major of MAJORS) {
       const writer = new Writer(5);
       writer.start(cluster.primary);
       await waitFor('some rows', async () => writer.lastCommitted >= 50);
-      const lastOld = await writer.stop();
-      await waitFor(
-        'the subscriber caught up',
-        async () => (await countRows(subscriber)).count === lastOld,
-      );
-      await cluster.waitForReplay();
+      const lastOld = await stopAndSettle(writer, subscriber, cluster);
       await cluster.primary.stop('immediate');
       await cluster.standby.promote();
       assert.equal(await slotRow(cluster.standby, SUBSCRIPTION), undefined, 'the slot is lost');

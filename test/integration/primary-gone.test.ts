@@ -9,12 +9,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { assertExactlyOnce, prePromoteHook, Scenario } from '../helpers/failover.js';
+import { assertExactlyOnce, prePromoteHook, Scenario, stopAndSettle } from '../helpers/failover.js';
 import { waitFor } from '../helpers/harness.js';
 import { TcpProxy } from '../helpers/proxy.js';
 import { MAJORS } from '../support/binaries.js';
 import {
-  countRows,
   pointSubscriptionAt,
   SUBSCRIPTION,
   setupSubscription,
@@ -61,12 +60,7 @@ describe('the primary gone for a while', { concurrency: true }, () => {
         const writer = new Writer(5);
         writer.start(c.primary);
         await t.waitSafe(node, SUBSCRIPTION);
-        const last = await writer.stop();
-        await waitFor(
-          'the subscriber caught up',
-          async () => (await countRows(subscriber)).count === last,
-        );
-        await c.waitForReplay();
+        const last = await stopAndSettle(writer, subscriber, c);
 
         if (proxy) proxy.stall();
         else await c.primary.stop('immediate');

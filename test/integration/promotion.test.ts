@@ -13,6 +13,7 @@ import {
   failoverOf,
   prePromoteHook,
   Scenario,
+  stopAndSettle,
   stopStreaming,
 } from '../helpers/failover.js';
 import {
@@ -212,12 +213,7 @@ for (const major of MAJORS) {
       writer.start(c.primary);
       await t.waitSafe(nodeB, SUBSCRIPTION);
       await t.waitSafe(nodeC, SUBSCRIPTION);
-      const beforeKill = await writer.stop();
-      await waitFor(
-        'the subscriber caught up',
-        async () => (await countRows(subscriber)).count === beforeKill,
-      );
-      await c.waitForReplay();
+      const beforeKill = await stopAndSettle(writer, subscriber, c);
 
       // The primary dies; B is promoted with no POST /shutdown; the subscription follows at once.
       await c.primary.stop('immediate');
