@@ -10,6 +10,7 @@
 import type pg from 'pg';
 import { parseLsn } from '../sync/lsn.js';
 import type { StandbySlotState } from '../sync/quorum.js';
+import { standbySlotNames } from '../sync/safety.js';
 
 const BASE = 0x736c6f74; // 'slot'
 export const LOCK = { manager: BASE, present: BASE + 1, pending: BASE + 2, ack: BASE + 3 } as const;
@@ -85,10 +86,7 @@ export async function readQuorum(
   );
   const row = rows[0];
   return {
-    current: (row?.setting ?? '')
-      .split(',')
-      .map((s) => s.trim().replace(/^"(.*)"$/, '$1'))
-      .filter((s) => s !== ''),
+    current: standbySlotNames(row?.setting ?? ''),
     consumersAt: parseLsn(row?.consumers_at ?? null),
     states: (row?.states ?? []).map(([slot, exists, active, restart, present, ack]) => ({
       slot,

@@ -123,8 +123,6 @@ export class CycleCache {
    * until the announcement is withdrawn (service/quorum.ts).
    */
   quorumPending = false;
-  /** When it last failed to answer (ms since the epoch). */
-  primaryDownAt = 0;
   /** Since when the standby's physical slot has been seen inactive on the primary. */
   upstreamInactiveSince: number | null = null;
   primarySlotName: string | null = null;
@@ -156,9 +154,8 @@ export class CycleCache {
   }
 
   /** The primary failed to answer, or is not this standby's upstream. */
-  primaryFailed(why: string, at = Date.now()): void {
+  primaryFailed(why: string): void {
     this.primaryDown = why;
-    this.primaryDownAt = at;
   }
 
   /** The worker's change probe found the primary's digest unchanged: its facts still hold. */

@@ -4,7 +4,7 @@
  * received, then the least slot lag. For each candidate and consumer slot, what promoting it
  * would do to that consumer. Pure.
  */
-import { type Lsn, parseLsn } from './lsn.js';
+import { compareLsnDesc, type Lsn, lsnDistance, parseLsn } from './lsn.js';
 import type { Safety } from './safety.js';
 
 export interface Asked {
@@ -48,7 +48,7 @@ export function rankCandidates(asked: readonly Asked[]): Ranking {
   candidates.sort(
     (a, b) =>
       ORDER[a.status] - ORDER[b.status] ||
-      compareLsnDesc(a.receive_lsn, b.receive_lsn) ||
+      compareTextLsnDesc(a.receive_lsn, b.receive_lsn) ||
       (a.slot_lag_bytes ?? Number.POSITIVE_INFINITY) -
         (b.slot_lag_bytes ?? Number.POSITIVE_INFINITY) ||
       a.url.localeCompare(b.url),
@@ -99,10 +99,8 @@ function candidateOf({ url, answer, error }: Asked): Candidate {
 
 /** The bytes a consumer that starts from the copy's position would get again. */
 function sentAgain(resume: string | null, confirmed: string | null): string {
-  const from = parseOrNull(resume);
-  const to = parseOrNull(confirmed);
-  if (from === null || to === null) return 'unknown bytes';
-  return `${to > from ? Number(to - from) : 0} bytes`;
+  const bytes = lsnDistance(parseOrNull(resume), parseOrNull(confirmed));
+  return bytes === null ? 'unknown bytes' : `${bytes} bytes`;
 }
 
 function parseOrNull(text: string | null): Lsn | null {
@@ -113,13 +111,8 @@ function parseOrNull(text: string | null): Lsn | null {
   }
 }
 
-function compareLsnDesc(a: string | null, b: string | null): number {
-  const x = parseOrNull(a);
-  const y = parseOrNull(b);
-  if (x === y) return 0;
-  if (x === null) return 1;
-  if (y === null) return -1;
-  return x > y ? -1 : 1;
+function compareTextLsnDesc(a: string | null, b: string | null): number {
+  return compareLsnDesc(parseOrNull(a), parseOrNull(b));
 }
 
 /**

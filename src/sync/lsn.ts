@@ -38,6 +38,14 @@ export function formatLsn(lsn: Lsn | null): string | null {
   return `${high.toString(16).toUpperCase()}/${low.toString(16).toUpperCase()}`;
 }
 
+/** For sorting, the latest position first; unknown (null) last. */
+export function compareLsnDesc(a: Lsn | null, b: Lsn | null): number {
+  if (a === b) return 0;
+  if (a === null) return 1;
+  if (b === null) return -1;
+  return a > b ? -1 : 1;
+}
+
 /** Bytes from `from` to `to`, 0 when `to` is not ahead (lag is never negative). */
 export function lsnDistance(from: Lsn | null, to: Lsn | null): number | null {
   if (from === null || to === null) return null;

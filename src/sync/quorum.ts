@@ -14,7 +14,8 @@
  * last read the primary longer ago than that never answers safe from that read.
  */
 import { SlotSyncError } from '../errors.js';
-import type { Lsn } from './lsn.js';
+import { compareLsnDesc, type Lsn } from './lsn.js';
+import { standbySlotNames } from './safety.js';
 
 export interface Quorum {
   /** How many named standbys synchronized_standby_slots holds. */
@@ -34,10 +35,7 @@ export function parseQuorum(text: string | undefined): Quorum | null {
     );
   if (!match) throw problem('is not a quorum');
   const k = Number(match[1]);
-  const slots = (match[2] ?? '')
-    .split(',')
-    .map((s) => s.trim().replace(/^"(.*)"$/, '$1'))
-    .filter((s) => s !== '');
+  const slots = standbySlotNames(match[2] ?? '');
   if (slots.some((s) => !/^[a-z0-9_]{1,63}$/.test(s)))
     throw problem('names a slot that cannot be one');
   if (new Set(slots).size !== slots.length) throw problem('names a slot twice');
@@ -195,13 +193,6 @@ function order(slots: readonly string[], quorum: Quorum): string[] {
 function indexOr(list: readonly string[], item: string): number {
   const i = list.indexOf(item);
   return i < 0 ? Number.MAX_SAFE_INTEGER : i;
-}
-
-function compareLsnDesc(a: Lsn | null, b: Lsn | null): number {
-  if (a === b) return 0;
-  if (a === null) return 1;
-  if (b === null) return -1;
-  return a > b ? -1 : 1;
 }
 
 /** The next history, from the last one and this round's states. */

@@ -437,13 +437,18 @@ export function primaryFactsOf(read: {
   };
 }
 
-/** Whether synchronized_standby_slots (a list of slot names, maybe quoted) names `slot`. */
-export function namesSlot(setting: string | null, slot: string): boolean {
-  if (setting === null || slot === '') return false;
-  return setting
+/** The slot names of a synchronized_standby_slots-style list (comma-separated, maybe quoted). */
+export function standbySlotNames(list: string): string[] {
+  return list
     .split(',')
     .map((s) => s.trim().replace(/^"(.*)"$/, '$1'))
-    .includes(slot);
+    .filter((s) => s !== '');
+}
+
+/** Whether synchronized_standby_slots names `slot`. */
+export function namesSlot(setting: string | null, slot: string): boolean {
+  if (setting === null || slot === '') return false;
+  return standbySlotNames(setting).includes(slot);
 }
 
 export function sameFacts(a: PrimaryFacts | null, b: PrimaryFacts | null): boolean {
