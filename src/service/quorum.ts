@@ -154,13 +154,17 @@ export class QuorumAgent {
         { slot },
         'the quorum manager will remove this standby from synchronized_standby_slots: it is no longer safe to promote onto; acknowledged',
       );
-    } else if (!pending && acked) {
-      // Withdrawn (applied, or this standby streams again): the next read speaks again.
+    } else if (!pending && (acked || this.context.engine.deps.cache.quorumPending)) {
+      // Withdrawn (applied, or this standby streams again): the next read speaks again. Also
+      // when the session that acknowledged was lost (its ACK lock with it): the announcement
+      // is what the mask rests on, not this session's lock.
       const { cache } = this.context.engine.deps;
       cache.quorumPending = false;
       cache.forget();
-      await unlock(client, 'ack', slot);
-      this.#locks.delete(`ack:${slot}`);
+      if (acked) {
+        await unlock(client, 'ack', slot);
+        this.#locks.delete(`ack:${slot}`);
+      }
     }
     this.#status = { ...this.#status, participant: { slot, acknowledged: pending } };
   }

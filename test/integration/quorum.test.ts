@@ -13,6 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import request from 'supertest';
+import { LOCK } from '../../src/db/quorum.js';
 import { stopStreaming } from '../helpers/failover.js';
 import { waitFor } from '../helpers/harness.js';
 import { type ServiceUnderTest, startService } from '../helpers/service.js';
@@ -62,7 +63,14 @@ for (const major of MAJORS) {
         const s = await startService(c, env, { standby });
         cleanups.push(() => s.close());
         nodes.set(standby, s);
+        // Once it has acknowledged a removal, its next round waits (see below).
+        s.service.quorum.pauseAt = () =>
+          s.service.quorum.status.participant?.acknowledged ? acknowledged : Promise.resolve();
       }
+      let releaseAcknowledged!: () => void;
+      const acknowledged = new Promise<void>((resolve) => {
+        releaseAcknowledged = resolve;
+      });
       const writer = new Writer(5);
       writer.start(c.primary);
       cleanups.push(() => writer.stop());
@@ -78,6 +86,22 @@ for (const major of MAJORS) {
       const other = c.standbys.find((s) => s !== member) as PgServer;
       const memberNode = nodes.get(member) as ServiceUnderTest;
       const otherNode = nodes.get(other) as ServiceUnderTest;
+      // The left one acknowledged, then its session to the primary is lost before it saw the
+      // removal applied (its ACK lock goes with the session): it must still find that the
+      // announcement was withdrawn, and speak from the primary's reads again.
+      const otherCache = otherNode.service.context.engine.deps.cache;
+      assert.equal(otherCache.quorumPending, true, 'the left standby acknowledged its removal');
+      await c.primary.sql(
+        `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+            AND classid = ${LOCK.ack}::oid AND objsubid = 2 AND objid = hashtext($1)::oid`,
+        [slotOf(other)],
+      );
+      for (const node of nodes.values()) node.service.quorum.pauseAt = undefined;
+      releaseAcknowledged();
+      await waitFor(
+        'the withdrawal seen after a lost session',
+        async () => !otherCache.quorumPending,
+      );
       await waitFor(
         'the member safe to promote onto',
         async () =>
