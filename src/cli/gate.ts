@@ -88,6 +88,8 @@ function notAnswered(options: GateOptions, reason: string): Safety {
     role: 'unknown',
     receive_lsn: null,
     replay_lsn: null,
+    timeline: null,
+    diverged: null,
     primary: { reachable: false, age_ms: null, waits_for_standby: null, detail: reason },
     slots: [],
   };

@@ -2,6 +2,7 @@
 import type pg from 'pg';
 import { noRowError } from '../errors.js';
 import { type Lsn, parseLsn } from '../sync/lsn.js';
+import { forkPointOf } from '../sync/timeline.js';
 import type { RemoteSlot } from '../sync/types.js';
 import { heldSql } from './quorum.js';
 import { arraysOf, digestOf, REMOTE_COLUMNS, toRemoteSlot } from './rows.js';
@@ -27,6 +28,12 @@ export interface PrimaryState {
   fingerprint: string;
   /** The quorum manager announced it will remove this standby's slot from the setting. */
   removalPending: boolean;
+  /** pg_current_wal_flush_lsn(): no walsender had sent WAL past it (null in recovery). */
+  flushLsn: Lsn | null;
+  /** The timeline the primary writes (null in recovery). */
+  timeline: number | null;
+  /** The standby's physical slot here: its restart_lsn (null: none, or never reserved). */
+  physicalSlotRestartLsn: Lsn | null;
 }
 
 interface PrimaryRow {
@@ -41,6 +48,9 @@ interface PrimaryRow {
   others: (string | number | boolean | null)[][] | null;
   fingerprint: string;
   removal_pending: boolean;
+  flush_lsn: string | null;
+  timeline: number | null;
+  physical_restart_lsn: string | null;
 }
 
 const FAILOVER_SLOTS = `SELECT ${REMOTE_COLUMNS} FROM pg_catalog.pg_replication_slots
@@ -84,6 +94,13 @@ SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
        (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS system_identifier,
        pg_catalog.current_setting('synchronized_standby_slots', true) AS synchronized_standby_slots,
        ${heldSql('pending', '$2::text')} AS removal_pending,
+       CASE WHEN NOT pg_catalog.pg_is_in_recovery()
+            THEN pg_catalog.pg_current_wal_flush_lsn()::text END AS flush_lsn,
+       CASE WHEN NOT pg_catalog.pg_is_in_recovery()
+            THEN ('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int
+       END AS timeline,
+       (SELECT restart_lsn::text FROM a WHERE slot_type = 'physical' AND slot_name = $2::text)
+         AS physical_restart_lsn,
        f.fingerprint,
        CASE WHEN f.fingerprint IS DISTINCT FROM $3::text THEN ${arraysOf('s', REMOTE_COLUMNS)} END AS slots,
        CASE WHEN f.fingerprint IS DISTINCT FROM $3::text THEN ${arraysOf('o', REMOTE_COLUMNS)} END AS others
@@ -119,7 +136,32 @@ export async function readPrimary(
     others: row.others === null ? null : row.others.map(toRemoteSlot),
     fingerprint: row.fingerprint,
     removalPending: row.removal_pending,
+    flushLsn: parseLsn(row.flush_lsn),
+    timeline: row.timeline,
+    physicalSlotRestartLsn: parseLsn(row.physical_restart_lsn),
   };
+}
+
+/**
+ * Where the primary's timeline history says `timeline` ended (the primary's timeline forked
+ * from it there): read from the primary's history file, which needs pg_read_server_files or
+ * superuser. Null when the history does not list it or cannot be read.
+ */
+export async function readForkPoint(
+  pool: pg.Pool,
+  primaryTimeline: number,
+  timeline: number,
+): Promise<Lsn | null> {
+  const file = `pg_wal/${primaryTimeline.toString(16).toUpperCase().padStart(8, '0')}.history`;
+  try {
+    const { rows } = await pool.query<{ history: string }>(
+      'SELECT pg_catalog.pg_read_file($1::text) AS history',
+      [file],
+    );
+    return forkPointOf(rows[0]?.history ?? '', timeline);
+  } catch {
+    return null;
+  }
 }
 
 /**

@@ -45,6 +45,16 @@ export interface StandbyState extends StandbySettings {
   systemIdentifier: string;
   /** The timeline of the standby's last restartpoint. */
   timeline: number | null;
+  /**
+   * The timeline of the WAL this standby holds: its walreceiver's received_tli while one
+   * runs (and the role may see it), else the last restartpoint's.
+   */
+  walTimeline: number | null;
+  /**
+   * Whether the walreceiver streams now: true, false (none, or not streaming), null when this
+   * role may not see its state (pg_read_all_stats).
+   */
+  streaming: boolean | null;
   inRecovery: boolean;
   replayLsn: Lsn | null;
   /** pg_last_wal_receive_lsn(): WAL received and flushed; null when nothing streamed yet. */
@@ -77,6 +87,9 @@ interface StandbyRow {
   sync_replication_slots: string | null;
   system_identifier: string;
   timeline: number | null;
+  received_tli: number | null;
+  walreceiver: string | null;
+  walreceiver_visible: boolean;
   pid: number;
   databases: string[] | null;
   fingerprint: string;
@@ -100,6 +113,9 @@ const SETTINGS = `
        pg_catalog.current_setting('sync_replication_slots', true) AS sync_replication_slots,
        (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS system_identifier,
        (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()) AS timeline,
+       (SELECT received_tli FROM pg_catalog.pg_stat_wal_receiver) AS received_tli,
+       (SELECT status FROM pg_catalog.pg_stat_wal_receiver) AS walreceiver,
+       pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') AS walreceiver_visible,
        (SELECT pg_catalog.array_agg(datname::text) FROM pg_catalog.pg_database
          WHERE datallowconn) AS databases,
        pg_catalog.pg_backend_pid() AS pid`;
@@ -147,6 +163,8 @@ function toStandbyState(row: StandbyRow): StandbyState {
     pid: row.pid,
     systemIdentifier: row.system_identifier,
     timeline: row.timeline,
+    walTimeline: row.received_tli ?? row.timeline,
+    streaming: row.walreceiver_visible ? row.walreceiver === 'streaming' : null,
     inRecovery: row.in_recovery,
     replayLsn: parseLsn(row.replay_lsn),
     receiveLsn: parseLsn(row.receive_lsn),

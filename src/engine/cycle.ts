@@ -20,14 +20,23 @@ import type { Registry } from '../registry/registry.js';
 import { formatLsn, type Lsn } from '../sync/lsn.js';
 import { planCycle } from '../sync/plan.js';
 import { remoteAheadOfStandby } from '../sync/rules.js';
-import type { PrimaryRead, StandbyRead } from '../sync/safety.js';
+import { namesSlot, type PrimaryRead, type StandbyRead } from '../sync/safety.js';
 import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
 import { settle } from '../util.js';
 import { type Applied, applyActions, type CyclePoint, copySlot } from './apply.js';
 import { DecodeWindow } from './decode-window.js';
-import { primaryReadOf, type QuorumFacts, recordPrimaryRead, standbyReadOf } from './facts.js';
+import {
+  forkPointFor,
+  needsFreshReceive,
+  primaryReadOf,
+  type QuorumFacts,
+  type ReadContext,
+  recordNarrowing,
+  recordPrimaryRead,
+  standbyReadOf,
+} from './facts.js';
 import { type Fenced, fenceCopies } from './fence.js';
 import { checkNode } from './node.js';
 import { AdvancePacer } from './pacer.js';
@@ -73,6 +82,9 @@ export interface EngineDeps {
    */
   pauseAt?: (point: CyclePoint) => Promise<void>;
 }
+
+/** A read of the primary with when it began and ended (ms since the epoch). */
+type TimedPrimaryState = PrimaryState & { startedAt: number; endedAt: number };
 
 export interface CycleReport {
   ok: boolean;
@@ -144,13 +156,41 @@ export class CycleCache {
     this.pacer = new AdvancePacer(statementTimeoutMs);
   }
 
+  /**
+   * The setting was first seen naming this standby's slot at a read where the primary had
+   * flushed this: WAL sent before may be ahead of the standby until it holds it (null: the
+   * last read did not name it).
+   */
+  #named: { from: Lsn | null } | null = null;
+
+  /** A read of the primary, masked by an acknowledged removal (quorumPending). */
+  maskQuorum(read: PrimaryRead): PrimaryRead {
+    return this.quorumPending && read.facts.waitsForStandby
+      ? { ...read, facts: { ...read.facts, waitsForStandby: false } }
+      : read;
+  }
+
   /** Keeps a read of the primary, masked by an acknowledged removal (quorumPending). */
   keepPrimaryRead(read: PrimaryRead | null): PrimaryRead | null {
-    this.primaryRead =
-      read !== null && this.quorumPending && read.facts.waitsForStandby
-        ? { ...read, facts: { ...read.facts, waitsForStandby: false } }
-        : read;
+    this.primaryRead = read === null ? null : this.maskQuorum(read);
     return this.primaryRead;
+  }
+
+  /**
+   * Since which flush position of the primary its synchronized_standby_slots names `slot`, as
+   * this process saw it: the first read naming it (after start, or after a read that did
+   * not) says where; null while it does not name it.
+   */
+  namedFrom(
+    read: Pick<PrimaryState, 'synchronizedStandbySlots' | 'flushLsn'>,
+    slot: string,
+  ): Lsn | null {
+    if (!namesSlot(read.synchronizedStandbySlots, slot)) {
+      this.#named = null;
+      return null;
+    }
+    this.#named ??= { from: read.flushLsn };
+    return this.#named.from;
   }
 
   /** The primary failed to answer, or is not this standby's upstream. */
@@ -197,14 +237,23 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
   };
   // The copies' names: their remote slots are read even when not failover slots (a failover).
   const copies = [...deps.registry.entries.keys()];
-  const readRemote = (slotName: string) =>
-    readPrimary(deps.primary, slotName, copies, cache.remote ? cache.primaryFingerprint : null);
+  const readRemote = async (slotName: string): Promise<TimedPrimaryState> => {
+    const startedAt = Date.now();
+    const state = await readPrimary(
+      deps.primary,
+      slotName,
+      copies,
+      cache.remote ? cache.primaryFingerprint : null,
+    );
+    return { ...state, startedAt, endedAt: Date.now() };
+  };
 
   // The primary is read while the lock is taken, with the physical slot name of last time.
   const early = cache.primarySlotName === null ? null : settle(readRemote(cache.primarySlotName));
   let locked = false;
   let succeeded = false;
   try {
+    const standbyReadAt = Date.now();
     const standby = await deps.lock
       .lockAndRead(cache.local ? cache.standbyFingerprint : null)
       .catch((error: unknown) => {
@@ -271,9 +320,40 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
         : localNow.filter((slot) => !fenced.dropped.some((f) => f.name === slot.name));
     const first = early ? await early : null;
     const known = standby.primarySlotName === cache.primarySlotName ? first : null;
-    const readUpstream = async (settled: typeof first): Promise<PrimaryState> => {
+    // The facts of a read, with the standby's WAL position read again after it when they
+    // rest on it (received only grows; the lock-and-read above may be older).
+    const factsOf = async (
+      state: TimedPrimaryState,
+      remote: RemoteSlot[],
+      others: RemoteSlot[],
+    ) => {
+      const context: ReadContext = {
+        startedAt: state.startedAt,
+        endedAt: state.endedAt,
+        forkPoint: await forkPointFor(deps.primary, standby, state),
+        namedFrom: cache.namedFrom(state, standby.primarySlotName),
+      };
+      const read = primaryReadOf(standby, remote, others, state, deps.quorum, context);
+      if (!needsFreshReceive(read)) return { read, received: null };
+      const at = Date.now();
+      const now = await readReceived(deps.standby.main).catch(() => null);
+      return now === null
+        ? { read, received: null }
+        : {
+            read: primaryReadOf(
+              { ...standby, ...now },
+              remote,
+              others,
+              state,
+              deps.quorum,
+              context,
+            ),
+            received: { ...now, at },
+          };
+    };
+    const readUpstream = async (settled: typeof first): Promise<TimedPrimaryState> => {
       if (settled && !settled.ok) throw primaryError(settled.error);
-      const state: PrimaryState = settled
+      const state: TimedPrimaryState = settled
         ? settled.value
         : await readRemote(standby.primarySlotName).catch((e: unknown) =>
             Promise.reject(primaryError(e)),
@@ -291,11 +371,20 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
         checkUpstream(state, standby, deps.primaryUrl, cache);
       } catch (error) {
         cache.primaryFailed(`the primary is not this standby's upstream: ${messageOf(error)}`);
+        // Not the upstream (or not streaming to this standby now), but the same cluster's
+        // primary: what it takes away from "safe" is recorded all the same.
+        if (!state.inRecovery && state.systemIdentifier === standby.systemIdentifier) {
+          const slots = (state.slots ?? cache.remote ?? []).filter((s) => deps.selectSlot(s.name));
+          const others = (state.others ?? cache.others ?? []).filter((s) =>
+            deps.selectSlot(s.name),
+          );
+          await recordNarrowing(cache, deps.registry, (await factsOf(state, slots, others)).read);
+        }
         throw error;
       }
       return state;
     };
-    let primary: PrimaryState;
+    let primary: TimedPrimaryState;
     try {
       primary = await readUpstream(known);
     } catch (error) {
@@ -333,16 +422,13 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
     const others = (primary.others ?? cache.others ?? []).filter((slot) =>
       deps.selectSlot(slot.name),
     );
-    let read = primaryReadOf(standby, remote, others, primary, deps.quorum);
-    if (read.facts.ahead.length > 0) {
-      // The standby's WAL position may have been read before the primary's: read it again
-      // before recording a consumer as ahead of it (what readiness rests on once the primary
-      // is gone).
-      const now = await readReceived(deps.standby.main).catch(() => null);
-      if (now !== null)
-        read = primaryReadOf({ ...standby, ...now }, remote, others, primary, deps.quorum);
-    }
-    await recordPrimaryRead(cache, deps.registry, read);
+    const facts = await factsOf(primary, remote, others);
+    await recordPrimaryRead(cache, deps.registry, facts.read);
+    // The standby as readiness compares it with that read: its WAL position read after it.
+    const standbyRead = (slots: readonly LocalSlot[]) =>
+      facts.received === null
+        ? standbyReadOf(standby, slots, standbyReadAt)
+        : standbyReadOf({ ...standby, ...facts.received }, slots, facts.received.at);
     const local = fenced.dropped.length > 0 ? localFenced : (standby.slots ?? cache.local ?? []);
     const unchanged =
       primary.slots === null && standby.slots === null && fenced.dropped.length === 0;
@@ -364,7 +450,10 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
       // Same remote slots, same copies, same registry, nothing waiting: same (empty) plan.
       succeeded = true;
       return finish(
-        { ...reusable.result, standby: standbyReadOf(standby, reusable.result.local) },
+        {
+          ...reusable.result,
+          standby: standbyRead(reusable.result.local),
+        },
         started,
         startedAt,
       );
@@ -418,7 +507,7 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
         slots: reports,
       },
       views: buildSlotViews(remote, localAfter, deps.registry.entries, reports),
-      standby: standbyReadOf(standby, localAfter),
+      standby: standbyRead(localAfter),
       primarySlotName: standby.primarySlotName,
       standbyReplayLsn: formatLsn(standby.replayLsn),
       synchronizedStandbySlots: primary.synchronizedStandbySlots,

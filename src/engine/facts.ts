@@ -4,18 +4,22 @@
  * (GET /ready, the gate, POST /shutdown) reads at the moment it is asked.
  */
 import type pg from 'pg';
-import { type PrimaryState, readPrimary } from '../db/primary.js';
+import { type PrimaryState, readForkPoint, readPrimary } from '../db/primary.js';
 import type { StandbyState } from '../db/standby.js';
 import { messageOf } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
+import type { Lsn } from '../sync/lsn.js';
 import { isNodeMarkerName } from '../sync/names.js';
 import {
+  narrowerFacts,
+  narrows,
   type PrimaryRead,
   primaryFactsOf,
   receivedLsn,
   type StandbyRead,
   sameFacts,
 } from '../sync/safety.js';
+import { timelineVerdict } from '../sync/timeline.js';
 import type { LocalSlot, RemoteSlot } from '../sync/types.js';
 import type { CycleCache } from './cycle.js';
 
@@ -25,12 +29,13 @@ export interface QuorumFacts {
   silentMs: number;
 }
 
-/** The standby as promotion readiness reads it. */
+/** The standby as promotion readiness reads it (`at`: when the read began). */
 export function standbyReadOf(
   standby: Pick<
     StandbyState,
     'inRecovery' | 'receiveLsn' | 'replayLsn' | 'systemIdentifier' | 'timeline'
-  >,
+  > &
+    Partial<Pick<StandbyState, 'walTimeline'>>,
   slots: readonly LocalSlot[],
   at = Date.now(),
 ): StandbyRead {
@@ -39,31 +44,69 @@ export function standbyReadOf(
     inRecovery: standby.inRecovery,
     receiveLsn: standby.receiveLsn,
     replayLsn: standby.replayLsn,
+    timeline: standby.walTimeline ?? standby.timeline,
     systemIdentifier: standby.systemIdentifier,
     slots,
   };
 }
 
+/** The standby as the facts about the primary need it: read after the primary was. */
+export type StandbyForFacts = Pick<StandbyState, 'primarySlotName' | 'receiveLsn' | 'replayLsn'> &
+  Partial<Pick<StandbyState, 'streaming' | 'walTimeline'>>;
+
+/** What the primary read said beyond its slots (db/primary.ts PrimaryState). */
+export type PrimaryForFacts = Pick<PrimaryState, 'synchronizedStandbySlots' | 'removalPending'> &
+  Partial<
+    Pick<PrimaryState, 'flushLsn' | 'timeline' | 'physicalSlotRestartLsn' | 'physicalSlotActive'>
+  >;
+
+export interface ReadContext {
+  /** When the read of the primary began and ended (ms since the epoch). */
+  startedAt: number;
+  endedAt: number;
+  /** Where the primary's timeline forked from the standby's, when they differ. */
+  forkPoint?: Lsn | null;
+  /** The setting names this standby only since the primary had flushed this (CycleCache). */
+  namedFrom?: Lsn | null;
+}
+
 /** A read of the primary as readiness keeps it: its facts and its consumers' positions. */
 export function primaryReadOf(
-  standby: Pick<StandbyState, 'primarySlotName' | 'receiveLsn' | 'replayLsn'>,
+  standby: StandbyForFacts,
   failover: readonly RemoteSlot[],
   others: readonly RemoteSlot[],
-  read: Pick<PrimaryState, 'synchronizedStandbySlots' | 'removalPending'>,
+  read: PrimaryForFacts,
   quorum: QuorumFacts | null,
-  at = Date.now(),
+  context: ReadContext = { startedAt: Date.now(), endedAt: Date.now() },
 ): PrimaryRead {
   const slots = [...failover.filter((s) => s.failover && !s.temporary), ...others];
+  const received = receivedLsn(standby);
+  const timeline = timelineVerdict(
+    standby.walTimeline ?? null,
+    received,
+    read.timeline ?? null,
+    context.forkPoint ?? null,
+  );
   return {
     facts: primaryFactsOf({
       standbySlot: standby.primarySlotName,
       synchronizedStandbySlots: read.synchronizedStandbySlots,
       slots,
-      received: receivedLsn(standby),
+      received,
       removalPending: read.removalPending,
       quorumSilentMs: quorum?.slots.includes(standby.primarySlotName) ? quorum.silentMs : null,
+      physicalSlot:
+        read.physicalSlotRestartLsn === undefined
+          ? undefined
+          : { restartLsn: read.physicalSlotRestartLsn, active: read.physicalSlotActive ?? false },
+      streaming: standby.streaming ?? null,
+      namedFrom: context.namedFrom ?? null,
+      diverged: timeline.diverged,
+      otherTimeline: timeline.otherTimeline,
     }),
-    at,
+    at: context.startedAt,
+    endedAt: context.endedAt,
+    flushLsn: read.flushLsn ?? null,
     positions: new Map(
       slots.map((s) => [s.name, { confirmedFlushLsn: s.confirmedFlushLsn, failover: s.failover }]),
     ),
@@ -71,18 +114,61 @@ export function primaryReadOf(
 }
 
 /**
- * Keeps a read of the primary: in memory, and in the registry when its facts changed (what
- * readiness rests on once the primary is gone). The caller holds the sync lock.
+ * Whether the facts of a read rest on what the standby held before the primary was read, and
+ * would say less than a read of the standby made now: a consumer ahead, or the primary not
+ * waiting for this standby (then what it had flushed is compared with the standby). Then the standby's WAL position is read again first (it only
+ * grows): a position read before the primary's proves nothing against it.
+ */
+export function needsFreshReceive(read: PrimaryRead): boolean {
+  return read.facts.ahead.length > 0 || !read.facts.waitsForStandby;
+}
+
+/**
+ * Keeps a read of the primary: durably first when its facts differ from the registry's
+ * record (what readiness rests on once the primary is gone, and what a restarted slotsync,
+ * the gate and candidates answer from), then in memory. A record that could not be written
+ * is kept in memory only for what it takes away. The registry serialises its writes.
  */
 export async function recordPrimaryRead(
   cache: CycleCache,
   registry: Registry,
   read: PrimaryRead,
 ): Promise<void> {
-  const kept = cache.keepPrimaryRead(read) ?? read;
-  cache.primaryDown = null;
+  const kept = cache.maskQuorum(read);
   if (!sameFacts(registry.primary?.facts ?? null, kept.facts)) {
-    await registry.write(registry.entries, { primary: { facts: kept.facts, since: kept.at } });
+    try {
+      await registry.writePrimary({ facts: kept.facts, since: kept.at });
+    } catch (error) {
+      const known = cache.primaryRead?.facts ?? registry.primary?.facts ?? null;
+      cache.primaryRead = { ...kept, facts: narrowerFacts(known, kept.facts) };
+      throw error;
+    }
+  }
+  cache.primaryRead = kept;
+  cache.primaryDown = null;
+}
+
+/**
+ * A read that cannot be taken as the upstream's (validation failed, or the cycle stops
+ * before its record): what it takes away is recorded all the same, durably first. A
+ * primary that stopped naming this standby in synchronized_standby_slots is a fact even
+ * when the standby no longer streams from it.
+ */
+export async function recordNarrowing(
+  cache: CycleCache,
+  registry: Registry,
+  read: PrimaryRead,
+): Promise<void> {
+  const recorded = registry.primary?.facts ?? null;
+  const facts = cache.maskQuorum(read).facts;
+  if (recorded === null || !narrows(recorded, facts)) return;
+  const narrowed = narrowerFacts(recorded, facts);
+  await registry.writePrimary({ facts: narrowed, since: read.at });
+  if (cache.primaryRead !== null) {
+    cache.primaryRead = {
+      ...cache.primaryRead,
+      facts: narrowerFacts(cache.primaryRead.facts, narrowed),
+    };
   }
 }
 
@@ -116,23 +202,32 @@ export function bindingProblem(registry: Registry, standby: StandbyRead): string
 }
 
 /**
- * A read of the primary at the moment of asking, on the caller's own connection: facts
- * re-confirmed when its digest is unchanged, replaced when not. The server must still be
- * this standby's upstream (not in recovery, same system identifier, the physical slot
- * there), else it counts as not answering. Never throws: a failure is recorded in the cache
- * (primaryDown).
+ * A read of the primary at the moment of asking, on the caller's own connection. The server
+ * must still be this standby's upstream (not in recovery, same system identifier, the
+ * physical slot there), else it counts as not answering. Facts that rest on the standby's
+ * WAL position are computed from a read of the standby made after it (`rereadReceived`),
+ * and kept as a cycle keeps them: durably first (recordPrimaryRead). Never throws: a failure
+ * is recorded in the cache (primaryDown).
  */
 export async function refreshPrimary(
   pool: pg.Pool,
   cache: CycleCache,
-  standby: Pick<StandbyState, 'primarySlotName' | 'receiveLsn' | 'replayLsn' | 'systemIdentifier'>,
-  copies: readonly string[],
+  registry: Registry,
+  standby: StandbyForFacts & Pick<StandbyState, 'systemIdentifier'>,
   selectSlot: (name: string) => boolean,
   quorum: QuorumFacts | null,
+  rereadReceived: () => Promise<Pick<StandbyState, 'receiveLsn' | 'replayLsn'> | null>,
 ): Promise<void> {
   try {
-    const known = cache.primaryRead?.positions ? cache.primaryFingerprint : null;
-    const read = await readPrimary(pool, standby.primarySlotName, copies, known);
+    const startedAt = Date.now();
+    const known = cache.remote !== null ? cache.primaryFingerprint : null;
+    const read = await readPrimary(
+      pool,
+      standby.primarySlotName,
+      [...registry.entries.keys()],
+      known,
+    );
+    const endedAt = Date.now();
     const problem = read.inRecovery
       ? 'it is in recovery'
       : read.systemIdentifier !== standby.systemIdentifier
@@ -144,15 +239,34 @@ export async function refreshPrimary(
       cache.primaryFailed(`the primary is not this standby's upstream: ${problem}`);
       return;
     }
-    if (read.slots === null && cache.primaryRead !== null) {
-      cache.primaryRead = { ...cache.primaryRead, at: Date.now() };
-    } else {
-      const failover = (read.slots ?? []).filter((s) => selectSlot(s.name));
-      const others = (read.others ?? []).filter((s) => selectSlot(s.name));
-      cache.keepPrimaryRead(primaryReadOf(standby, failover, others, read, quorum));
+    const failover = (read.slots ?? cache.remote ?? []).filter((s) => selectSlot(s.name));
+    const others = (read.others ?? cache.others ?? []).filter((s) => selectSlot(s.name));
+    const context: ReadContext = {
+      startedAt,
+      endedAt,
+      forkPoint: await forkPointFor(pool, standby, read),
+      namedFrom: cache.namedFrom(read, standby.primarySlotName),
+    };
+    let fresh = primaryReadOf(standby, failover, others, read, quorum, context);
+    if (needsFreshReceive(fresh)) {
+      const now = await rereadReceived();
+      if (now !== null) {
+        fresh = primaryReadOf({ ...standby, ...now }, failover, others, read, quorum, context);
+      }
     }
-    cache.primaryDown = null;
+    await recordPrimaryRead(cache, registry, fresh);
   } catch (error) {
     cache.primaryFailed(`the primary does not answer: ${messageOf(error)}`);
   }
+}
+
+/** Where the primary's timeline forked from the standby's, read only when they differ. */
+export async function forkPointFor(
+  pool: pg.Pool,
+  standby: Partial<Pick<StandbyState, 'walTimeline'>>,
+  read: Pick<PrimaryState, 'timeline'>,
+): Promise<Lsn | null> {
+  const ours = standby.walTimeline ?? null;
+  if (ours === null || read.timeline === null || ours >= read.timeline) return null;
+  return readForkPoint(pool, read.timeline, ours);
 }

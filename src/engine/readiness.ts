@@ -6,7 +6,7 @@
  * moment they give the same answer.
  */
 import type pg from 'pg';
-import { pollStandby, type StandbyState } from '../db/standby.js';
+import { pollStandby, readReceived, type StandbyState } from '../db/standby.js';
 import type { Queryable } from '../db/standby-pools.js';
 import { messageOf } from '../errors.js';
 import { assessSafety, type Safety, type StandbyRead } from '../sync/safety.js';
@@ -95,18 +95,13 @@ export class Readiness {
    * not answer its last contact: a partitioned primary never holds a question long). A
    * read still in flight is joined, never queued behind. Never throws.
    */
-  async readPrimary(pool: pg.Pool, standby: StandbyState): Promise<void> {
+  async readPrimary(pool: pg.Pool, standby: StandbyState, standbyPool: Queryable): Promise<void> {
     const { cache, registry, selectSlot, quorum } = this.engine.deps;
     if (!standby.inRecovery) return;
     const waitMs = cache.primaryDown === null ? PRIMARY_READ_MS : PRIMARY_DOWN_READ_MS;
     if (this.#primaryReading === undefined) {
-      const reading = refreshPrimary(
-        pool,
-        cache,
-        standby,
-        [...registry.entries.keys()],
-        selectSlot,
-        quorum,
+      const reading = refreshPrimary(pool, cache, registry, standby, selectSlot, quorum, () =>
+        readReceived(standbyPool).catch(() => null),
       ).finally(() => {
         if (this.#primaryReading === reading) this.#primaryReading = undefined;
       });
@@ -142,7 +137,7 @@ export class Readiness {
     const last = recent && this.#standbyState?.inRecovery ? this.#standbyState : null;
     const standby = last ?? (await this.readStandby(pools.standby));
     if (standby?.inRecovery) {
-      await this.readPrimary(pools.primary, standby);
+      await this.readPrimary(pools.primary, standby, pools.standby);
       if (standby === last) await this.readStandby(pools.standby);
       // The standby again, after the primary: what it holds now is compared with what the
       // consumers had confirmed at that read (read before, a standby streaming fast would
@@ -150,7 +145,8 @@ export class Readiness {
       // the primary meanwhile: then once more. Cheap: the slots come back only if changed.
       const { cache } = this.engine.deps;
       for (let i = 0; i < 3; i++) {
-        if (this.#standby !== null && (cache.primaryRead?.at ?? 0) < this.#standby.at) break;
+        const read = cache.primaryRead;
+        if (this.#standby !== null && (read?.endedAt ?? read?.at ?? 0) <= this.#standby.at) break;
         await this.readStandby(pools.standby);
       }
     }

@@ -59,6 +59,9 @@ const StoredPrimary = Type.Object({
   failoverSlots: Type.Array(Type.String()),
   ahead: Type.Array(Type.String()),
   quorumSilentMs: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])),
+  diverged: Type.Optional(NullableString),
+  unprotected: Type.Optional(NullableString),
+  otherTimeline: Type.Optional(NullableString),
   since: Type.String(),
 });
 const StoredRegistry = Type.Object({
@@ -116,6 +119,7 @@ export class Registry {
   #fingerprint: string | null;
   #version = 0;
   #writtenAt = 0;
+  #queue: Promise<void> = Promise.resolve();
 
   private constructor(path: string, loaded: Loaded) {
     this.path = path;
@@ -220,6 +224,28 @@ export class Registry {
     entries: RegistryMap,
     changes: { node?: NodeBinding | null; primary?: RecordedPrimary | null } = {},
   ): Promise<void> {
+    return this.#serial(() => this.#write(entries, changes));
+  }
+
+  /**
+   * Records the primary's facts alone, with the copies as they are when the write runs:
+   * readiness may record them while a cycle writes copies (writes never overlap).
+   */
+  async writePrimary(primary: RecordedPrimary | null): Promise<void> {
+    return this.#serial(() => this.#write(this.#entries, { primary }));
+  }
+
+  /** Writes one at a time, in the order asked; a failed one does not stop the next. */
+  #serial(write: () => Promise<void>): Promise<void> {
+    const run = this.#queue.then(write, write);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #write(
+    entries: RegistryMap,
+    changes: { node?: NodeBinding | null; primary?: RecordedPrimary | null },
+  ): Promise<void> {
     const node = changes.node === undefined ? this.#node : changes.node;
     const primary = changes.primary === undefined ? this.#primary : changes.primary;
     const stored: Stored = {
@@ -308,6 +334,9 @@ async function readRegistry(path: string): Promise<Loaded> {
               failoverSlots: primary.failoverSlots,
               ahead: primary.ahead,
               quorumSilentMs: primary.quorumSilentMs ?? null,
+              diverged: primary.diverged ?? null,
+              unprotected: primary.unprotected ?? null,
+              otherTimeline: primary.otherTimeline ?? null,
             },
             since: Date.parse(primary.since),
           },

@@ -102,6 +102,17 @@ export const ReadyResponse = Type.Object({
   replay_lsn: Type.Optional(
     Nullable(Type.String({ description: 'pg_last_wal_replay_lsn() on this node' })),
   ),
+  timeline: Type.Optional(
+    Nullable(Type.Integer({ description: 'The timeline of the WAL this node holds' })),
+  ),
+  diverged: Type.Optional(
+    Nullable(
+      Type.String({
+        description:
+          "Why this node can never follow the primary (its WAL went past where the primary's timeline forked from it): never safe",
+      }),
+    ),
+  ),
   primary: Type.Optional(
     Type.Object({
       reachable: Type.Boolean(),

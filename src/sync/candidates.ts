@@ -14,7 +14,7 @@ export interface Asked {
   error: string | null;
 }
 
-export type CandidateStatus = 'safe' | 'not safe' | 'primary' | 'unreachable';
+export type CandidateStatus = 'safe' | 'not safe' | 'primary' | 'unreachable' | 'diverged';
 
 export interface Candidate {
   url: string;
@@ -22,6 +22,8 @@ export interface Candidate {
   role: Safety['role'];
   receive_lsn: string | null;
   replay_lsn: string | null;
+  /** The timeline of the WAL the node holds (null: unknown). */
+  timeline: number | null;
   /** Bytes between the consumers' confirmed positions and the copies, summed. */
   slot_lag_bytes: number | null;
   /** Why not safe (or unreachable), null when safe. */
@@ -41,13 +43,23 @@ const ORDER: Record<CandidateStatus, number> = {
   'not safe': 1,
   primary: 2,
   unreachable: 3,
+  // A node whose WAL went past the primary's fork: promoting it forks the cluster again.
+  diverged: 4,
 };
 
 export function rankCandidates(asked: readonly Asked[]): Ranking {
-  const candidates = asked.map(candidateOf);
+  // The cluster's view: a standby on an older timeline than a node that answers as the
+  // primary has not followed it, whatever its own (maybe stale) read of a primary said.
+  const primaryTimeline = Math.max(
+    0,
+    ...asked.map((a) => (a.answer?.role === 'primary' ? (a.answer.timeline ?? 0) : 0)),
+  );
+  const candidates = asked.map((a) => candidateOf(a, primaryTimeline));
   candidates.sort(
     (a, b) =>
       ORDER[a.status] - ORDER[b.status] ||
+      // WAL positions compare only on one timeline: a newer timeline first.
+      (b.timeline ?? 0) - (a.timeline ?? 0) ||
       compareTextLsnDesc(a.receive_lsn, b.receive_lsn) ||
       (a.slot_lag_bytes ?? Number.POSITIVE_INFINITY) -
         (b.slot_lag_bytes ?? Number.POSITIVE_INFINITY) ||
@@ -57,7 +69,7 @@ export function rankCandidates(asked: readonly Asked[]): Ranking {
   return { candidates, best };
 }
 
-function candidateOf({ url, answer, error }: Asked): Candidate {
+function candidateOf({ url, answer, error }: Asked, primaryTimeline: number): Candidate {
   if (answer === null || answer.slots === undefined) {
     return {
       url,
@@ -65,13 +77,26 @@ function candidateOf({ url, answer, error }: Asked): Candidate {
       role: 'unknown',
       receive_lsn: null,
       replay_lsn: null,
+      timeline: null,
       slot_lag_bytes: null,
       reason: error ?? 'no answer',
       what_if: [],
     };
   }
+  const diverged = answer.diverged ?? null;
+  const timeline = answer.timeline ?? null;
+  const behind =
+    answer.role !== 'primary' && timeline !== null && timeline < primaryTimeline
+      ? `on timeline ${timeline}, older than the primary's ${primaryTimeline}: it has not followed the primary`
+      : null;
   const status: CandidateStatus =
-    answer.role === 'primary' ? 'primary' : answer.ready ? 'safe' : 'not safe';
+    answer.role === 'primary'
+      ? 'primary'
+      : diverged !== null
+        ? 'diverged'
+        : answer.ready && behind === null
+          ? 'safe'
+          : 'not safe';
   const lags = answer.slots.map((s) => s.lag_bytes);
   return {
     url,
@@ -79,20 +104,24 @@ function candidateOf({ url, answer, error }: Asked): Candidate {
     role: answer.role,
     receive_lsn: answer.receive_lsn,
     replay_lsn: answer.replay_lsn,
+    timeline: answer.timeline ?? null,
     slot_lag_bytes: lags.some((l) => l === null)
       ? null
       : lags.reduce<number>((a, l) => a + (l ?? 0), 0),
     reason:
       status === 'safe'
         ? null
-        : (answer.reason ??
+        : (diverged ??
+          behind ??
+          answer.reason ??
           answer.not_ready.map((n) => `${n.name}: ${n.reason}`).join('; ') ??
           null),
     what_if: answer.slots.map((slot) => ({
       slot: slot.name,
-      line: slot.safe
-        ? `resumes at ${slot.resume_lsn}, its consumer confirmed ${slot.consumer_confirmed_lsn ?? 'unknown'}, ${sentAgain(slot.resume_lsn, slot.consumer_confirmed_lsn)} sent again`
-        : `lost: no ready copy (${slot.reason ?? 'not safe'})`,
+      line:
+        slot.safe && status === 'safe'
+          ? `resumes at ${slot.resume_lsn}, its consumer confirmed ${slot.consumer_confirmed_lsn ?? 'unknown'}, ${sentAgain(slot.resume_lsn, slot.consumer_confirmed_lsn)} sent again`
+          : `lost: no ready copy (${slot.reason ?? diverged ?? behind ?? 'not safe'})`,
     })),
   };
 }

@@ -9,13 +9,18 @@
  *   2. the copy, as the standby shows it now, is where slotsync left it: not moved by anyone
  *      (its confirmed_flush_lsn is not past the position slotsync recorded before its last
  *      move), not invalidated, not in use, not dropped and made again;
- *   3. no consumer can be ahead of this standby: its confirmed_flush_lsn, as last read on
- *      the primary, is not past the WAL this standby has received, and either the primary
- *      waits for this standby (synchronized_standby_slots names its physical slot and the
- *      slot is a failover slot: a walsender then sends no change the standby has not
- *      flushed) or that read is fresh and the primary still answers.
- * Facts 1 and 3-with-the-setting cannot change once the primary is gone: they carry no age
- * limit. Fact 2 is read at every question.
+ *   3. no consumer can hold WAL this standby lacks. What a consumer holds is what was sent
+ *      to it, not its confirmed_flush_lsn (subscribers confirm late, and restart from their
+ *      own origin). Either the primary waits for this standby — synchronized_standby_slots
+ *      names its physical slot, that slot is this standby's own (not past what it received,
+ *      not streamed into by another server), and this standby's WAL passed everything the
+ *      primary had flushed when the setting was first seen naming it — or, while the
+ *      primary answers, a fresh read shows the primary had flushed nothing this standby
+ *      lacks. Either way no consumer may have confirmed past it (consumerAheadOf).
+ * Facts 1 and 3-with-the-setting are valid as of the moment contact with the primary was
+ * lost: they carry no age limit, and whatever turns them to "no" is recorded durably before
+ * an answer relies on it (engine/facts.ts). Fact 2 is read at every question. A standby on a
+ * timeline the primary forked away from is never safe (PrimaryFacts.diverged).
  */
 import { formatLsn, type Lsn, lsnDistance } from './lsn.js';
 import { isOwnedCopy } from './rules.js';
@@ -41,13 +46,39 @@ export interface PrimaryFacts {
    * than this does not prove the primary still waits for it. Null otherwise.
    */
   quorumSilentMs?: number | null;
+  /**
+   * Why this standby can never follow the primary (its WAL went past the point where the
+   * primary's timeline forked from it), else null: such a node is never safe to promote.
+   */
+  diverged?: string | null;
+  /**
+   * Why synchronized_standby_slots names this standby's slot and still does not protect it
+   * (the slot is past what this standby received, another server streams into it, or this
+   * standby has not yet received what was flushed before the setting named it), else null.
+   */
+  unprotected?: string | null;
+  /** This standby has not followed the primary's timeline yet (sync/timeline.ts). */
+  otherTimeline?: string | null;
 }
 
 /** The primary as last read: its facts, when it last confirmed them, its slots' positions. */
 export interface PrimaryRead {
   facts: PrimaryFacts;
-  /** When the primary last confirmed the facts (ms since the epoch). */
+  /** When the primary last confirmed the facts (ms since the epoch), as the read began. */
   at: number;
+  /**
+   * When that read ended: only a read of the standby that began after it may be compared
+   * with the positions (WAL received only grows; an older read of the standby proves
+   * nothing against a later read of the primary). Defaults to `at`.
+   */
+  endedAt?: number;
+  /**
+   * pg_current_wal_flush_lsn() on the primary at that read: no walsender had sent WAL past
+   * it, so no consumer held any (the conservative bound for what consumers were sent; a
+   * logical walsender's sent_lsn restarts at confirmed_flush_lsn when its consumer
+   * reconnects, below what that consumer holds). Null when not read.
+   */
+  flushLsn?: Lsn | null;
   /**
    * The consumers' positions at that read (logical slots slotsync looks after, failover or
    * not); null when only the registry's record is known (slotsync started after the primary
@@ -65,6 +96,8 @@ export interface StandbyRead {
   /** pg_last_wal_receive_lsn(): WAL received and flushed (null when nothing streamed yet). */
   receiveLsn: Lsn | null;
   replayLsn: Lsn | null;
+  /** The timeline of the WAL it holds (StandbyState.walTimeline); null or absent: unknown. */
+  timeline?: number | null;
   slots: readonly LocalSlot[];
 }
 
@@ -129,6 +162,13 @@ export interface Safety {
   role: Role;
   receive_lsn: string | null;
   replay_lsn: string | null;
+  /** The timeline of the WAL this node holds (null: unknown). */
+  timeline: number | null;
+  /**
+   * Why this node can never follow the primary (its WAL went past where the primary's
+   * timeline forked from it), else null: never safe, ranked last by candidates.
+   */
+  diverged: string | null;
   primary: {
     /** The primary answered its last contact. */
     reachable: boolean;
@@ -191,6 +231,8 @@ export function assessSafety(input: SafetyInput): Safety {
     role,
     receive_lsn: formatLsn(standby.receiveLsn),
     replay_lsn: formatLsn(standby.replayLsn),
+    timeline: standby.timeline ?? null,
+    diverged: role === 'standby' ? (primary?.facts.diverged ?? null) : null,
     primary: {
       reachable: input.primaryDown === null && primary !== null,
       age_ms: primary === null ? null : Math.max(0, now - primary.at),
@@ -330,7 +372,28 @@ export function movedReason(
   return null;
 }
 
-/** Fact 3: no consumer of the slot can be ahead of the WAL this standby holds. */
+/**
+ * Whether a consumer that confirmed `confirmed` may skip, after this standby's promotion, a
+ * change the new primary commits. Logical decoding skips a transaction whose commit record
+ * *starts* before the start point (snapbuild.c SnapBuildXactNeedsSkip: `ptr <
+ * start_decoding_at`, ptr = the record's ReadRecPtr; a client's later START_REPLICATION
+ * position becomes start_decoding_at as is, logical.c CreateDecodingContext). Promotion
+ * replays all WAL received, then writes XLOG_END_OF_RECOVERY at EndOfLog, the MAXALIGNed end
+ * of the last complete record (xlogrecovery.c FinishWalRecovery, xlog.c StartupXLOG): never
+ * past what the standby received, and at least 48 bytes long, so no commit of the new
+ * timeline starts before EndOfLog + 48. Every LSN a walsender hands a client is the end of a
+ * record it read in full (sentPtr, txn->end_lsn), and record ends are 8-byte aligned: a
+ * client acknowledging "last WAL byte + 1" as the protocol words it confirms at most
+ * received + 1 for WAL this standby holds, which skips nothing. Past received + 1 it confirmed
+ * a record this standby lacks. Exactly the protocol's "+ 1": a wider tolerance is unproven
+ * (received can point into a partial record, far past EndOfLog).
+ */
+export function consumerAheadOf(confirmed: Lsn | null, received: Lsn | null): boolean {
+  if (confirmed === null) return false;
+  return received === null || confirmed > received + 1n;
+}
+
+/** Fact 3: no consumer of the slot can hold WAL this standby lacks. */
 function consumersFact(
   name: string,
   input: SafetyInput,
@@ -348,18 +411,22 @@ function consumersFact(
   if (primary === null) return no(null, NEVER_READ_REASON);
   const age = Math.max(0, now - primary.at);
   const { facts } = primary;
+  if (facts.diverged) return no(age, facts.diverged);
+  if (facts.otherTimeline) return no(age, facts.otherTimeline);
   const position = primary.positions?.get(name);
   const failover = position?.failover ?? facts.failoverSlots.includes(name);
   const confirmed = position?.confirmedFlushLsn ?? null;
   if (position === undefined && primary.positions !== null) {
     return no(age, `replication slot "${name}" does not exist on the primary`);
   }
-  // Ahead: known from the positions (against what the standby holds now, which only
-  // grows), else from the record of the last read.
+  // The record says which consumers were ahead of a read of the standby made after that read
+  // of the primary. A later read of the standby (it only receives more) may clear that, never
+  // add to it: one made before the primary's read proves nothing either way.
+  const standbyAfter =
+    input.standby !== null && input.standby.at >= (primary.endedAt ?? primary.at);
   const ahead =
-    position !== undefined
-      ? confirmed !== null && (received === null || confirmed > received)
-      : facts.ahead.includes(name);
+    facts.ahead.includes(name) &&
+    !(standbyAfter && position !== undefined && !consumerAheadOf(confirmed, received));
   if (ahead) {
     return no(
       age,
@@ -385,7 +452,7 @@ function consumersFact(
   if (facts.waitsForStandby) {
     return yes(
       age,
-      `the primary waits for this standby (synchronized_standby_slots names "${facts.standbySlot}") and the consumer of "${name}" was not ahead of it`,
+      `the primary waits for this standby (synchronized_standby_slots names "${facts.standbySlot}", its own slot) and the consumer of "${name}" was not ahead of it`,
     );
   }
   if (quorumSilent !== null) {
@@ -396,15 +463,34 @@ function consumersFact(
       `consumers may be ahead: this standby is outside the quorum's synchronized_standby_slots (SLOTSYNC_STANDBY_SLOTS_QUORUM), so the primary does not wait for it`,
     );
   }
+  const why =
+    facts.unprotected ?? `synchronized_standby_slots does not name "${facts.standbySlot}"`;
   if (input.primaryDown !== null || age > input.maxAgeMs) {
     return no(
       age,
-      `consumers may be ahead: the primary does not wait for this standby (synchronized_standby_slots does not name "${facts.standbySlot}")${input.primaryDown !== null ? ' and it does not answer' : ` and its last read is ${age} ms old (at most ${input.maxAgeMs} ms is trusted)`}`,
+      `consumers may be ahead: the primary does not wait for this standby (${why})${input.primaryDown !== null ? ' and it does not answer' : ` and its last read is ${age} ms old (at most ${input.maxAgeMs} ms is trusted)`}`,
     );
+  }
+  // A fresh read, the primary not waiting for this standby: what consumers hold is what was
+  // sent to them, bounded by what the primary had flushed at that read.
+  const flushed = primary.flushLsn;
+  if (flushed !== undefined) {
+    if (!standbyAfter) {
+      return no(
+        age,
+        `consumers may be ahead: the primary does not wait for this standby (${why}) and this standby was not read after the primary yet`,
+      );
+    }
+    if (flushed === null || received === null || flushed > received) {
+      return no(
+        age,
+        `consumers may be ahead: the primary does not wait for this standby (${why}) and had flushed WAL up to ${formatLsn(flushed) ?? 'an unknown position'}, past what this standby has received (${formatLsn(received) ?? 'none'}): its walsenders may have sent it`,
+      );
+    }
   }
   return yes(
     age,
-    `the consumer of "${name}" was not ahead of this standby at a read of the primary ${age} ms ago (the primary does not wait for this standby: this holds only while it answers)`,
+    `no consumer of "${name}" can hold WAL this standby lacks: at a read of the primary ${age} ms ago it had flushed nothing this standby has not received (the primary does not wait for this standby: this holds only while it answers)`,
   );
 }
 
@@ -413,28 +499,63 @@ export function primaryFactsOf(read: {
   standbySlot: string;
   synchronizedStandbySlots: string | null;
   slots: readonly { name: string; confirmedFlushLsn: Lsn | null; failover: boolean }[];
+  /** What this standby held, read after the primary was. */
   received: Lsn | null;
   /** The quorum manager announced this standby's removal: no longer protected. */
   removalPending?: boolean;
   /** SLOTSYNC_QUORUM_SILENT_MS when a quorum names this standby's slot, else null. */
   quorumSilentMs?: number | null;
+  /** The standby's physical slot on the primary, as that read saw it; undefined: not read. */
+  physicalSlot?: { restartLsn: Lsn | null; active: boolean };
+  /** This standby's walreceiver streams (null: the role may not see it). */
+  streaming?: boolean | null;
+  /** The setting names this standby only since a read at which the primary had flushed this. */
+  namedFrom?: Lsn | null;
+  diverged?: string | null;
+  otherTimeline?: string | null;
 }): PrimaryFacts {
   const failover = read.slots.filter((s) => s.failover);
+  const named = namesSlot(read.synchronizedStandbySlots, read.standbySlot);
+  const unprotected = named ? unprotectedReason(read) : null;
   return {
     standbySlot: read.standbySlot,
-    waitsForStandby:
-      namesSlot(read.synchronizedStandbySlots, read.standbySlot) && read.removalPending !== true,
+    waitsForStandby: named && read.removalPending !== true && unprotected === null,
     quorumSilentMs: read.quorumSilentMs ?? null,
     failoverSlots: failover.map((s) => s.name).sort(),
     ahead: failover
-      .filter(
-        (s) =>
-          s.confirmedFlushLsn !== null &&
-          (read.received === null || s.confirmedFlushLsn > read.received),
-      )
+      .filter((s) => consumerAheadOf(s.confirmedFlushLsn, read.received))
       .map((s) => s.name)
       .sort(),
+    diverged: read.diverged ?? null,
+    unprotected,
+    otherTimeline: read.otherTimeline ?? null,
   };
+}
+
+/**
+ * Why synchronized_standby_slots naming this standby's slot does not protect it, or null. The
+ * primary waits for the slot's position, whoever moves it: a slot past what this standby
+ * received (advanced by hand, or fed by a clone ahead of it) lets consumers get WAL this
+ * standby lacks, and a slot another server streams into while this standby does not can move
+ * past it at any time. WAL flushed before the setting named the slot may have been sent
+ * already: the standby must hold it first.
+ */
+function unprotectedReason(read: Parameters<typeof primaryFactsOf>[0]): string | null {
+  const slot = read.physicalSlot;
+  const received = read.received;
+  if (slot !== undefined) {
+    if (slot.restartLsn !== null && (received === null || slot.restartLsn > received)) {
+      return `its slot "${read.standbySlot}" on the primary is at ${formatLsn(slot.restartLsn)}, past what this standby received (${formatLsn(received) ?? 'none'}): another server or an operator moved it`;
+    }
+    if (slot.active && read.streaming === false) {
+      return `another server streams through its slot "${read.standbySlot}" on the primary while this standby does not`;
+    }
+  }
+  const from = read.namedFrom ?? null;
+  if (from !== null && (received === null || received < from)) {
+    return `the setting named "${read.standbySlot}" only since the primary had flushed ${formatLsn(from)}, which this standby has not received yet (${formatLsn(received) ?? 'none'}): WAL sent before may be ahead of it`;
+  }
+  return null;
 }
 
 /** The slot names of a synchronized_standby_slots-style list (comma-separated, maybe quoted). */
@@ -458,6 +579,33 @@ export function sameFacts(a: PrimaryFacts | null, b: PrimaryFacts | null): boole
     a.waitsForStandby === b.waitsForStandby &&
     a.failoverSlots.join(',') === b.failoverSlots.join(',') &&
     a.ahead.join(',') === b.ahead.join(',') &&
-    (a.quorumSilentMs ?? null) === (b.quorumSilentMs ?? null)
+    (a.quorumSilentMs ?? null) === (b.quorumSilentMs ?? null) &&
+    (a.diverged ?? null) === (b.diverged ?? null) &&
+    (a.unprotected ?? null) === (b.unprotected ?? null) &&
+    (a.otherTimeline ?? null) === (b.otherTimeline ?? null)
   );
+}
+
+/**
+ * What both records allow, no more: used where a read could not be made durable, or could
+ * not be trusted as the upstream's, so that it may only take away.
+ */
+export function narrowerFacts(a: PrimaryFacts | null, b: PrimaryFacts): PrimaryFacts {
+  if (a === null || a.standbySlot !== b.standbySlot) {
+    return a === null ? b : { ...b, waitsForStandby: false };
+  }
+  return {
+    ...b,
+    waitsForStandby: a.waitsForStandby && b.waitsForStandby,
+    failoverSlots: [...new Set([...a.failoverSlots, ...b.failoverSlots])].sort(),
+    ahead: [...new Set([...a.ahead, ...b.ahead])].sort(),
+    diverged: b.diverged ?? a.diverged ?? null,
+    unprotected: b.unprotected ?? a.unprotected ?? null,
+    otherTimeline: b.otherTimeline ?? a.otherTimeline ?? null,
+  };
+}
+
+/** Whether `b` takes away something `a` allowed (narrowerFacts(a, b) differs from a). */
+export function narrows(a: PrimaryFacts | null, b: PrimaryFacts): boolean {
+  return a === null || !sameFacts(a, narrowerFacts(a, b));
 }

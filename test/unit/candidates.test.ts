@@ -30,6 +30,8 @@ function answer(received: string, slots: SlotVerdict[], role: Safety['role'] = '
     role,
     receive_lsn: received,
     replay_lsn: received,
+    timeline: 1,
+    diverged: null,
     primary: { reachable: false, age_ms: 10, waits_for_standby: true, detail: '' },
     slots,
   };
@@ -72,6 +74,50 @@ describe('slotsync candidates: the ranking', () => {
     const text = formatRanking(ranking);
     assert.equal(text.at(-1), 'http://ahead', 'the best URL alone on the last line');
     assert.match(text.join('\n'), /http:\/\/down {2}unreachable .*ECONNREFUSED/);
+  });
+
+  it('timelines: a node that diverged is ranked last, one on an older timeline than the primary is not safe, whatever its own read said', () => {
+    const on = (timeline: number, a: Safety): Safety => ({ ...a, timeline });
+    const ranking = rankCandidates([
+      {
+        url: 'http://forked',
+        answer: {
+          ...on(1, answer('0/9000', [verdict('sub', false)])),
+          diverged: 'diverged: past 0/5000 where the primary forked',
+        },
+        error: null,
+      },
+      // Its own slotsync still reads the dead primary: it says ready, but B is the primary now.
+      { url: 'http://stale', answer: on(1, answer('0/9900', [verdict('sub', true)])), error: null },
+      {
+        url: 'http://follower',
+        answer: on(2, answer('0/6000', [verdict('sub', true)])),
+        error: null,
+      },
+      { url: 'http://b', answer: on(2, answer('0/7000', [], 'primary')), error: null },
+      { url: 'http://down', answer: null, error: 'did not answer' },
+    ]);
+    assert.deepEqual(
+      ranking.candidates.map((c) => `${c.url} ${c.status}`),
+      [
+        'http://follower safe',
+        'http://stale not safe',
+        'http://b primary',
+        'http://down unreachable',
+        'http://forked diverged',
+      ],
+    );
+    assert.equal(
+      ranking.best,
+      'http://follower',
+      'never the node with the most WAL of an old timeline',
+    );
+    assert.match(ranking.candidates[1]?.reason ?? '', /on timeline 1, older than the primary's 2/);
+    assert.match(
+      ranking.candidates[1]?.what_if[0]?.line ?? '',
+      /^lost: .*older than the primary's 2/,
+    );
+    assert.match(ranking.candidates[4]?.reason ?? '', /^diverged/);
   });
 
   it('no safe candidate: best is null and the text says so', () => {

@@ -4,8 +4,11 @@ import { parseGateArgs } from '../../src/cli/gate.js';
 import { parseLsn } from '../../src/sync/lsn.js';
 import {
   assessSafety,
+  consumerAheadOf,
   NEVER_READ_REASON,
   namesSlot,
+  narrowerFacts,
+  narrows,
   PRIMARY_ROLE_REASON,
   type PrimaryRead,
   primaryFactsOf,
@@ -13,6 +16,7 @@ import {
   type SafetyInput,
 } from '../../src/sync/safety.js';
 import { slotList, slotSelector } from '../../src/sync/select.js';
+import { forkPointOf, timelineVerdict } from '../../src/sync/timeline.js';
 import type { LocalSlot, RegistryEntry } from '../../src/sync/types.js';
 import { entry, local, stage } from '../helpers/slots.js';
 
@@ -322,3 +326,195 @@ describe('safe to promote under a quorum for synchronized_standby_slots', () => 
     );
   });
 });
+
+describe('what a consumer holds, and what the primary’s promise rests on (issue: safe while the world moves)', () => {
+  it('a client that acknowledges "last WAL byte + 1" is not ahead; one byte more is', () => {
+    const received = parseLsn('0/9000');
+    assert.equal(consumerAheadOf(parseLsn('0/9000'), received), false);
+    assert.equal(consumerAheadOf(parseLsn('0/9001'), received), false, 'the protocol’s + 1');
+    assert.equal(consumerAheadOf(parseLsn('0/9002'), received), true);
+    assert.equal(consumerAheadOf(parseLsn('0/9008'), received), true, 'a whole record past it');
+    assert.equal(consumerAheadOf(null, received), false, 'never confirmed: holds nothing');
+    assert.equal(consumerAheadOf(parseLsn('0/1'), null), true, 'a standby that holds nothing');
+    const facts = primaryFactsOf({
+      standbySlot: 'standby_slot',
+      synchronizedStandbySlots: 'standby_slot',
+      slots: [
+        { name: 'plus-one', confirmedFlushLsn: parseLsn('0/9001'), failover: true },
+        { name: 'past', confirmedFlushLsn: parseLsn('0/9010'), failover: true },
+      ],
+      received,
+    });
+    assert.deepEqual(facts.ahead, ['past']);
+  });
+
+  it('a read of the standby older than the read of the primary neither makes nor clears "ahead" (no flap)', () => {
+    // The record was computed against the standby read after the primary: nobody ahead.
+    const read: PrimaryRead = {
+      ...primaryRead({ a: { lsn: '0/9800' } }, { waits: true, received: '0/9900' }),
+      endedAt: T0 + 500,
+    };
+    assert.deepEqual(read.facts.ahead, []);
+    const older = assessSafety({
+      ...baseInput(read),
+      standby: { ...standbyAt(T0 + 100, '0/9000') },
+    });
+    assert.equal(older.ready, true, JSON.stringify(older.not_ready));
+    // Recorded ahead against a read made after: a later standby read that caught up clears it,
+    // an older one does not.
+    const ahead: PrimaryRead = {
+      ...primaryRead({ a: { lsn: '0/A000' } }, { waits: true, received: '0/9000' }),
+      endedAt: T0 + 500,
+    };
+    assert.deepEqual(ahead.facts.ahead, ['a']);
+    assert.equal(
+      assessSafety({ ...baseInput(ahead), standby: standbyAt(T0 + 100, '0/B000') }).ready,
+      false,
+    );
+    assert.equal(
+      assessSafety({ ...baseInput(ahead), standby: standbyAt(T0 + 600, '0/B000') }).ready,
+      true,
+    );
+  });
+
+  it('without the setting, a fresh read counts what the primary had flushed (sent), not what consumers confirmed', () => {
+    const read: PrimaryRead = {
+      ...primaryRead({ a: { lsn: '0/2000' } }, { waits: false, received: '0/9000' }),
+      endedAt: T0 + 10,
+      flushLsn: parseLsn('0/9800'),
+    };
+    const behind = assessSafety({ ...baseInput(read), standby: standbyAt(T0 + 20, '0/9000') });
+    assert.equal(behind.ready, false, 'consumers may have been sent 0/9000..0/9800');
+    assert.match(
+      behind.not_ready[0]?.reason ?? '',
+      /had flushed WAL up to 0\/9800, past what this standby has received \(0\/9000\)/,
+    );
+    const before = assessSafety({ ...baseInput(read), standby: standbyAt(T0 + 5, '0/9800') });
+    assert.equal(before.ready, false, 'a standby read made before the primary’s proves nothing');
+    const caughtUp = assessSafety({ ...baseInput(read), standby: standbyAt(T0 + 20, '0/9800') });
+    assert.equal(caughtUp.ready, true, JSON.stringify(caughtUp.not_ready));
+  });
+
+  it('the setting protects only through this standby’s own slot, and only once it holds what was flushed before the setting named it', () => {
+    const base = {
+      standbySlot: 'standby_slot',
+      synchronizedStandbySlots: 'standby_slot',
+      slots: [],
+      received: parseLsn('0/9000'),
+    };
+    assert.equal(primaryFactsOf(base).waitsForStandby, true);
+    const advanced = primaryFactsOf({
+      ...base,
+      physicalSlot: { restartLsn: parseLsn('0/9100'), active: false },
+    });
+    assert.equal(advanced.waitsForStandby, false);
+    assert.match(
+      advanced.unprotected ?? '',
+      /past what this standby received .* another server or an operator moved it/,
+    );
+    const clone = primaryFactsOf({
+      ...base,
+      physicalSlot: { restartLsn: parseLsn('0/8000'), active: true },
+      streaming: false,
+    });
+    assert.equal(clone.waitsForStandby, false);
+    assert.match(clone.unprotected ?? '', /another server streams through its slot/);
+    const own = primaryFactsOf({
+      ...base,
+      physicalSlot: { restartLsn: parseLsn('0/9000'), active: true },
+      streaming: true,
+    });
+    assert.equal(own.waitsForStandby, true);
+    const cut = primaryFactsOf({
+      ...base,
+      physicalSlot: { restartLsn: parseLsn('0/8000'), active: false },
+      streaming: false,
+    });
+    assert.equal(
+      cut.waitsForStandby,
+      true,
+      'nobody streams: consumers stall at the slot, behind this standby',
+    );
+    const added = primaryFactsOf({ ...base, namedFrom: parseLsn('0/9800') });
+    assert.equal(added.waitsForStandby, false);
+    assert.match(added.unprotected ?? '', /only since the primary had flushed 0\/9800/);
+    assert.equal(primaryFactsOf({ ...base, namedFrom: parseLsn('0/9000') }).waitsForStandby, true);
+    const notNamed = primaryFactsOf({
+      ...base,
+      synchronizedStandbySlots: '',
+      physicalSlot: { restartLsn: parseLsn('0/9100'), active: false },
+    });
+    assert.equal(notNamed.unprotected, null, 'the setting not naming it says so itself');
+  });
+
+  it('a narrowing record only takes away', () => {
+    const wide = primaryFactsOf({
+      standbySlot: 's',
+      synchronizedStandbySlots: 's',
+      slots: [{ name: 'a', confirmedFlushLsn: parseLsn('0/1'), failover: true }],
+      received: parseLsn('0/9000'),
+    });
+    const cleared = { ...wide, waitsForStandby: false, unprotected: 'x' };
+    assert.equal(narrows(wide, cleared), true);
+    assert.equal(narrowerFacts(wide, cleared).waitsForStandby, false);
+    assert.equal(narrows(cleared, wide), false, 'a read that would add back is no narrowing');
+    assert.equal(narrowerFacts(cleared, wide).waitsForStandby, false);
+    assert.deepEqual(narrowerFacts(wide, { ...wide, ahead: ['a'] }).ahead, ['a']);
+  });
+
+  it('timelines: a standby past the point where the primary’s timeline forked from it has diverged; one not yet switched is not safe either', () => {
+    const history =
+      '1\t0/3000060\tno recovery target specified\n2\t0/5000000\tno recovery target specified\n';
+    assert.equal(forkPointOf(history, 1), parseLsn('0/3000060'));
+    assert.equal(forkPointOf(history, 2), parseLsn('0/5000000'));
+    assert.equal(forkPointOf(history, 3), null);
+    assert.deepEqual(timelineVerdict(2, parseLsn('0/9000000'), 2, null), {
+      diverged: null,
+      otherTimeline: null,
+    });
+    const past = timelineVerdict(1, parseLsn('0/3000100'), 2, parseLsn('0/3000060'));
+    assert.match(
+      past.diverged ?? '',
+      /^diverged: .* past 0\/3000060 where the primary's timeline 2 forked/,
+    );
+    const before = timelineVerdict(1, parseLsn('0/3000060'), 2, parseLsn('0/3000060'));
+    assert.equal(before.diverged, null);
+    assert.match(before.otherTimeline ?? '', /has not followed the primary's timeline yet/);
+    assert.match(timelineVerdict(1, parseLsn('0/1'), 2, null).otherTimeline ?? '', /not readable/);
+    const facts = {
+      ...primaryRead({ a: { lsn: '0/2000' } }),
+      facts: { ...primaryRead({ a: { lsn: '0/2000' } }).facts, diverged: past.diverged },
+    };
+    const answer = assessSafety({ ...baseInput(facts), standby: standbyAt(T0 + 10, '0/9000') });
+    assert.equal(answer.ready, false);
+    assert.equal(answer.diverged, past.diverged);
+    assert.match(answer.not_ready[0]?.reason ?? '', /^diverged/);
+  });
+});
+
+function standbyAt(at: number, received: string) {
+  return {
+    at,
+    inRecovery: true,
+    systemIdentifier: '42',
+    receiveLsn: parseLsn(received),
+    replayLsn: parseLsn('0/8000'),
+    slots: [copy],
+  };
+}
+
+function baseInput(primary: PrimaryRead): SafetyInput {
+  return {
+    now: T0 + 1_000,
+    required: null,
+    registry: new Map([[ready.name, ready]]),
+    bindingProblem: null,
+    standby: standbyAt(T0 + 1_000, '0/9000'),
+    standbyDown: null,
+    primary,
+    primaryDown: null,
+    lastCycleAt: T0,
+    reloaded: false,
+    maxAgeMs: 5_000,
+  };
+}
