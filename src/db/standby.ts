@@ -132,7 +132,19 @@ const ORPHANED_WHERE = `application_name = '${APPLICATION_NAME.standby}' AND sta
 
 const ORPHANED = `(SELECT count(*)::int FROM pg_catalog.pg_stat_activity WHERE ${ORPHANED_WHERE})`;
 
-const SLOTS = `SELECT ${LOCAL_COLUMNS} FROM pg_catalog.pg_replication_slots`;
+/**
+ * `active` means in use by someone else: a slot slotsync's own sessions hold for a moment
+ * (an advance, a copy) is not a consumer connected to the wrong server.
+ */
+const SLOTS = `SELECT ${LOCAL_COLUMNS.split(', ')
+  .map((column) =>
+    column === 'active'
+      ? `(active AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity sa
+           WHERE sa.pid = active_pid AND sa.application_name = '${APPLICATION_NAME.standby}'))
+         AS active`
+      : column,
+  )
+  .join(', ')} FROM pg_catalog.pg_replication_slots`;
 
 /**
  * Takes the sync lock and, only when it was granted, reads the standby in the same

@@ -135,7 +135,7 @@ export async function recordPrimaryRead(
   read: PrimaryRead,
 ): Promise<void> {
   const kept = cache.maskQuorum(read);
-  if (!sameFacts(registry.primary?.facts ?? null, kept.facts)) {
+  if (durable(registry) && !sameFacts(registry.primary?.facts ?? null, kept.facts)) {
     try {
       await registry.writePrimary({ facts: kept.facts, since: kept.at });
     } catch (error) {
@@ -146,6 +146,15 @@ export async function recordPrimaryRead(
   }
   cache.primaryRead = kept;
   cache.primaryDown = null;
+}
+
+/**
+ * Whether the primary's facts go to the registry: only once it is bound to this node. An
+ * unbound registry owns no copy, so no answer rests on them, and writing its file would make
+ * a folder that is not this node's (or whose registry vanished) look like a bound one.
+ */
+function durable(registry: Registry): boolean {
+  return registry.node !== null;
 }
 
 /**
@@ -161,7 +170,7 @@ export async function recordNarrowing(
 ): Promise<void> {
   const recorded = registry.primary?.facts ?? null;
   const facts = cache.maskQuorum(read).facts;
-  if (recorded === null || !narrows(recorded, facts)) return;
+  if (!durable(registry) || recorded === null || !narrows(recorded, facts)) return;
   const narrowed = narrowerFacts(recorded, facts);
   await registry.writePrimary({ facts: narrowed, since: read.at });
   if (cache.primaryRead !== null) {

@@ -1,0 +1,55 @@
+/**
+ * The chaos checker: holds each promotion made on a "safe" to the ground truth. Pure: the
+ * rows each side holds come in, the verdict goes out.
+ *
+ * After a promotion, a consumer must hold no row the new primary lacks (it was ahead of the
+ * promoted standby: the new primary will write other rows at those ids and positions, and
+ * the consumer skips or collides with them), and once settled it must hold every row the new
+ * primary committed, each once; or it must have stopped with a clear error.
+ */
+
+export interface ConsumerCheck {
+  consumer: string;
+  /** Ids the consumer held at promotion that the new primary does not have. */
+  ahead: number[];
+  /** Ids the new primary committed that the consumer never got (after settling). */
+  missing: number[];
+  /** Ids the consumer got more than once after the promotion. */
+  duplicates: number[];
+  /** The consumer stopped with an error (a clear "no", not a silent gap). */
+  error: string | null;
+  violation: string | null;
+}
+
+export function checkConsumer(input: {
+  consumer: string;
+  /** Ids on the new primary at promotion. */
+  primaryAtPromotion: ReadonlySet<number>;
+  /** Ids the consumer held at promotion. */
+  heldAtPromotion: ReadonlySet<number>;
+  /** Ids the new primary committed after promotion, as of the check. */
+  committedAfter: readonly number[];
+  /** How often the consumer got each id after the promotion. */
+  receivedAfter: ReadonlyMap<number, number>;
+  error: string | null;
+}): ConsumerCheck {
+  const ahead = [...input.heldAtPromotion].filter((id) => !input.primaryAtPromotion.has(id));
+  const missing = input.committedAfter.filter((id) => !input.receivedAfter.has(id));
+  const duplicates = input.committedAfter.filter((id) => (input.receivedAfter.get(id) ?? 0) > 1);
+  let violation: string | null = null;
+  if (ahead.length > 0) {
+    violation = `${input.consumer} held ${ahead.length} row(s) the promoted node lacks (ids ${ahead.slice(0, 5).join(', ')}…): it was ahead of the standby called safe`;
+  } else if (input.error === null && missing.length > 0) {
+    violation = `${input.consumer} is missing ${missing.length} row(s) the new primary committed (ids ${missing.slice(0, 5).join(', ')}…) with no error: a silent gap`;
+  } else if (duplicates.length > 0) {
+    violation = `${input.consumer} got ${duplicates.length} row(s) of the new timeline more than once (ids ${duplicates.slice(0, 5).join(', ')}…)`;
+  }
+  return {
+    consumer: input.consumer,
+    ahead,
+    missing,
+    duplicates,
+    error: input.error,
+    violation,
+  };
+}
