@@ -194,6 +194,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     }
     writer.start(cluster.primary);
     cdc.start(cluster.primary);
+    // Faults start on a healthy cluster: every standby safe to promote onto.
+    await waitUntil(async () => {
+      for (const standby of cluster.standbys) {
+        const base = nodes.get(standby.name)?.slotsync?.base;
+        const answer = await fetch(`${base}/ready`).catch(() => null);
+        if (answer?.status !== 200) return false;
+      }
+      return true;
+    }, 60_000);
 
     const restartSlotsync = async (node: Node, signal: 'SIGKILL' | 'SIGHUP') => {
       if (signal === 'SIGHUP') {
@@ -221,7 +230,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         .filter((u): u is string => u !== undefined);
       let best: string | null = null;
       let reasons: string[] = [];
-      const deadline = Date.now() + 15_000;
+      const deadline = Date.now() + 10_000;
       while (best === null && Date.now() < deadline) {
         const ranked = await runCli(
           ['candidates', ...urls.flatMap((u) => ['--url', u]), '--json'],

@@ -193,15 +193,40 @@ export class CycleCache {
     return this.#named.from;
   }
 
+  /** When the primary last failed to answer (ms since the epoch; 0: never). */
+  primaryDownAt = 0;
+
   /** The primary failed to answer, or is not this standby's upstream. */
-  primaryFailed(why: string): void {
+  primaryFailed(why: string, at = Date.now()): void {
     this.primaryDown = why;
+    this.primaryDownAt = at;
+  }
+
+  /**
+   * Keeps a read of the primary that ended: never one older than the read kept already (a
+   * read that outlived its wait must not restore older facts), and it clears "the primary
+   * does not answer" only when it began after that failure was seen.
+   */
+  keepNewerRead(read: PrimaryRead): void {
+    if (
+      this.primaryRead === null ||
+      this.primaryRead.positions === null ||
+      read.at >= this.primaryRead.at
+    ) {
+      this.primaryRead = read;
+    }
+    if (read.at >= this.primaryDownAt) this.primaryDown = null;
   }
 
   /** The worker's change probe found the primary's digest unchanged: its facts still hold. */
   primaryConfirmed(at = Date.now()): void {
-    if (this.primaryRead?.positions) this.primaryRead = { ...this.primaryRead, at };
-    this.primaryDown = null;
+    // The digest covers the slots and the setting, not what the primary has flushed: a read
+    // that rests on that (the primary not waiting for this standby) is not made fresher.
+    const read = this.primaryRead;
+    if (read?.positions && read.facts.waitsForStandby && at > read.at) {
+      this.primaryRead = { ...read, at };
+    }
+    if (at >= this.primaryDownAt) this.primaryDown = null;
   }
 
   forget(): void {

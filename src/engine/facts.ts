@@ -144,8 +144,7 @@ export async function recordPrimaryRead(
       throw error;
     }
   }
-  cache.primaryRead = kept;
-  cache.primaryDown = null;
+  cache.keepNewerRead(kept);
 }
 
 /**

@@ -143,6 +143,7 @@ export class Worker {
       }
       if (fingerprint === null || changed) continue;
       try {
+        const probedAt = Date.now();
         const now = await readFingerprint(deps.primary, [...deps.registry.entries.keys()]);
         if (now !== fingerprint) {
           if (Date.now() >= earliest) return true;
@@ -150,7 +151,7 @@ export class Worker {
           until = Math.min(until, earliest);
           continue;
         }
-        deps.cache.primaryConfirmed();
+        deps.cache.primaryConfirmed(probedAt);
       } catch (error) {
         deps.cache.primaryFailed(`the primary does not answer: ${messageOf(error)}`);
         return true; // let a cycle meet the error and report it

@@ -281,7 +281,12 @@ function verdictOf(
   const { now, primary } = input;
   const remote = primary?.positions?.get(name) ?? null;
   const copy = copyFact(name, entry, input);
-  const unmoved = unmovedFact(name, entry, slot, now - (input.standby?.at ?? now));
+  const unmoved = pastRemote(
+    name,
+    unmovedFact(name, entry, slot, now - (input.standby?.at ?? now)),
+    slot,
+    remote?.confirmedFlushLsn ?? null,
+  );
   const { fact: consumers, ahead } = consumersFact(name, input, received);
   const failed = [copy, unmoved, consumers].find((fact) => !fact.holds);
   const confirmed = remote?.confirmedFlushLsn ?? null;
@@ -346,6 +351,26 @@ export function unmovedFact(
         detail: `the copy of "${name}" is at ${formatLsn(slot?.confirmedFlushLsn ?? null)}, where slotsync left it`,
       }
     : { holds: false, age_ms: age, detail: problem };
+}
+
+/**
+ * A copy past its remote slot (the remote dropped and made again behind it, with the same
+ * plugin and database) would start its consumer after changes the consumer never got: not
+ * safe, whatever the registry says, until a cycle drops it.
+ */
+function pastRemote(
+  name: string,
+  unmoved: Fact,
+  slot: LocalSlot | undefined,
+  remote: Lsn | null,
+): Fact {
+  const at = slot?.confirmedFlushLsn ?? null;
+  if (!unmoved.holds || at === null || remote === null || at <= remote) return unmoved;
+  return {
+    ...unmoved,
+    holds: false,
+    detail: `the copy of "${name}" is at ${formatLsn(at)}, past its remote slot's confirmed_flush_lsn ${formatLsn(remote)} (the remote was made again behind it): its consumer would skip what lies between`,
+  };
 }
 
 /** Why the published copy is not the one slotsync left, or null. */

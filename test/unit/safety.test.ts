@@ -518,3 +518,20 @@ function baseInput(primary: PrimaryRead): SafetyInput {
     maxAgeMs: 5_000,
   };
 }
+
+describe('a copy past its remote (the remote made again behind it)', () => {
+  it('is not safe while the primary’s read shows the remote behind the copy', () => {
+    const behind = safety({
+      registry: [ready],
+      local: [copy],
+      primary: primaryRead({ a: { lsn: '0/1800' } }, { waits: true, received: '0/9000' }),
+    });
+    assert.equal(behind.ready, false);
+    assert.match(
+      behind.not_ready[0]?.reason ?? '',
+      /past its remote slot's confirmed_flush_lsn 0\/1800/,
+    );
+    const level = safety({ registry: [ready], local: [copy] });
+    assert.equal(level.ready, true, 'a copy at its remote is safe');
+  });
+});
