@@ -101,6 +101,10 @@ class CdcClient {
     this.#service = null;
   }
 
+  describe(): string {
+    return `${this.received.size} rows since the last promotion, at ${this.#lastLsn ?? 'its slot'}, error: ${this.error ?? 'none'}`;
+  }
+
   /** Forgets what it got: a new baseline (after a promotion is checked). */
   reset(): void {
     this.received = new Map();
@@ -257,12 +261,17 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       }
       const to = [...nodes.values()].find((n) => n.slotsync?.base === best)?.server;
       if (best === null || to === undefined) {
+        await old.start();
+        const [slot] = await old.sql<Record<string, unknown>>(
+          `SELECT failover, confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = '${CDC}'`,
+        );
+        log(`  ("${CDC}" on the primary: ${JSON.stringify(slot ?? null)})`);
         for (const reason of reasons) {
           const key = reasonKey(reason);
           result.no[key] = (result.no[key] ?? 0) + 1;
         }
         log(`  no safe candidate: ${reasons.join(' | ')}; the old primary restarts`);
-        await old.start();
+        log(`  (the pgoutput client: ${cdc.describe()})`);
         await writer.resumeOn(old);
         cdc.error = null;
         cdc.start(old);
