@@ -23,6 +23,12 @@ export interface ConsumerCheck {
 
 export function checkConsumer(input: {
   consumer: string;
+  /**
+   * Where the consumer would resume (a subscription's origin, a client's last position),
+   * and the end of the WAL the promoted node had: past it + 1, the consumer skips what the
+   * new primary writes there (it was ahead of the standby called safe).
+   */
+  position?: { resume: bigint | null; endOfWal: bigint } | null;
   /** Ids on the new primary at promotion. */
   primaryAtPromotion: ReadonlySet<number>;
   /** Ids the consumer held at promotion. */
@@ -37,7 +43,10 @@ export function checkConsumer(input: {
   const missing = input.committedAfter.filter((id) => !input.receivedAfter.has(id));
   const duplicates = input.committedAfter.filter((id) => (input.receivedAfter.get(id) ?? 0) > 1);
   let violation: string | null = null;
-  if (ahead.length > 0) {
+  const position = input.position ?? null;
+  if (position && position.resume !== null && position.resume > position.endOfWal + 1n) {
+    violation = `${input.consumer} would resume at ${lsnText(position.resume)}, past the end of the promoted node's WAL (${lsnText(position.endOfWal)}): it was ahead of the standby called safe`;
+  } else if (ahead.length > 0) {
     violation = `${input.consumer} held ${ahead.length} row(s) the promoted node lacks (ids ${ahead.slice(0, 5).join(', ')}…): it was ahead of the standby called safe`;
   } else if (input.error === null && missing.length > 0) {
     violation = `${input.consumer} is missing ${missing.length} row(s) the new primary committed (ids ${missing.slice(0, 5).join(', ')}…) with no error: a silent gap`;
@@ -52,4 +61,8 @@ export function checkConsumer(input: {
     error: input.error,
     violation,
   };
+}
+
+function lsnText(lsn: bigint): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
 }

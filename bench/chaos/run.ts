@@ -9,7 +9,7 @@
  * only then. After each promotion the checker (checker.ts) holds every consumer to the new
  * primary's rows: nothing ahead, nothing missing, nothing twice, or a clear error.
  */
-import { rm } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import { delay } from '../../src/util.js';
 import { type Running, runCli, startProcess } from '../../test/helpers/cli.js';
@@ -99,6 +99,13 @@ class CdcClient {
   async stop(): Promise<void> {
     await this.#service?.destroy().catch(() => undefined);
     this.#service = null;
+  }
+
+  /** Where it would resume: the last position it got (null: its slot's). */
+  position(): bigint | null {
+    if (this.#lastLsn === undefined) return null;
+    const [hi, lo] = this.#lastLsn.split('/');
+    return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
   }
 
   describe(): string {
@@ -281,8 +288,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     };
 
     const promoteOnto = async (to: PgServer, old: PgServer): Promise<void> => {
-      const heldBySubscriber = new Set(await ids(cluster.subscriber as PgServer));
+      const subscriber = cluster.subscriber as PgServer;
+      const heldBySubscriber = new Set(await ids(subscriber));
       const heldByCdc = new Set(cdc.received.keys());
+      // The end of the WAL the promoted node has (the primary is dead: nothing more comes),
+      // and where each consumer would resume.
+      const [end] = await to.sql<{ lsn: string }>(
+        `SELECT (greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) - '0/0'::pg_lsn)::text AS lsn`,
+      );
+      const endOfWal = BigInt(end?.lsn ?? '0');
+      const [origin] = await subscriber.sql<{ lsn: string | null }>(
+        `SELECT (max(remote_lsn) - '0/0'::pg_lsn)::text AS lsn FROM pg_replication_origin_status`,
+      );
+      const subscriberResume = origin?.lsn ? BigInt(origin.lsn) : null;
+      const cdcResume = cdc.position();
+      const logFrom = await subscriberLogSize(subscriber);
       await to.promote();
       result.promotions++;
       const primaryAtPromotion = new Set(await ids(to));
@@ -334,10 +354,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       }
       const subscriberError = committedAfter.every((id) => subscriberIds.has(id))
         ? null
-        : await subscriberErrors(cluster.subscriber as PgServer);
+        : await subscriberErrors(subscriber, logFrom);
       checks.push(
         checkConsumer({
           consumer: `subscription ${SUBSCRIPTION}`,
+          position: { resume: subscriberResume, endOfWal },
           primaryAtPromotion,
           heldAtPromotion: heldBySubscriber,
           committedAfter,
@@ -348,6 +369,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         }),
         checkConsumer({
           consumer: `pgoutput client on "${CDC}"`,
+          position: { resume: cdcResume, endOfWal },
           primaryAtPromotion,
           heldAtPromotion: heldByCdc,
           committedAfter,
@@ -520,10 +542,20 @@ async function waitUntil(check: () => Promise<boolean>, ms: number): Promise<boo
   return false;
 }
 
-/** The subscriber's apply errors, or null when it shows none. */
-async function subscriberErrors(subscriber: PgServer): Promise<string | null> {
-  const tail = await subscriber.logTail(200);
-  const line = tail.split('\n').find((l) => /ERROR:/.test(l));
+async function subscriberLogSize(subscriber: PgServer): Promise<number> {
+  return (await stat(subscriber.logFile).catch(() => ({ size: 0 }))).size;
+}
+
+/**
+ * A clear error the subscription met after the promotion (its slot does not exist, a row
+ * collides), or null. The old primary's connection dying is no such error: it is what every
+ * failover looks like to a subscriber.
+ */
+async function subscriberErrors(subscriber: PgServer, from: number): Promise<string | null> {
+  const text = (await readFile(subscriber.logFile, 'utf8').catch(() => '')).slice(from);
+  const line = text
+    .split('\n')
+    .find((l) => /ERROR:.*(does not exist|duplicate key|conflict)/.test(l));
   return line === undefined ? null : line.replace(/^.*ERROR:\s*/, '');
 }
 

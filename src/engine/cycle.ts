@@ -403,7 +403,12 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
           const others = (state.others ?? cache.others ?? []).filter((s) =>
             deps.selectSlot(s.name),
           );
-          await recordNarrowing(cache, deps.registry, (await factsOf(state, slots, others)).read);
+          // Never in place of the error that stopped the cycle.
+          await factsOf(state, slots, others)
+            .then((facts) => recordNarrowing(cache, deps.registry, facts.read))
+            .catch((e: unknown) =>
+              deps.logger.warn({ err: messageOf(e) }, 'could not record what the primary said'),
+            );
         }
         throw error;
       }

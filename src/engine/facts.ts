@@ -171,13 +171,15 @@ export async function recordNarrowing(
   const facts = cache.maskQuorum(read).facts;
   if (!durable(registry) || recorded === null || !narrows(recorded, facts)) return;
   const narrowed = narrowerFacts(recorded, facts);
-  await registry.writePrimary({ facts: narrowed, since: read.at });
+  // Memory first: taking away never needs to wait for the disk (a failed write still leaves
+  // the running process answering "no").
   if (cache.primaryRead !== null) {
     cache.primaryRead = {
       ...cache.primaryRead,
       facts: narrowerFacts(cache.primaryRead.facts, narrowed),
     };
   }
+  await registry.writePrimary({ facts: narrowed, since: read.at });
 }
 
 /** The registry's record of the primary, before any read of it in this process. */
