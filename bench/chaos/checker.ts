@@ -7,6 +7,7 @@
  * the consumer skips or collides with them), and once settled it must hold every row the new
  * primary committed, each once; or it must have stopped with a clear error.
  */
+import { formatLsn } from '../../src/sync/lsn.js';
 
 export interface ConsumerCheck {
   consumer: string;
@@ -45,7 +46,7 @@ export function checkConsumer(input: {
   let violation: string | null = null;
   const position = input.position ?? null;
   if (position && position.resume !== null && position.resume > position.endOfWal + 1n) {
-    violation = `${input.consumer} would resume at ${lsnText(position.resume)}, past the end of the promoted node's WAL (${lsnText(position.endOfWal)}): it was ahead of the standby called safe`;
+    violation = `${input.consumer} would resume at ${formatLsn(position.resume)}, past the end of the promoted node's WAL (${formatLsn(position.endOfWal)}): it was ahead of the standby called safe`;
   } else if (ahead.length > 0) {
     violation = `${input.consumer} held ${ahead.length} row(s) the promoted node lacks (ids ${ahead.slice(0, 5).join(', ')}…): it was ahead of the standby called safe`;
   } else if (input.error === null && missing.length > 0) {
@@ -61,8 +62,4 @@ export function checkConsumer(input: {
     error: input.error,
     violation,
   };
-}
-
-function lsnText(lsn: bigint): string {
-  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
 }

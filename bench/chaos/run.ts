@@ -11,6 +11,7 @@
  */
 import { readFile, rm, stat } from 'node:fs/promises';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
+import { parseLsn } from '../../src/sync/lsn.js';
 import { delay } from '../../src/util.js';
 import { type Running, runCli, startProcess } from '../../test/helpers/cli.js';
 import { TcpProxy } from '../../test/helpers/proxy.js';
@@ -103,9 +104,7 @@ class CdcClient {
 
   /** Where it would resume: the last position it got (null: its slot's). */
   position(): bigint | null {
-    if (this.#lastLsn === undefined) return null;
-    const [hi, lo] = this.#lastLsn.split('/');
-    return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+    return parseLsn(this.#lastLsn);
   }
 
   describe(): string {

@@ -46,8 +46,9 @@ export interface StandbyState extends StandbySettings {
   /** The timeline of the standby's last restartpoint. */
   timeline: number | null;
   /**
-   * The timeline of the WAL this standby holds: its walreceiver's received_tli while one
-   * runs (and the role may see it), else the last restartpoint's.
+   * The timeline of the WAL its walreceiver receives (received_tli), null when none runs or
+   * this role may not see it (pg_read_all_stats). The last restartpoint's timeline is no
+   * substitute: it lags a timeline switch by up to checkpoint_timeout.
    */
   walTimeline: number | null;
   /**
@@ -175,7 +176,7 @@ function toStandbyState(row: StandbyRow): StandbyState {
     pid: row.pid,
     systemIdentifier: row.system_identifier,
     timeline: row.timeline,
-    walTimeline: row.received_tli ?? row.timeline,
+    walTimeline: row.received_tli,
     streaming: row.walreceiver_visible ? row.walreceiver === 'streaming' : null,
     inRecovery: row.in_recovery,
     replayLsn: parseLsn(row.replay_lsn),
@@ -217,16 +218,26 @@ export async function lockAndReadStandby(
   return toStandbyState(row);
 }
 
-/** pg_last_wal_receive_lsn() and pg_last_wal_replay_lsn() alone. */
-export async function readReceived(
-  pool: Queryable,
-): Promise<{ receiveLsn: Lsn | null; replayLsn: Lsn | null }> {
-  const result = await pool.query<{ receive: string | null; replay: string | null }>(
+/** The WAL a standby holds, read alone (after a read of the primary). */
+export type Received = Pick<StandbyState, 'receiveLsn' | 'replayLsn' | 'walTimeline'>;
+
+/** pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn() and the walreceiver's timeline. */
+export async function readReceived(pool: Queryable): Promise<Received> {
+  const result = await pool.query<{
+    receive: string | null;
+    replay: string | null;
+    tli: number | null;
+  }>(
     `SELECT pg_catalog.pg_last_wal_receive_lsn()::text AS receive,
-            pg_catalog.pg_last_wal_replay_lsn()::text AS replay`,
+            pg_catalog.pg_last_wal_replay_lsn()::text AS replay,
+            (SELECT received_tli FROM pg_catalog.pg_stat_wal_receiver) AS tli`,
   );
   const row = result.rows[0];
-  return { receiveLsn: parseLsn(row?.receive ?? null), replayLsn: parseLsn(row?.replay ?? null) };
+  return {
+    receiveLsn: parseLsn(row?.receive ?? null),
+    replayLsn: parseLsn(row?.replay ?? null),
+    walTimeline: row?.tli ?? null,
+  };
 }
 
 /** The same read without the lock, every slot included (shutdown, promotion readiness). */

@@ -20,7 +20,7 @@ import type { Registry } from '../registry/registry.js';
 import { formatLsn, type Lsn } from '../sync/lsn.js';
 import { planCycle } from '../sync/plan.js';
 import { remoteAheadOfStandby } from '../sync/rules.js';
-import { namesSlot, type PrimaryRead, type StandbyRead } from '../sync/safety.js';
+import { namesSlot, narrowerFacts, type PrimaryRead, type StandbyRead } from '../sync/safety.js';
 import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
 import { buildSlotViews, type SlotView } from '../sync/view.js';
@@ -161,7 +161,7 @@ export class CycleCache {
    * flushed this: WAL sent before may be ahead of the standby until it holds it (null: the
    * last read did not name it).
    */
-  #named: { from: Lsn | null } | null = null;
+  #named: { from: Lsn | null; at: number; timeline: number | null } | null = null;
 
   /** A read of the primary, masked by an acknowledged removal (quorumPending). */
   maskQuorum(read: PrimaryRead): PrimaryRead {
@@ -182,15 +182,25 @@ export class CycleCache {
    * not) says where; null while it does not name it.
    */
   namedFrom(
-    read: Pick<PrimaryState, 'synchronizedStandbySlots' | 'flushLsn'>,
+    read: Pick<PrimaryState, 'synchronizedStandbySlots' | 'flushLsn'> &
+      Partial<Pick<PrimaryState, 'timeline'>>,
     slot: string,
+    at: number,
   ): Lsn | null {
+    const named = this.#named;
+    // A read older than the one that set it (it outlived its wait) changes nothing.
+    if (named !== null && at < named.at) return named.from;
     if (!namesSlot(read.synchronizedStandbySlots, slot)) {
       this.#named = null;
       return null;
     }
-    this.#named ??= { from: read.flushLsn };
-    return this.#named.from;
+    const timeline = read.timeline ?? null;
+    if (named === null || named.timeline !== timeline) {
+      // First seen naming it, or on another primary's timeline: from what is flushed now.
+      this.#named = { from: read.flushLsn, at, timeline };
+      return read.flushLsn;
+    }
+    return named.from;
   }
 
   /** When the primary last failed to answer (ms since the epoch; 0: never). */
@@ -208,14 +218,34 @@ export class CycleCache {
    * does not answer" only when it began after that failure was seen.
    */
   keepNewerRead(read: PrimaryRead): void {
-    if (
-      this.primaryRead === null ||
-      this.primaryRead.positions === null ||
-      read.at >= this.primaryRead.at
-    ) {
-      this.primaryRead = read;
-    }
+    const kept = this.primaryRead;
+    if (kept === null || kept.positions === null || read.at >= kept.at) this.primaryRead = read;
+    else this.narrowRead(read);
     if (read.at >= this.primaryDownAt) this.primaryDown = null;
+  }
+
+  /** Takes away what `read` takes away, keeping its positions (they go with its facts). */
+  narrowRead(read: PrimaryRead): void {
+    const kept = this.primaryRead;
+    this.primaryRead =
+      kept === null ? read : { ...read, facts: narrowerFacts(kept.facts, read.facts) };
+  }
+
+  /** The highest timeline this process saw the standby's walreceiver on (null: none). */
+  #timeline: number | null = null;
+
+  /**
+   * The timeline of the standby's WAL as this process knows it: the highest its walreceiver
+   * reported (a standby's timeline only grows), or `known` (the recorded facts', at start).
+   */
+  timelineOf(
+    state: { walTimeline?: number | null } | null,
+    known: number | null = null,
+  ): number | null {
+    for (const t of [state?.walTimeline ?? null, known]) {
+      if (t !== null && (this.#timeline === null || t > this.#timeline)) this.#timeline = t;
+    }
+    return this.#timeline;
   }
 
   /** The worker's change probe found the primary's digest unchanged: its facts still hold. */
@@ -326,7 +356,7 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
       // What the old primary said of this node's consumers means nothing on a primary.
       cache.primaryRead = null;
       if (deps.registry.primary !== null) {
-        await deps.registry.write(deps.registry.entries, { primary: null });
+        await deps.registry.writePrimary(() => null);
       }
       deps.onPromotion?.(cleanup);
     }
@@ -352,29 +382,24 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
       remote: RemoteSlot[],
       others: RemoteSlot[],
     ) => {
+      const timeline = cache.timelineOf(standby);
       const context: ReadContext = {
         startedAt: state.startedAt,
         endedAt: state.endedAt,
-        forkPoint: await forkPointFor(deps.primary, standby, state),
-        namedFrom: cache.namedFrom(state, standby.primarySlotName),
+        forkPoint: await forkPointFor(deps.primary, timeline, state),
+        namedFrom: cache.namedFrom(state, standby.primarySlotName, state.startedAt),
+        standbyTimeline: timeline,
       };
       const read = primaryReadOf(standby, remote, others, state, deps.quorum, context);
       if (!needsFreshReceive(read)) return { read, received: null };
       const at = Date.now();
       const now = await readReceived(deps.standby.main).catch(() => null);
-      return now === null
-        ? { read, received: null }
-        : {
-            read: primaryReadOf(
-              { ...standby, ...now },
-              remote,
-              others,
-              state,
-              deps.quorum,
-              context,
-            ),
-            received: { ...now, at },
-          };
+      if (now === null) return { read, received: null };
+      const again = { ...context, standbyTimeline: cache.timelineOf(now) };
+      return {
+        read: primaryReadOf({ ...standby, ...now }, remote, others, state, deps.quorum, again),
+        received: { ...now, at },
+      };
     };
     const readUpstream = async (settled: typeof first): Promise<TimedPrimaryState> => {
       if (settled && !settled.ok) throw primaryError(settled.error);
@@ -457,8 +482,13 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
     // The standby as readiness compares it with that read: its WAL position read after it.
     const standbyRead = (slots: readonly LocalSlot[]) =>
       facts.received === null
-        ? standbyReadOf(standby, slots, standbyReadAt)
-        : standbyReadOf({ ...standby, ...facts.received }, slots, facts.received.at);
+        ? standbyReadOf(standby, slots, standbyReadAt, cache.timelineOf(null))
+        : standbyReadOf(
+            { ...standby, ...facts.received },
+            slots,
+            facts.received.at,
+            cache.timelineOf(null),
+          );
     const local = fenced.dropped.length > 0 ? localFenced : (standby.slots ?? cache.local ?? []);
     const unchanged =
       primary.slots === null && standby.slots === null && fenced.dropped.length === 0;

@@ -5,9 +5,9 @@
  */
 import type pg from 'pg';
 import { type PrimaryState, readForkPoint, readPrimary } from '../db/primary.js';
-import type { StandbyState } from '../db/standby.js';
+import type { Received, StandbyState } from '../db/standby.js';
 import { messageOf } from '../errors.js';
-import type { Registry } from '../registry/registry.js';
+import type { RecordedPrimary, Registry } from '../registry/registry.js';
 import type { Lsn } from '../sync/lsn.js';
 import { isNodeMarkerName } from '../sync/names.js';
 import {
@@ -31,20 +31,18 @@ export interface QuorumFacts {
 
 /** The standby as promotion readiness reads it (`at`: when the read began). */
 export function standbyReadOf(
-  standby: Pick<
-    StandbyState,
-    'inRecovery' | 'receiveLsn' | 'replayLsn' | 'systemIdentifier' | 'timeline'
-  > &
-    Partial<Pick<StandbyState, 'walTimeline'>>,
+  standby: Pick<StandbyState, 'inRecovery' | 'receiveLsn' | 'replayLsn' | 'systemIdentifier'>,
   slots: readonly LocalSlot[],
-  at = Date.now(),
+  at: number,
+  /** The timeline of its WAL as this process knows it (CycleCache.timelineOf). */
+  timeline: number | null,
 ): StandbyRead {
   return {
     at,
     inRecovery: standby.inRecovery,
     receiveLsn: standby.receiveLsn,
     replayLsn: standby.replayLsn,
-    timeline: standby.walTimeline ?? standby.timeline,
+    timeline,
     systemIdentifier: standby.systemIdentifier,
     slots,
   };
@@ -68,6 +66,8 @@ export interface ReadContext {
   forkPoint?: Lsn | null;
   /** The setting names this standby only since the primary had flushed this (CycleCache). */
   namedFrom?: Lsn | null;
+  /** The timeline of the standby's WAL as this process knows it (CycleCache.timelineOf). */
+  standbyTimeline?: number | null;
 }
 
 /** A read of the primary as readiness keeps it: its facts and its consumers' positions. */
@@ -81,8 +81,9 @@ export function primaryReadOf(
 ): PrimaryRead {
   const slots = [...failover.filter((s) => s.failover && !s.temporary), ...others];
   const received = receivedLsn(standby);
+  const standbyTimeline = context.standbyTimeline ?? null;
   const timeline = timelineVerdict(
-    standby.walTimeline ?? null,
+    standbyTimeline,
     received,
     read.timeline ?? null,
     context.forkPoint ?? null,
@@ -103,6 +104,7 @@ export function primaryReadOf(
       namedFrom: context.namedFrom ?? null,
       diverged: timeline.diverged,
       otherTimeline: timeline.otherTimeline,
+      standbyTimeline,
     }),
     at: context.startedAt,
     endedAt: context.endedAt,
@@ -135,25 +137,32 @@ export async function recordPrimaryRead(
   read: PrimaryRead,
 ): Promise<void> {
   const kept = cache.maskQuorum(read);
-  if (durable(registry) && !sameFacts(registry.primary?.facts ?? null, kept.facts)) {
-    try {
-      await registry.writePrimary({ facts: kept.facts, since: kept.at });
-    } catch (error) {
-      const known = cache.primaryRead?.facts ?? registry.primary?.facts ?? null;
-      cache.primaryRead = { ...kept, facts: narrowerFacts(known, kept.facts) };
-      throw error;
-    }
+  try {
+    await registry.writePrimary((recorded) => nextRecord(recorded, kept));
+  } catch (error) {
+    cache.narrowRead(kept);
+    throw error;
   }
   cache.keepNewerRead(kept);
 }
 
 /**
- * Whether the primary's facts go to the registry: only once it is bound to this node. An
- * unbound registry owns no copy, so no answer rests on them, and writing its file would make
- * a folder that is not this node's (or whose registry vanished) look like a bound one.
+ * What the record becomes after `read`: its facts when they differ and the read is not
+ * older than the record; a read older than the record only takes away (it may have ended
+ * after a newer one: a read that outlived its wait); undefined: nothing to write.
  */
-function durable(registry: Registry): boolean {
-  return registry.node !== null;
+export function nextRecord(
+  recorded: RecordedPrimary | null,
+  read: PrimaryRead,
+): RecordedPrimary | undefined {
+  if (recorded !== null && read.at < recorded.since) {
+    return narrows(recorded.facts, read.facts)
+      ? { facts: narrowerFacts(recorded.facts, read.facts), since: recorded.since }
+      : undefined;
+  }
+  return sameFacts(recorded?.facts ?? null, read.facts)
+    ? undefined
+    : { facts: read.facts, since: read.at };
 }
 
 /**
@@ -167,19 +176,15 @@ export async function recordNarrowing(
   registry: Registry,
   read: PrimaryRead,
 ): Promise<void> {
-  const recorded = registry.primary?.facts ?? null;
-  const facts = cache.maskQuorum(read).facts;
-  if (!durable(registry) || recorded === null || !narrows(recorded, facts)) return;
-  const narrowed = narrowerFacts(recorded, facts);
+  const masked = cache.maskQuorum(read);
   // Memory first: taking away never needs to wait for the disk (a failed write still leaves
   // the running process answering "no").
-  if (cache.primaryRead !== null) {
-    cache.primaryRead = {
-      ...cache.primaryRead,
-      facts: narrowerFacts(cache.primaryRead.facts, narrowed),
-    };
-  }
-  await registry.writePrimary({ facts: narrowed, since: read.at });
+  cache.narrowRead(masked);
+  await registry.writePrimary((recorded) =>
+    recorded === null || !narrows(recorded.facts, masked.facts)
+      ? undefined
+      : { facts: narrowerFacts(recorded.facts, masked.facts), since: recorded.since },
+  );
 }
 
 /** The registry's record of the primary, before any read of it in this process. */
@@ -226,7 +231,7 @@ export async function refreshPrimary(
   standby: StandbyForFacts & Pick<StandbyState, 'systemIdentifier'>,
   selectSlot: (name: string) => boolean,
   quorum: QuorumFacts | null,
-  rereadReceived: () => Promise<Pick<StandbyState, 'receiveLsn' | 'replayLsn'> | null>,
+  rereadReceived: () => Promise<Received | null>,
 ): Promise<void> {
   try {
     const startedAt = Date.now();
@@ -254,14 +259,18 @@ export async function refreshPrimary(
     const context: ReadContext = {
       startedAt,
       endedAt,
-      forkPoint: await forkPointFor(pool, standby, read),
-      namedFrom: cache.namedFrom(read, standby.primarySlotName),
+      forkPoint: await forkPointFor(pool, cache.timelineOf(standby), read),
+      namedFrom: cache.namedFrom(read, standby.primarySlotName, startedAt),
+      standbyTimeline: cache.timelineOf(standby),
     };
     let fresh = primaryReadOf(standby, failover, others, read, quorum, context);
     if (needsFreshReceive(fresh)) {
       const now = await rereadReceived();
       if (now !== null) {
-        fresh = primaryReadOf({ ...standby, ...now }, failover, others, read, quorum, context);
+        fresh = primaryReadOf({ ...standby, ...now }, failover, others, read, quorum, {
+          ...context,
+          standbyTimeline: cache.timelineOf(now),
+        });
       }
     }
     await recordPrimaryRead(cache, registry, fresh);
@@ -273,10 +282,9 @@ export async function refreshPrimary(
 /** Where the primary's timeline forked from the standby's, read only when they differ. */
 export async function forkPointFor(
   pool: pg.Pool,
-  standby: Partial<Pick<StandbyState, 'walTimeline'>>,
+  ours: number | null,
   read: Pick<PrimaryState, 'timeline'>,
 ): Promise<Lsn | null> {
-  const ours = standby.walTimeline ?? null;
   if (ours === null || read.timeline === null || ours >= read.timeline) return null;
   return readForkPoint(pool, read.timeline, ours);
 }

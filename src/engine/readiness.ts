@@ -76,7 +76,8 @@ export class Readiness {
       const state = await pollStandby(pool, this.#standbyFingerprint);
       this.#standbyState = state;
       const slots = state.slots ?? this.#standby?.slots ?? [];
-      this.#standby = standbyReadOf(state, slots, startedAt);
+      const timeline = this.engine.deps.cache.timelineOf(state);
+      this.#standby = standbyReadOf(state, slots, startedAt, timeline);
       this.#standbyFingerprint =
         state.slots === null ? this.#standbyFingerprint : state.fingerprint;
       this.#standbyDown = null;

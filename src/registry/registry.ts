@@ -5,17 +5,26 @@
  * rename over the old one, fsync of the folder. A kill -9 at any moment leaves the previous
  * or the new content; content that does not parse stops the start instead of being replaced.
  */
-import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, readFile, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { messageOf, SlotSyncError } from '../errors.js';
 import { formatLsn, parseLsn, parseXid } from '../sync/lsn.js';
 import { stagingNameOf } from '../sync/names.js';
-import type { PrimaryFacts } from '../sync/safety.js';
 import type { NodeBinding, RegistryEntry } from '../sync/types.js';
+import { fingerprintOf, writeAtomically } from './atomic.js';
+import {
+  fromStoredPrimary,
+  PRIMARY_FILE,
+  primaryFileText,
+  type RecordedPrimary,
+  readPrimaryFile,
+  StoredPrimary,
+  toStoredPrimary,
+} from './primary-facts.js';
+
+export type { RecordedPrimary } from './primary-facts.js';
 
 const FILE_NAME = 'registry.json';
 const FORMAT = 'slotsync-registry';
@@ -52,18 +61,6 @@ const StoredNode = Type.Object({
   /** Absent in files written before the binding had an intent: bound. */
   pending: Type.Optional(Type.Boolean()),
 });
-/** What the last read of the primary said (sync/safety.ts PrimaryFacts), and since when. */
-const StoredPrimary = Type.Object({
-  standbySlot: Type.String(),
-  waitsForStandby: Type.Boolean(),
-  failoverSlots: Type.Array(Type.String()),
-  ahead: Type.Array(Type.String()),
-  quorumSilentMs: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])),
-  diverged: Type.Optional(NullableString),
-  unprotected: Type.Optional(NullableString),
-  otherTimeline: Type.Optional(NullableString),
-  since: Type.String(),
-});
 const StoredRegistry = Type.Object({
   format: Type.Literal(FORMAT),
   version: Type.Union([Type.Literal(1), Type.Literal(2)]),
@@ -74,13 +71,6 @@ const StoredRegistry = Type.Object({
 type Stored = Static<typeof StoredRegistry>;
 
 export type RegistryMap = ReadonlyMap<string, RegistryEntry>;
-
-/** The primary's facts as the registry keeps them: written when they change. */
-export interface RecordedPrimary {
-  facts: PrimaryFacts;
-  /** When these facts were first read in this form (ms since the epoch). */
-  since: number;
-}
 
 interface Loaded {
   entries: RegistryMap;
@@ -120,9 +110,13 @@ export class Registry {
   #version = 0;
   #writtenAt = 0;
   #queue: Promise<void> = Promise.resolve();
+  /** primary.json beside the registry (RecordedPrimary), and its fingerprint. */
+  readonly #primaryPath: string;
+  #primaryFingerprint: string | null = null;
 
   private constructor(path: string, loaded: Loaded) {
     this.path = path;
+    this.#primaryPath = join(path, '..', PRIMARY_FILE);
     this.#entries = loaded.entries;
     this.#node = loaded.node;
     this.#primary = loaded.primary;
@@ -141,7 +135,30 @@ export class Registry {
     }
     await checkFolder(dir);
     const path = join(dir, FILE_NAME);
-    return new Registry(path, await readRegistry(path));
+    const registry = new Registry(path, await readRegistry(path));
+    await registry.#loadPrimary();
+    return registry;
+  }
+
+  /**
+   * primary.json, when it exists, holds the primary's facts (the registry's own copy is what
+   * files written before it had). Facts of another binding are not this node's.
+   */
+  async #loadPrimary(): Promise<void> {
+    const fingerprint = await fingerprintOf(this.#primaryPath);
+    if (fingerprint === this.#primaryFingerprint) return;
+    let recorded: RecordedPrimary | null | undefined;
+    try {
+      recorded = await readPrimaryFile(this.#primaryPath, this.#node?.marker ?? null);
+    } catch (error) {
+      throw new SlotSyncError(
+        'SLOTSYNC_REGISTRY_CORRUPT',
+        `the primary's facts ${this.#primaryPath} are corrupt: ${messageOf(error)}`,
+        { hint: 'Remove the file: the next read of the primary writes it again.' },
+      );
+    }
+    if (recorded !== undefined) this.#primary = recorded;
+    this.#primaryFingerprint = fingerprint;
   }
 
   get entries(): RegistryMap {
@@ -182,7 +199,10 @@ export class Registry {
    */
   async refresh(): Promise<void> {
     const current = await fingerprintOf(this.path);
-    if (current === this.#fingerprint) return;
+    if (current === this.#fingerprint) {
+      await this.#loadPrimary();
+      return;
+    }
     if (current === null) {
       throw new SlotSyncError(
         'SLOTSYNC_REGISTRY_CORRUPT',
@@ -197,6 +217,8 @@ export class Registry {
     this.#node = loaded.node;
     this.#primary = loaded.primary;
     this.#fingerprint = loaded.fingerprint;
+    this.#primaryFingerprint = null;
+    await this.#loadPrimary();
     this.#version++;
   }
 
@@ -209,6 +231,11 @@ export class Registry {
       const aside = `${this.path}.reset-${new Date().toISOString().replace(/[:.]/g, '-')}`;
       await rename(this.path, aside);
     }
+    if (this.#primaryFingerprint !== null) {
+      const aside = `${this.#primaryPath}.reset-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      await rename(this.#primaryPath, aside).catch(() => undefined);
+      this.#primaryFingerprint = null;
+    }
     this.#entries = new Map();
     this.#node = null;
     this.#primary = null;
@@ -220,19 +247,41 @@ export class Registry {
    * Replaces the content durably; on failure the old content stays, in memory and on disk.
    * The node binding and the primary's facts stay as they are unless given.
    */
-  async write(
-    entries: RegistryMap,
-    changes: { node?: NodeBinding | null; primary?: RecordedPrimary | null } = {},
-  ): Promise<void> {
+  async write(entries: RegistryMap, changes: { node?: NodeBinding | null } = {}): Promise<void> {
     return this.#serial(() => this.#write(entries, changes));
   }
 
   /**
-   * Records the primary's facts alone, with the copies as they are when the write runs:
-   * readiness may record them while a cycle writes copies (writes never overlap).
+   * Records the primary's facts in primary.json, never touching the copies: `update` gets
+   * the facts as they are on disk when the write runs (another slotsync process on this node
+   * may have written since) and returns the new ones, or undefined to leave them. Only a
+   * registry bound to a node writes them (an unbound one owns no copy: nothing rests on
+   * them); it keeps them in memory.
    */
-  async writePrimary(primary: RecordedPrimary | null): Promise<void> {
-    return this.#serial(() => this.#write(this.#entries, { primary }));
+  async writePrimary(
+    update: (current: RecordedPrimary | null) => RecordedPrimary | null | undefined,
+  ): Promise<void> {
+    return this.#serial(async () => {
+      await this.#loadPrimary().catch(() => undefined);
+      const next = update(this.#primary);
+      if (next === undefined) return;
+      const node = this.#node;
+      if (node === null) {
+        this.#primary = next;
+        return;
+      }
+      try {
+        await writeAtomically(this.#primaryPath, primaryFileText(node.marker, next));
+      } catch (error) {
+        throw new SlotSyncError(
+          'SLOTSYNC_REGISTRY_WRITE',
+          `could not write the primary's facts ${this.#primaryPath}: ${messageOf(error)}`,
+          { cause: error },
+        );
+      }
+      this.#primary = next;
+      this.#primaryFingerprint = await fingerprintOf(this.#primaryPath);
+    });
   }
 
   /** Writes one at a time, in the order asked; a failed one does not stop the next. */
@@ -242,41 +291,20 @@ export class Registry {
     return run;
   }
 
-  async #write(
-    entries: RegistryMap,
-    changes: { node?: NodeBinding | null; primary?: RecordedPrimary | null },
-  ): Promise<void> {
+  async #write(entries: RegistryMap, changes: { node?: NodeBinding | null }): Promise<void> {
     const node = changes.node === undefined ? this.#node : changes.node;
-    const primary = changes.primary === undefined ? this.#primary : changes.primary;
+    // A copy of the primary's facts for files read by versions before primary.json.
+    const primary = this.#primary;
     const stored: Stored = {
       format: FORMAT,
       version: 2,
       node,
-      primary:
-        primary === null
-          ? null
-          : { ...primary.facts, since: new Date(primary.since).toISOString() },
+      primary: primary === null ? null : toStoredPrimary(primary),
       slots: [...entries.values()].map(toStored),
     };
-    const text = `${JSON.stringify(stored, null, 1)}\n`;
-    const temporary = `${this.path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
     try {
-      // Opened exclusively and never through a symlink: the name is new and unpredictable.
-      const handle = await open(
-        temporary,
-        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-        0o600,
-      );
-      try {
-        await handle.writeFile(text, 'utf8');
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temporary, this.path);
-      await syncFolder(join(this.path, '..'));
+      await writeAtomically(this.path, `${JSON.stringify(stored, null, 1)}\n`);
     } catch (error) {
-      await unlink(temporary).catch(() => undefined);
       throw new SlotSyncError(
         'SLOTSYNC_REGISTRY_WRITE',
         `could not write the ownership registry ${this.path}: ${messageOf(error)}`,
@@ -285,7 +313,6 @@ export class Registry {
     }
     this.#entries = new Map(entries);
     this.#node = node;
-    this.#primary = primary;
     this.#fingerprint = await fingerprintOf(this.path);
     this.#version++;
     this.#writtenAt = Date.now();
@@ -324,22 +351,7 @@ async function readRegistry(path: string): Promise<Loaded> {
   return {
     entries,
     node: stored.node ?? null,
-    primary:
-      primary === null
-        ? null
-        : {
-            facts: {
-              standbySlot: primary.standbySlot,
-              waitsForStandby: primary.waitsForStandby,
-              failoverSlots: primary.failoverSlots,
-              ahead: primary.ahead,
-              quorumSilentMs: primary.quorumSilentMs ?? null,
-              diverged: primary.diverged ?? null,
-              unprotected: primary.unprotected ?? null,
-              otherTimeline: primary.otherTimeline ?? null,
-            },
-            since: Date.parse(primary.since),
-          },
+    primary: primary === null ? null : fromStoredPrimary(primary),
     fingerprint: await fingerprintOf(path),
   };
 }
@@ -383,22 +395,4 @@ function fromStored(stored: Static<typeof StoredEntry>): RegistryEntry {
     restartLsn: parseLsn(stored.restartLsn),
     catalogXmin: parseXid(stored.catalogXmin),
   };
-}
-
-async function fingerprintOf(path: string): Promise<string | null> {
-  try {
-    const info = await stat(path);
-    return `${info.ino}:${info.size}:${info.mtimeMs}`;
-  } catch {
-    return null;
-  }
-}
-
-async function syncFolder(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }

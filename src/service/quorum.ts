@@ -178,12 +178,12 @@ export class QuorumAgent {
       const { cache, registry } = this.context.engine.deps;
       cache.quorumPending = true;
       cache.keepPrimaryRead(cache.primaryRead);
-      const recorded = registry.primary;
-      if (recorded?.facts.waitsForStandby) {
-        await registry.write(registry.entries, {
-          primary: { facts: { ...recorded.facts, waitsForStandby: false }, since: Date.now() },
-        });
-      }
+      // Computed from the record as it is when the write runs (a read may be queued before).
+      await registry.writePrimary((recorded) =>
+        recorded?.facts.waitsForStandby
+          ? { facts: { ...recorded.facts, waitsForStandby: false }, since: Date.now() }
+          : undefined,
+      );
     });
   }
 

@@ -59,6 +59,12 @@ export interface PrimaryFacts {
   unprotected?: string | null;
   /** This standby has not followed the primary's timeline yet (sync/timeline.ts). */
   otherTimeline?: string | null;
+  /**
+   * The timeline this standby's WAL was on at that read (null: not known). Facts about the
+   * primary of one timeline say nothing once the standby follows another: a failover
+   * happened since, onto another node.
+   */
+  standbyTimeline?: number | null;
 }
 
 /** The primary as last read: its facts, when it last confirmed them, its slots' positions. */
@@ -438,6 +444,14 @@ function consumersFact(
   const { facts } = primary;
   if (facts.diverged) return no(age, facts.diverged);
   if (facts.otherTimeline) return no(age, facts.otherTimeline);
+  const timeline = input.standby?.timeline ?? null;
+  const factsTimeline = facts.standbyTimeline ?? null;
+  if (timeline !== null && factsTimeline !== null && timeline !== factsTimeline) {
+    return no(
+      age,
+      `this standby follows timeline ${timeline} now, but the primary last confirmed its facts when it was on timeline ${factsTimeline}: a failover onto another node happened since, and what that primary's consumers hold is not known here`,
+    );
+  }
   const position = primary.positions?.get(name);
   const failover = position?.failover ?? facts.failoverSlots.includes(name);
   const confirmed = position?.confirmedFlushLsn ?? null;
@@ -499,19 +513,23 @@ function consumersFact(
   // A fresh read, the primary not waiting for this standby: what consumers hold is what was
   // sent to them, bounded by what the primary had flushed at that read.
   const flushed = primary.flushLsn;
-  if (flushed !== undefined) {
-    if (!standbyAfter) {
-      return no(
-        age,
-        `consumers may be ahead: the primary does not wait for this standby (${why}) and this standby was not read after the primary yet`,
-      );
-    }
-    if (flushed === null || received === null || flushed > received) {
-      return no(
-        age,
-        `consumers may be ahead: the primary does not wait for this standby (${why}) and had flushed WAL up to ${formatLsn(flushed) ?? 'an unknown position'}, past what this standby has received (${formatLsn(received) ?? 'none'}): its walsenders may have sent it`,
-      );
-    }
+  if (flushed === undefined) {
+    return no(
+      age,
+      `consumers may be ahead: the primary does not wait for this standby (${why}) and what it had flushed was not read`,
+    );
+  }
+  if (!standbyAfter) {
+    return no(
+      age,
+      `consumers may be ahead: the primary does not wait for this standby (${why}) and this standby was not read after the primary yet`,
+    );
+  }
+  if (flushed === null || received === null || flushed > received) {
+    return no(
+      age,
+      `consumers may be ahead: the primary does not wait for this standby (${why}) and had flushed WAL up to ${formatLsn(flushed) ?? 'an unknown position'}, past what this standby has received (${formatLsn(received) ?? 'none'}): its walsenders may have sent it`,
+    );
   }
   return yes(
     age,
@@ -538,6 +556,7 @@ export function primaryFactsOf(read: {
   namedFrom?: Lsn | null;
   diverged?: string | null;
   otherTimeline?: string | null;
+  standbyTimeline?: number | null;
 }): PrimaryFacts {
   const failover = read.slots.filter((s) => s.failover);
   const named = namesSlot(read.synchronizedStandbySlots, read.standbySlot);
@@ -554,6 +573,7 @@ export function primaryFactsOf(read: {
     diverged: read.diverged ?? null,
     unprotected,
     otherTimeline: read.otherTimeline ?? null,
+    standbyTimeline: read.standbyTimeline ?? null,
   };
 }
 
@@ -605,9 +625,11 @@ export function sameFacts(a: PrimaryFacts | null, b: PrimaryFacts | null): boole
     a.failoverSlots.join(',') === b.failoverSlots.join(',') &&
     a.ahead.join(',') === b.ahead.join(',') &&
     (a.quorumSilentMs ?? null) === (b.quorumSilentMs ?? null) &&
-    (a.diverged ?? null) === (b.diverged ?? null) &&
-    (a.unprotected ?? null) === (b.unprotected ?? null) &&
-    (a.otherTimeline ?? null) === (b.otherTimeline ?? null)
+    // The reasons carry positions that move on every read: whether there is one counts.
+    ((a.diverged ?? null) === null) === ((b.diverged ?? null) === null) &&
+    ((a.unprotected ?? null) === null) === ((b.unprotected ?? null) === null) &&
+    ((a.otherTimeline ?? null) === null) === ((b.otherTimeline ?? null) === null) &&
+    (a.standbyTimeline ?? null) === (b.standbyTimeline ?? null)
   );
 }
 
@@ -627,6 +649,7 @@ export function narrowerFacts(a: PrimaryFacts | null, b: PrimaryFacts): PrimaryF
     diverged: b.diverged ?? a.diverged ?? null,
     unprotected: b.unprotected ?? a.unprotected ?? null,
     otherTimeline: b.otherTimeline ?? a.otherTimeline ?? null,
+    standbyTimeline: b.standbyTimeline ?? a.standbyTimeline ?? null,
   };
 }
 

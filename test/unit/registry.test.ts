@@ -218,3 +218,59 @@ describe('ownership registry', () => {
     );
   });
 });
+
+describe('the primary’s facts (primary.json)', () => {
+  const facts = (waits: boolean) => ({
+    standbySlot: 'standby_slot',
+    waitsForStandby: waits,
+    failoverSlots: ['a'],
+    ahead: [],
+    quorumSilentMs: null,
+    diverged: null,
+    unprotected: null,
+    otherTimeline: null,
+    standbyTimeline: 1,
+  });
+  const node = {
+    marker: 'slotsync_node_0123456789abcdef01234567',
+    systemIdentifier: '42',
+    timeline: 1,
+  };
+
+  it('a process that does not hold the copies records facts without writing back an older list of them', async () => {
+    const dir = await freshDir();
+    const cycle = await Registry.open(dir);
+    await cycle.write(new Map(), { node });
+    const readiness = await Registry.open(dir); // the gate, or /ready in another process
+    await cycle.write(new Map([['a', entry('a', 'sync_ready')]]));
+    await readiness.writePrimary(() => ({ facts: facts(false), since: 1_000 }));
+    const reopened = await Registry.open(dir);
+    assert.equal(reopened.entries.get('a')?.state, 'sync_ready', 'the copies are untouched');
+    assert.equal(reopened.primary?.facts.waitsForStandby, false);
+    assert.equal(reopened.primary?.facts.standbyTimeline, 1);
+    await cycle.refresh();
+    assert.equal(cycle.primary?.facts.waitsForStandby, false, 'seen by the other process');
+  });
+
+  it('the update runs on the facts as they are on disk; facts of another binding are not this node’s; unbound: memory only', async () => {
+    const dir = await freshDir();
+    const one = await Registry.open(dir);
+    await one.write(new Map(), { node });
+    const two = await Registry.open(dir);
+    await one.writePrimary(() => ({ facts: facts(false), since: 2_000 }));
+    let seen: boolean | undefined;
+    await two.writePrimary((current) => {
+      seen = current?.facts.waitsForStandby;
+      return undefined;
+    });
+    assert.equal(seen, false, 'two saw what one wrote before deciding');
+    await one.write(new Map(), {
+      node: { ...node, marker: 'slotsync_node_ffffffffffffffffffffffff' },
+    });
+    assert.equal((await Registry.open(dir)).primary, null, 'another marker: not this node’s facts');
+    const unbound = await Registry.open(await freshDir());
+    await unbound.writePrimary(() => ({ facts: facts(true), since: 1 }));
+    assert.equal(unbound.primary?.facts.waitsForStandby, true);
+    assert.equal(unbound.exists, false, 'nothing written for a folder bound to no node');
+  });
+});

@@ -148,7 +148,17 @@ describe('safe to promote: the one definition (sync/safety.ts)', () => {
   });
 
   it('without synchronized_standby_slots: safe only on a fresh read while the primary answers', () => {
-    const read = primaryRead({ a: { lsn: '0/2000' } }, { waits: false });
+    const read = {
+      ...primaryRead({ a: { lsn: '0/2000' } }, { waits: false }),
+      flushLsn: parseLsn('0/9000'),
+    };
+    const unread = safety({
+      registry: [ready],
+      local: [copy],
+      primary: primaryRead({ a: { lsn: '0/2000' } }, { waits: false }),
+      now: T0 + 100,
+    });
+    assert.equal(unread.ready, false, 'what the primary had flushed was not read (a record)');
     const fresh = safety({ registry: [ready], local: [copy], primary: read, now: T0 + 100 });
     assert.equal(fresh.ready, true);
     assert.match(fresh.slots[0]?.facts.consumers.detail ?? '', /only while it answers/);
@@ -533,5 +543,27 @@ describe('a copy past its remote (the remote made again behind it)', () => {
     );
     const level = safety({ registry: [ready], local: [copy] });
     assert.equal(level.ready, true, 'a copy at its remote is safe');
+  });
+});
+
+describe('facts of another timeline', () => {
+  it('facts the primary confirmed while this standby was on timeline 1 say nothing once it follows timeline 2', () => {
+    const read = primaryRead({ a: { lsn: '0/2000' } }, { waits: true, received: '0/9000' });
+    const onOne: PrimaryRead = { ...read, facts: { ...read.facts, standbyTimeline: 1 } };
+    const same = assessSafety({
+      ...baseInput(onOne),
+      standby: { ...standbyAt(T0 + 10, '0/9000'), timeline: 1 },
+    });
+    assert.equal(same.ready, true, JSON.stringify(same.not_ready));
+    const moved = assessSafety({
+      ...baseInput(onOne),
+      primaryDown: 'gone',
+      standby: { ...standbyAt(T0 + 10, '0/9000'), timeline: 2 },
+    });
+    assert.equal(moved.ready, false);
+    assert.match(
+      moved.not_ready[0]?.reason ?? '',
+      /follows timeline 2 now, but the primary last confirmed its facts when it was on timeline 1/,
+    );
   });
 });

@@ -1,0 +1,102 @@
+/**
+ * What the primary said about this standby (sync/safety.ts PrimaryFacts), in a file of its
+ * own beside the ownership registry: `primary.json`. Readiness records it whenever a read
+ * takes something away, without the sync lock and from any slotsync process on this node (the
+ * service, `slotsync gate`), so it must never carry the copies: a writer that is not the
+ * lock holder would otherwise write back an older list of them. Bound to the node by the
+ * registry's marker: facts of another binding are not this node's.
+ */
+import { readFile } from 'node:fs/promises';
+import { type Static, Type } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import type { PrimaryFacts } from '../sync/safety.js';
+
+export const PRIMARY_FILE = 'primary.json';
+const FORMAT = 'slotsync-primary-facts';
+
+const NullableString = Type.Union([Type.String(), Type.Null()]);
+
+/** The facts as stored (also inside registry.json files written before primary.json). */
+export const StoredPrimary = Type.Object({
+  standbySlot: Type.String(),
+  waitsForStandby: Type.Boolean(),
+  failoverSlots: Type.Array(Type.String()),
+  ahead: Type.Array(Type.String()),
+  quorumSilentMs: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])),
+  diverged: Type.Optional(NullableString),
+  unprotected: Type.Optional(NullableString),
+  otherTimeline: Type.Optional(NullableString),
+  standbyTimeline: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])),
+  since: Type.String(),
+});
+export type StoredPrimary = Static<typeof StoredPrimary>;
+
+const StoredFile = Type.Object({
+  format: Type.Literal(FORMAT),
+  version: Type.Literal(1),
+  /** The registry's node marker when written. */
+  marker: Type.String(),
+  primary: Type.Union([StoredPrimary, Type.Null()]),
+});
+
+/** The primary's facts as kept: written when they change. */
+export interface RecordedPrimary {
+  facts: PrimaryFacts;
+  /** When these facts were first read in this form (ms since the epoch). */
+  since: number;
+}
+
+export function toStoredPrimary(recorded: RecordedPrimary): StoredPrimary {
+  return { ...recorded.facts, since: new Date(recorded.since).toISOString() };
+}
+
+export function fromStoredPrimary(stored: StoredPrimary): RecordedPrimary {
+  return {
+    facts: {
+      standbySlot: stored.standbySlot,
+      waitsForStandby: stored.waitsForStandby,
+      failoverSlots: stored.failoverSlots,
+      ahead: stored.ahead,
+      quorumSilentMs: stored.quorumSilentMs ?? null,
+      diverged: stored.diverged ?? null,
+      unprotected: stored.unprotected ?? null,
+      otherTimeline: stored.otherTimeline ?? null,
+      standbyTimeline: stored.standbyTimeline ?? null,
+    },
+    since: Date.parse(stored.since),
+  };
+}
+
+export function primaryFileText(marker: string, recorded: RecordedPrimary | null): string {
+  const stored: Static<typeof StoredFile> = {
+    format: FORMAT,
+    version: 1,
+    marker,
+    primary: recorded === null ? null : toStoredPrimary(recorded),
+  };
+  return `${JSON.stringify(stored, null, 1)}\n`;
+}
+
+/**
+ * The facts in `path` for the node whose marker is `marker`: undefined when there is no
+ * such file (the registry's own copy then counts), null when it holds none for this node.
+ * A file that does not parse is an error (the caller names it).
+ */
+export async function readPrimaryFile(
+  path: string,
+  marker: string | null,
+): Promise<RecordedPrimary | null | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  const parsed: unknown = JSON.parse(text);
+  const problem = Value.Errors(StoredFile, parsed).First();
+  if (problem) throw new Error(`${problem.path || '/'}: ${problem.message}`);
+  const stored = parsed as Static<typeof StoredFile>;
+  if (marker === null || stored.marker !== marker || stored.primary === null) return null;
+  return fromStoredPrimary(stored.primary);
+}
