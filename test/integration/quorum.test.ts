@@ -150,7 +150,7 @@ for (const major of MAJORS) {
         20_000,
       );
       const recorded = JSON.parse(
-        await readFile(join(memberNode.stateDir, 'registry.json'), 'utf8'),
+        await readFile(join(memberNode.stateDir, 'primary.json'), 'utf8'),
       );
       assert.equal(
         recorded.primary.waitsForStandby,
