@@ -30,6 +30,6 @@ if (result.violations.length > 0) {
   log(`schedule:\n  ${result.schedule.join('\n  ')}`);
 }
 process.stdout.write(
-  `RESULT chaos seed=${seed} pg=${pg} minutes=${minutes} operations=${result.operations} faults=${result.faults} promotions=${result.promotions} rows=${result.rows} violations=${result.violations.length} no=${no} errors=${result.errors.length}\n`,
+  `RESULT chaos seed=${seed} pg=${pg} minutes=${minutes} operations=${result.operations} faults=${result.faults} promotions=${result.promotions} rows=${result.rows} violations=${result.violations.length} no=${no} errors=${result.errors.length} stalled=${result.stalled}\n`,
 );
 process.exit(result.violations.length > 0 ? 1 : 0);

@@ -49,6 +49,8 @@ export interface ChaosResult {
   violations: string[];
   /** Consumers that stopped with a clear error after a promotion. */
   errors: string[];
+  /** Consumers not yet past the new timeline's rows after 30 s (waiting, nothing skipped). */
+  stalled: number;
   schedule: string[];
 }
 
@@ -146,6 +148,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     no: {},
     violations: [],
     errors: [],
+    stalled: 0,
     schedule: [],
   };
   const cluster: Cluster = await startCluster({
@@ -329,7 +332,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       world.out.add(old.name);
       world.cutStreams.delete(to.name);
       world.settingEdited = false;
-      await to.sql(`ALTER SYSTEM SET synchronized_standby_slots = '${allSlots()}'`);
+      // The standbys that run, as an operator sets it after a failover (a stopped one named
+      // there would stall every consumer of a failover slot until it returns).
+      await to.sql(
+        `ALTER SYSTEM SET synchronized_standby_slots = '${others
+          .filter((o) => !world.stopped.has(o.name) && !world.out.has(o.name))
+          .map(slotOf)
+          .join(',')}'`,
+      );
       await to.sql('SELECT pg_reload_conf()');
       // The consumers move over, as an orchestrator moves them; the writer goes on there.
       cdc.reset();
@@ -338,11 +348,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       await writer.resumeOn(to);
       await delay(3_000);
       const committedAfter = await ids(to, `id > ${maxAtPromotion}`);
+      // Every row above was committed before this position: a consumer that got past it and
+      // lacks one of them skipped it; one that did not get that far is stalled, not gapped
+      // (a failover slot's walsender waits for the standbys synchronized_standby_slots names).
+      const [flushed] = await to.sql<{ lsn: string }>(
+        `SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::text AS lsn`,
+      );
+      const snapshot = BigInt(flushed?.lsn ?? '0');
       const checks: ConsumerCheck[] = [];
       let subscriberIds = new Set<number>();
       const settleBy = Date.now() + 30_000;
       for (;;) {
-        subscriberIds = new Set(await ids(cluster.subscriber as PgServer));
+        subscriberIds = new Set(await ids(subscriber));
         const cdcDone = cdc.error !== null || committedAfter.every((id) => cdc.received.has(id));
         if (
           (committedAfter.every((id) => subscriberIds.has(id)) && cdcDone) ||
@@ -351,6 +368,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           break;
         await delay(250);
       }
+      const [applied] = await subscriber.sql<{ lsn: string | null }>(
+        `SELECT (max(remote_lsn) - '0/0'::pg_lsn)::text AS lsn FROM pg_replication_origin_status`,
+      );
+      const subscriberAt = applied?.lsn ? BigInt(applied.lsn) : null;
+      const cdcAt = cdc.position();
       const subscriberError = committedAfter.every((id) => subscriberIds.has(id))
         ? null
         : await subscriberErrors(subscriber, logFrom);
@@ -365,6 +387,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
             [...subscriberIds].filter((id) => id > maxAtPromotion).map((id) => [id, 1]),
           ),
           error: subscriberError,
+          passed: subscriberAt !== null && subscriberAt >= snapshot,
         }),
         checkConsumer({
           consumer: `pgoutput client on "${CDC}"`,
@@ -374,14 +397,16 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           committedAfter,
           receivedAfter: cdc.received,
           error: cdc.error,
+          passed: cdcAt !== null && cdcAt >= snapshot,
         }),
       );
       for (const check of checks) {
+        if (check.stalled) result.stalled++;
         if (check.violation !== null) result.violations.push(check.violation);
         else if (check.error !== null) result.errors.push(`${check.consumer}: ${check.error}`);
       }
       log(
-        `  promoted ${to.name}: ${committedAfter.length} rows of the new timeline checked; ${checks.map((c) => c.violation ?? (c.error ? `error: ${c.error}` : `${c.consumer} ok`)).join('; ')}`,
+        `  promoted ${to.name}: ${committedAfter.length} rows of the new timeline checked; ${checks.map((c) => c.violation ?? (c.error ? `error: ${c.error}` : c.stalled ? `${c.consumer} stalled (${c.missing.length} rows not delivered yet, nothing skipped)` : `${c.consumer} ok`)).join('; ')}`,
       );
       if (cdc.error !== null) {
         // A clear error (the slot is gone): the client starts afresh from a new slot.

@@ -94,6 +94,16 @@ describe('chaos: the checker', () => {
       /more than once/,
     );
   });
+  it('a consumer that has not got past the new rows is stalled, not gapped', () => {
+    const check = checkConsumer({ ...base, receivedAfter: new Map(), passed: false });
+    assert.equal(check.violation, null);
+    assert.equal(check.stalled, true);
+    assert.match(
+      checkConsumer({ ...base, receivedAfter: new Map(), passed: true }).violation ?? '',
+      /a silent gap/,
+    );
+  });
+
   it('a consumer that stopped with a clear error is no silent gap', () => {
     const check = checkConsumer({
       ...base,
