@@ -515,6 +515,17 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           world.stopped.delete(s.name);
           await cluster.rejoin(s);
           world.out.delete(s.name);
+          // A fresh copy is another node: its slotsync's state folder describes the old one
+          // and is refused (invariant 8). The operator's step, as the runbook says: restart
+          // it once with SLOTSYNC_RESET_STATE=on.
+          const beside = nodes.get(s.name);
+          if (beside) {
+            if (beside.slotsync) {
+              beside.slotsync.child.kill('SIGKILL');
+              await beside.slotsync.exited;
+            }
+            beside.slotsync = await startProcess({ ...beside.env, SLOTSYNC_RESET_STATE: 'on' });
+          }
           world.cutStreams.delete(s.name);
           if (world.settingEdited) {
             world.settingEdited = false; // rejoin names every standby again
