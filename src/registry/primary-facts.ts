@@ -27,6 +27,7 @@ export const StoredPrimary = Type.Object({
   unprotected: Type.Optional(NullableString),
   otherTimeline: Type.Optional(NullableString),
   standbyTimeline: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])),
+  standbySlots: Type.Optional(Type.Union([Type.Array(Type.String()), Type.Null()])),
   since: Type.String(),
 });
 export type StoredPrimary = Static<typeof StoredPrimary>;
@@ -62,6 +63,7 @@ export function fromStoredPrimary(stored: StoredPrimary): RecordedPrimary {
       unprotected: stored.unprotected ?? null,
       otherTimeline: stored.otherTimeline ?? null,
       standbyTimeline: stored.standbyTimeline ?? null,
+      standbySlots: stored.standbySlots ?? null,
     },
     since: Date.parse(stored.since),
   };

@@ -120,6 +120,24 @@ export const ReadyResponse = Type.Object({
       waits_for_standby: Nullable(
         Type.Boolean({ description: "synchronized_standby_slots names this standby's slot" }),
       ),
+      standby_slot: Type.Optional(
+        Nullable(Type.String({ description: "This standby's physical slot on the primary" })),
+      ),
+      standby_slots: Type.Optional(
+        Nullable(
+          Type.Array(Type.String(), {
+            description: 'synchronized_standby_slots at the read the facts rest on',
+          }),
+        ),
+      ),
+      read_at: Type.Optional(
+        Nullable(
+          Type.String({
+            format: 'date-time',
+            description: 'When the primary confirmed these facts (the read began)',
+          }),
+        ),
+      ),
       detail: Type.String(),
     }),
   ),

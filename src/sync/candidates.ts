@@ -54,7 +54,7 @@ export function rankCandidates(asked: readonly Asked[]): Ranking {
     0,
     ...asked.map((a) => (a.answer?.role === 'primary' ? (a.answer.timeline ?? 0) : 0)),
   );
-  const candidates = asked.map((a) => candidateOf(a, primaryTimeline));
+  const candidates = asked.map((a) => candidateOf(a, primaryTimeline, newerSetting(a, asked)));
   candidates.sort(
     (a, b) =>
       ORDER[a.status] - ORDER[b.status] ||
@@ -69,7 +69,30 @@ export function rankCandidates(asked: readonly Asked[]): Ranking {
   return { candidates, best };
 }
 
-function candidateOf({ url, answer, error }: Asked, primaryTimeline: number): Candidate {
+/**
+ * The cluster's view of the setting: a read of the primary by another slotsync, newer than
+ * the one `node`'s "the primary waits for me" rests on, whose synchronized_standby_slots no
+ * longer names `node`'s slot. The standby alone cannot tell a dead primary from a partition
+ * after which someone edited the setting; another node that still reached the primary can.
+ */
+function newerSetting(node: Asked, asked: readonly Asked[]): string | null {
+  const mine = node.answer?.primary;
+  if (!mine?.waits_for_standby || !mine.read_at || !mine.standby_slot) return null;
+  for (const other of asked) {
+    const theirs = other.answer?.primary;
+    if (other === node || !theirs?.read_at || !theirs.standby_slots) continue;
+    if (theirs.read_at > mine.read_at && !theirs.standby_slots.includes(mine.standby_slot)) {
+      return `the primary's synchronized_standby_slots no longer named "${mine.standby_slot}" at ${theirs.read_at} (read by ${other.url}), after this node's own read (${mine.read_at})`;
+    }
+  }
+  return null;
+}
+
+function candidateOf(
+  { url, answer, error }: Asked,
+  primaryTimeline: number,
+  unnamed: string | null = null,
+): Candidate {
   if (answer === null || answer.slots === undefined) {
     return {
       url,
@@ -88,7 +111,9 @@ function candidateOf({ url, answer, error }: Asked, primaryTimeline: number): Ca
   const behind =
     answer.role !== 'primary' && timeline !== null && timeline < primaryTimeline
       ? `on timeline ${timeline}, older than the primary's ${primaryTimeline}: it has not followed the primary`
-      : null;
+      : answer.role !== 'primary'
+        ? unnamed
+        : null;
   const status: CandidateStatus =
     answer.role === 'primary'
       ? 'primary'

@@ -65,6 +65,12 @@ export interface PrimaryFacts {
    * happened since, onto another node.
    */
   standbyTimeline?: number | null;
+  /**
+   * synchronized_standby_slots as that read saw it (its slot names; null: not set or not
+   * read). The cluster compares it across nodes: a newer read by another slotsync that no
+   * longer names this standby's slot overrides this node's older one (sync/candidates.ts).
+   */
+  standbySlots?: string[] | null;
 }
 
 /** The primary as last read: its facts, when it last confirmed them, its slots' positions. */
@@ -181,6 +187,12 @@ export interface Safety {
     /** Age of the primary's facts (null: never read). */
     age_ms: number | null;
     waits_for_standby: boolean | null;
+    /** This standby's physical slot on the primary (its primary_slot_name). */
+    standby_slot?: string | null;
+    /** synchronized_standby_slots at that read (null: not read). */
+    standby_slots?: string[] | null;
+    /** When the primary confirmed these facts (the read's start). */
+    read_at?: string | null;
     detail: string;
   };
   slots: SlotVerdict[];
@@ -243,6 +255,9 @@ export function assessSafety(input: SafetyInput): Safety {
       reachable: input.primaryDown === null && primary !== null,
       age_ms: primary === null ? null : Math.max(0, now - primary.at),
       waits_for_standby: primary?.facts.waitsForStandby ?? null,
+      standby_slot: primary?.facts.standbySlot ?? null,
+      standby_slots: primary?.facts.standbySlots ?? null,
+      read_at: primary === null ? null : new Date(primary.at).toISOString(),
       detail:
         input.primaryDown ??
         (primary === null
@@ -571,6 +586,10 @@ export function primaryFactsOf(read: {
       .map((s) => s.name)
       .sort(),
     diverged: read.diverged ?? null,
+    standbySlots:
+      read.synchronizedStandbySlots === null
+        ? null
+        : standbySlotNames(read.synchronizedStandbySlots),
     unprotected,
     otherTimeline: read.otherTimeline ?? null,
     standbyTimeline: read.standbyTimeline ?? null,
@@ -629,7 +648,8 @@ export function sameFacts(a: PrimaryFacts | null, b: PrimaryFacts | null): boole
     ((a.diverged ?? null) === null) === ((b.diverged ?? null) === null) &&
     ((a.unprotected ?? null) === null) === ((b.unprotected ?? null) === null) &&
     ((a.otherTimeline ?? null) === null) === ((b.otherTimeline ?? null) === null) &&
-    (a.standbyTimeline ?? null) === (b.standbyTimeline ?? null)
+    (a.standbyTimeline ?? null) === (b.standbyTimeline ?? null) &&
+    (a.standbySlots ?? []).join(',') === (b.standbySlots ?? []).join(',')
   );
 }
 
@@ -650,6 +670,11 @@ export function narrowerFacts(a: PrimaryFacts | null, b: PrimaryFacts): PrimaryF
     unprotected: b.unprotected ?? a.unprotected ?? null,
     otherTimeline: b.otherTimeline ?? a.otherTimeline ?? null,
     standbyTimeline: b.standbyTimeline ?? a.standbyTimeline ?? null,
+    // Fewer names is narrower: only what both reads named.
+    standbySlots:
+      a.standbySlots && b.standbySlots
+        ? a.standbySlots.filter((slot) => b.standbySlots?.includes(slot))
+        : (a.standbySlots ?? b.standbySlots ?? null),
   };
 }
 

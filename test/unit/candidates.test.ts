@@ -120,6 +120,74 @@ describe('slotsync candidates: the ranking', () => {
     assert.match(ranking.candidates[4]?.reason ?? '', /^diverged/);
   });
 
+  it('the cluster’s view: a node whose "the primary waits for me" is older than another node’s read that no longer names its slot is not safe', () => {
+    const at = (iso: string, slot: string, slots: string[], a: Safety): Safety => ({
+      ...a,
+      primary: {
+        ...a.primary,
+        waits_for_standby: slots.includes(slot),
+        standby_slot: slot,
+        standby_slots: slots,
+        read_at: iso,
+      },
+    });
+    const ranking = rankCandidates([
+      // Its own last read (10:00) said the setting names it; it has not read since.
+      {
+        url: 'http://stale',
+        answer: at(
+          '2026-12-06T10:00:00.000Z',
+          'a_slot',
+          ['a_slot'],
+          answer('0/9000', [verdict('sub', true)]),
+        ),
+        error: null,
+      },
+      // Another slotsync read the primary at 10:05: the operator took a_slot out.
+      {
+        url: 'http://other',
+        answer: at(
+          '2026-12-06T10:05:00.000Z',
+          'b_slot',
+          ['b_slot'],
+          answer('0/8000', [verdict('sub', true)]),
+        ),
+        error: null,
+      },
+    ]);
+    assert.deepEqual(
+      ranking.candidates.map((c) => `${c.url} ${c.status}`),
+      ['http://other safe', 'http://stale not safe'],
+    );
+    assert.match(
+      ranking.candidates[1]?.reason ?? '',
+      /no longer named "a_slot" at 2026-12-06T10:05:00.000Z \(read by http:\/\/other\)/,
+    );
+    const older = rankCandidates([
+      {
+        url: 'http://fresh',
+        answer: at(
+          '2026-12-06T10:05:00.000Z',
+          'a_slot',
+          ['a_slot'],
+          answer('0/9000', [verdict('sub', true)]),
+        ),
+        error: null,
+      },
+      {
+        url: 'http://old',
+        answer: at(
+          '2026-12-06T10:00:00.000Z',
+          'b_slot',
+          ['b_slot'],
+          answer('0/8000', [verdict('sub', true)]),
+        ),
+        error: null,
+      },
+    ]);
+    assert.equal(older.best, 'http://fresh', 'an older read of another node changes nothing');
+  });
+
   it('no safe candidate: best is null and the text says so', () => {
     const ranking = rankCandidates([
       { url: 'http://a', answer: answer('0/9000', [verdict('sub', false)]), error: null },
