@@ -489,7 +489,9 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
             facts.received.at,
             cache.timelineOf(null),
           );
-    const local = fenced.dropped.length > 0 ? localFenced : (standby.slots ?? cache.local ?? []);
+    // The copies as read at the start of this cycle: never the cache again, which a primary
+    // found moved cleared meanwhile (an empty list would forget every copy it owns).
+    const local = localFenced;
     const unchanged =
       primary.slots === null && standby.slots === null && fenced.dropped.length === 0;
     cache.primarySlotName = standby.primarySlotName;

@@ -216,8 +216,18 @@ export class Scenario {
         return answer.status === 200;
       },
       60_000,
-    ).catch((error: Error) => {
-      throw new Error(`${error.message} at ${node.p.base}: ${JSON.stringify(last)}`);
+    ).catch(async (error: Error) => {
+      const slots = await this.get(node, '/slots').catch(() => ({ body: null }));
+      // What the node's slotsync said about the slot: why it stayed not ready.
+      const said = node.p
+        .output()
+        .split('\n')
+        .filter((line) => line.trim() !== '' && !line.includes('"component":"http"'))
+        .slice(-40)
+        .join('\n');
+      throw new Error(
+        `${error.message} at ${node.p.base}: ${JSON.stringify(last)}\nits slots: ${JSON.stringify(slots.body)}\nits log:\n${said}`,
+      );
     });
   }
 

@@ -13,7 +13,7 @@ import { after, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { CLI } from '../helpers/cli.js';
 import { type Node, Scenario } from '../helpers/failover.js';
-import { waitFor } from '../helpers/harness.js';
+import { advancePrimarySlot, replicationCommandOn, waitFor } from '../helpers/harness.js';
 import { MAJORS } from '../support/binaries.js';
 import type { PgServer } from '../support/server.js';
 import {
@@ -44,6 +44,61 @@ for (const major of MAJORS) {
   describe(`three nodes, one slotsync each, on PostgreSQL ${major}`, () => {
     const t = new Scenario(major);
     after(() => t.close());
+
+    it('the first cycle on a new primary keeps the copies when the standby did not change (the move cleared the cache)', async () => {
+      const c = await t.cluster({ standbys: 2 });
+      const [next, standby] = c.standbys as [PgServer, PgServer];
+      const everyNode = `postgres://postgres:cluster-pw@${[c.primary, next, standby].map((s) => `127.0.0.1:${s.port}`).join(',')}/postgres`;
+      await c.primary.sql(
+        `SELECT pg_create_logical_replication_slot('kept_copy', 'pgoutput', false, false, true)`,
+      );
+      const node = await t.slotsync(
+        c,
+        { SLOTSYNC_WORKER: 'off' },
+        { primaryUrl: everyNode, standby },
+      );
+      const copyOf = async () => {
+        const slots = (await t.get(node, '/slots')).body.slots as { name: string; state: string }[];
+        return slots.find((slot) => slot.name === 'kept_copy');
+      };
+      await waitFor(
+        'the copy is sync-ready',
+        async () => {
+          // The remote moves past the copy's consistent point (nothing consumes it).
+          await c.primary.sql('SELECT pg_log_standby_snapshot()');
+          await advancePrimarySlot(c, 'kept_copy');
+          return (
+            (await t.post(node, '/sync')).status === 200 && (await copyOf())?.state === 'sync_ready'
+          );
+        },
+        30_000,
+      );
+      assert.equal((await t.post(node, '/sync')).status, 200, 'a cycle that finds nothing changed');
+      // The new primary has the slot, not yet a failover slot (its slotsync has not re-armed it).
+      await c.failover(next);
+      await next.sql(
+        `SELECT pg_create_logical_replication_slot('kept_copy', 'pgoutput', false, false, false)`,
+      );
+      // The first cycle follows the new primary (found by SLOTSYNC_PRIMARY_URL's hosts), with
+      // the standby's slot digest unchanged since the last cycle.
+      const moved = await t.post(node, '/sync');
+      assert.equal(moved.status, 200, JSON.stringify(moved.body));
+      const kept = await copyOf();
+      assert.equal(kept?.state, 'sync_ready', `the copy stays slotsync's: ${JSON.stringify(kept)}`);
+      const [local] = await standby.sql<{ synced: boolean }>(
+        `SELECT synced FROM pg_replication_slots WHERE slot_name = 'kept_copy'`,
+      );
+      assert.equal(local?.synced, false, 'the copy is still on the standby');
+      // Failover on at the new primary: the copy is kept in step, never made again.
+      await replicationCommandOn(next, 'ALTER_REPLICATION_SLOT kept_copy ( FAILOVER true )');
+      const after = await t.post(node, '/sync');
+      assert.equal(after.status, 200, JSON.stringify(after.body));
+      assert.equal((await copyOf())?.state, 'sync_ready');
+      const stages = await standby.sql(
+        `SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'slotsync_stage_%'`,
+      );
+      assert.deepEqual(stages, [], 'no copy staged afresh beside the kept one');
+    });
 
     it('three failovers in a row with a subscription written to all the time: candidates name the node, nothing restarts, every row exactly once', async () => {
       const c = await t.cluster({ subscriber: true, synchronizedStandbySlots: true, standbys: 2 });
