@@ -91,6 +91,14 @@ const VARIABLES = {
     on,
   ),
   worker: variable('SLOTSYNC_WORKER', OnOff('on', 'run the background worker'), on),
+  engine: variable(
+    'SLOTSYNC_ENGINE',
+    Type.Union([Type.Literal('sql'), Type.Literal('builtin')], {
+      default: 'sql',
+      description:
+        "who copies the slots: sql, slotsync over SQL (its own copies, staged and fenced); builtin, PostgreSQL's slot sync (its worker when the standby has sync_replication_slots = on, else slotsync calls pg_sync_replication_slots() each cycle), with slotsync's gate, candidates, quorum and metrics over it",
+    }),
+  ),
   replaceStale: variable(
     'SLOTSYNC_REPLACE_STALE',
     OnOff(

@@ -2,6 +2,7 @@
 
 import type pg from 'pg';
 import { noRowError, SlotSyncError } from '../errors.js';
+import { conninfoHasDbname } from '../sync/builtin.js';
 import { formatLsn, type Lsn, parseLsn } from '../sync/lsn.js';
 import type { LocalSlot } from '../sync/types.js';
 import type { StandbyFacts } from '../sync/validate.js';
@@ -71,6 +72,8 @@ export interface StandbyState extends StandbySettings {
   databases: string[];
   /** host and port of primary_conninfo (null when this role may not read it). */
   upstream: { host: string | null; port: string | null } | null;
+  /** primary_conninfo names a database (PostgreSQL's slot sync needs one); null: not readable. */
+  conninfoDbname: boolean | null;
 }
 
 interface StandbyRow {
@@ -189,6 +192,7 @@ function toStandbyState(row: StandbyRow): StandbyState {
     primaryConninfoSet: row.primary_conninfo_set,
     // Only where it points: the conninfo may hold a password, which is never kept.
     upstream: conninfoHost(row.primary_conninfo),
+    conninfoDbname: row.primary_conninfo === null ? null : conninfoHasDbname(row.primary_conninfo),
     syncReplicationSlots: row.sync_replication_slots === 'on',
     slots: row.slots === null ? null : row.slots.map(toLocalSlot),
     fingerprint: row.fingerprint,

@@ -17,15 +17,17 @@ import type { StandbyPools } from '../db/standby-pools.js';
 import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
 import { redactUrl } from '../redact.js';
 import type { Registry } from '../registry/registry.js';
+import type { EngineKind } from '../sync/builtin.js';
 import { formatLsn, type Lsn } from '../sync/lsn.js';
 import { planCycle } from '../sync/plan.js';
 import { remoteAheadOfStandby } from '../sync/rules.js';
 import { namesSlot, narrowerFacts, type PrimaryRead, type StandbyRead } from '../sync/safety.js';
 import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 import { validatePrimary, validateStandby } from '../sync/validate.js';
-import { buildSlotViews, type SlotView } from '../sync/view.js';
+import { buildBuiltinViews, buildSlotViews, type SlotView } from '../sync/view.js';
 import { settle } from '../util.js';
 import { type Applied, applyActions, type CyclePoint, copySlot } from './apply.js';
+import { type BuiltinStatus, builtinStep } from './builtin.js';
 import { DecodeWindow } from './decode-window.js';
 import {
   forkPointFor,
@@ -54,6 +56,8 @@ export interface EngineDeps {
   /** The URLs, to name the server in connection errors (never logged as is). */
   readonly primaryUrl: string;
   standbyUrl: string;
+  /** SLOTSYNC_ENGINE: who copies the slots (fixed for the engine's life; a reload swaps it). */
+  engine: EngineKind;
   concurrency: number;
   createTimeoutMs: number;
   /** What the last cycles read; owned by the engine, reset with it. */
@@ -113,6 +117,8 @@ export interface CycleResult {
   waitingForReplay: number;
   /** Copies moved one bounded step short of their remote (engine/pacer.ts). */
   catchingUp: number;
+  /** SLOTSYNC_ENGINE=builtin: what PostgreSQL's slot sync is doing; null over SQL. */
+  builtin: BuiltinStatus | null;
 }
 
 /** Full reads at least this often, whatever the digests say. */
@@ -338,7 +344,8 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
         standby.pid,
         localNow,
       );
-      if (deps.rearm) {
+      // PostgreSQL's synced slots keep failover on through promotion: nothing to re-arm.
+      if (deps.rearm && deps.engine === 'sql') {
         Object.assign(
           cleanup,
           await rearmCopies(
@@ -360,14 +367,19 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
       }
       deps.onPromotion?.(cleanup);
     }
-    validateStandby(standby);
+    validateStandby(standby, deps.engine);
+    if (deps.engine === 'sql') refuseSyncedSlots(localNow);
     // Fencing needs the standby alone: done before the primary is waited for, so a primary
-    // that is gone never leaves a moved copy under a subscriber's name.
-    const fenced = await fenceCopies(
-      { registry: deps.registry, logger: deps.logger, standbyMain: deps.standby.main },
-      standby.pid,
-      localNow,
-    );
+    // that is gone never leaves a moved copy under a subscriber's name. (Under the builtin
+    // engine there is nothing to fence: nobody can move a synced slot on a standby.)
+    const fenced: Fenced =
+      deps.engine === 'sql'
+        ? await fenceCopies(
+            { registry: deps.registry, logger: deps.logger, standbyMain: deps.standby.main },
+            standby.pid,
+            localNow,
+          )
+        : { dropped: [], failed: [] };
     if (fenced.dropped.length > 0) deps.onFenced?.(fenced);
     const localFenced =
       fenced.dropped.length === 0
@@ -502,6 +514,51 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
     cache.local = local;
     if (primary.slots !== null && standby.slots !== null) cache.fullReadAt = Date.now();
 
+    if (deps.engine === 'builtin') {
+      const step = await builtinStep(
+        {
+          standby: deps.standby,
+          registry: deps.registry,
+          logger: deps.logger,
+          replaceStale: deps.replaceStale,
+        },
+        standby,
+        local,
+        remote,
+      );
+      if (step.updated) {
+        cache.local = step.local;
+        cache.standbyFingerprint = null;
+      }
+      cache.stable = null;
+      succeeded = true;
+      return finish(
+        {
+          report: {
+            ok: true,
+            startedAt,
+            durationMs: 0,
+            updated: step.updated,
+            slots: step.reports,
+          },
+          views: buildBuiltinViews(remote, step.local, step.reports),
+          standby: standbyRead(step.local),
+          primarySlotName: standby.primarySlotName,
+          standbyReplayLsn: formatLsn(standby.replayLsn),
+          synchronizedStandbySlots: primary.synchronizedStandbySlots,
+          remote,
+          excluded: [...excluded].sort(),
+          local: step.local,
+          fingerprint: primary.fingerprint,
+          waitingForReplay: 0,
+          catchingUp: 0,
+          builtin: step.status,
+        },
+        started,
+        startedAt,
+      );
+    }
+
     const reusable = cache.stable;
     if (
       unchanged &&
@@ -581,6 +638,7 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
         (slot) => slot.failover && remoteAheadOfStandby(slot, input.standbyReplayLsn),
       ).length,
       catchingUp: applied.catchingUp,
+      builtin: null,
     };
     const stable =
       !applied.updated &&
@@ -599,6 +657,28 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
       deps.lock.keep(options.keepLockMs ?? 0);
     else if (locked) deps.lock.release();
   }
+}
+
+/**
+ * SLOTSYNC_ENGINE=sql on a standby that holds slots PostgreSQL's slot sync made: slotsync
+ * can neither drop nor move them (PostgreSQL refuses both on a standby, with its worker on or
+ * off) and would stop at each one. Refused, naming them and the ways out.
+ */
+export const SYNCED_WAY_OUT =
+  'Keep SLOTSYNC_ENGINE=builtin on this standby; or rebuild the standby from a fresh base backup (it holds no slots); or, slot by slot, turn failover off on the primary (ALTER_REPLICATION_SLOT name (FAILOVER false)) and run SELECT pg_sync_replication_slots() once on the standby, which drops its copy, then turn failover on again (no standby has a copy in between)';
+
+function refuseSyncedSlots(local: readonly LocalSlot[]): void {
+  const synced = local.filter((slot) => slot.synced && !slot.temporary).map((slot) => slot.name);
+  if (synced.length === 0) return;
+  throw new SlotSyncError(
+    'SLOTSYNC_SETUP',
+    `SLOTSYNC_ENGINE=sql: the standby holds slots PostgreSQL's slot sync made (synced = true): ${synced
+      .sort()
+      .map((name) => `"${name}"`)
+      .join(
+        ', ',
+      )}; PostgreSQL allows neither dropping nor advancing them on a standby, so slotsync cannot copy these slots over SQL. ${SYNCED_WAY_OUT}`,
+  );
 }
 
 /** Copies fenced before the plan, in the report: as dropped, or with the reason prepended. */

@@ -102,6 +102,7 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
     registry,
     logger: logger.child({ component: 'sync' }),
     standbyUrl: config.standbyUrl,
+    engine: config.engine,
     concurrency: config.concurrency,
     createTimeoutMs: config.createTimeoutMs,
     resetState: config.resetState,

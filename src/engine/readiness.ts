@@ -168,6 +168,7 @@ export class Readiness {
       lastCycleAt: this.#lastCycleAt,
       reloaded: this.#reloaded,
       maxAgeMs: options.maxAgeMs,
+      engine: this.engine.deps.engine,
     });
   }
 

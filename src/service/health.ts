@@ -200,7 +200,7 @@ export function checkHealth(service: HealthSubject, probed: Probed): HealthRepor
     // Nothing to validate: no sync runs on a primary.
   } else if (standby && primary) {
     try {
-      validateStandby(standby);
+      validateStandby(standby, config.engine);
       validatePrimary(primary, standby);
       checks.settings = {
         status: 'pass',
@@ -341,6 +341,20 @@ export function checkHealth(service: HealthSubject, probed: Probed): HealthRepor
       status: 'warn',
       detail: `catching up: ${last.catchingUp} cop${last.catchingUp === 1 ? 'y moves' : 'ies move'} in steps that fit within SLOTSYNC_STATEMENT_TIMEOUT_MS, ${(behind / 1048576).toFixed(1)} MB behind in all (slotsync_slot_lag_bytes shows it falling)`,
     };
+  }
+  if (last?.builtin && role !== 'primary') {
+    const { builtin } = last;
+    const how = builtin.driven
+      ? 'slotsync calls pg_sync_replication_slots() each cycle (sync_replication_slots = off)'
+      : `PostgreSQL's slot sync worker copies the slots (sync_replication_slots = on; worker ${builtin.workerRunning === null ? 'not visible' : builtin.workerRunning ? 'running' : 'not running'}${builtin.bridged ? ', slotsync calls pg_sync_replication_slots() meanwhile' : ''})`;
+    checks.builtin = builtin.stuck
+      ? { status: 'fail', detail: `${how}: stuck: ${builtin.stuck}` }
+      : builtin.workerDown
+        ? { status: 'warn', detail: `${how}: ${builtin.workerDown}` }
+        : {
+            status: 'pass',
+            detail: `${how}; ${builtin.synced} persistent synced cop${builtin.synced === 1 ? 'y' : 'ies'}`,
+          };
   }
   if (last && last.remote.length === 0 && last.excluded.length > 0) {
     checks.selection = {

@@ -122,6 +122,11 @@ export class Metrics {
     help: "1 while this process manages the primary's synchronized_standby_slots",
     registers: [this.registry],
   });
+  readonly builtinStuck = new Gauge({
+    name: 'slotsync_builtin_stuck',
+    help: "SLOTSYNC_ENGINE=builtin: 1 while PostgreSQL's slot sync is stuck on this standby (GET /health says why: a setting, a same-name slot, a failed pg_sync_replication_slots()), else 0",
+    registers: [this.registry],
+  });
   readonly catchingUp = new Gauge({
     name: 'slotsync_catching_up_slots',
     help: 'Copies whose last advance stopped short of its target, to stay within the statement timeout',
@@ -176,6 +181,7 @@ export class Metrics {
     this.lastSuccess.set(Date.now() / 1000);
     for (const slot of result.report.slots) this.actions.inc({ action: slot.action });
     this.catchingUp.set(result.catchingUp);
+    if (result.builtin) this.builtinStuck.set(result.builtin.stuck === null ? 0 : 1);
     this.recordViews(result.views);
   }
 

@@ -192,6 +192,7 @@ export class SlotSyncService {
     const connectionChanged =
       old.primaryUrl !== next.primaryUrl ||
       old.standbyUrl !== next.standbyUrl ||
+      old.engine !== next.engine ||
       old.stateDir !== next.stateDir ||
       old.concurrency !== next.concurrency ||
       old.statementTimeoutMs !== next.statementTimeoutMs ||

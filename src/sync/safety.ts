@@ -22,6 +22,7 @@
  * an answer relies on it (engine/facts.ts). Fact 2 is read at every question. A standby on a
  * timeline the primary forked away from is never safe (PrimaryFacts.diverged).
  */
+import type { EngineKind } from './builtin.js';
 import { formatLsn, type Lsn, lsnDistance } from './lsn.js';
 import { isOwnedCopy } from './rules.js';
 import type { LocalSlot, RegistryEntry } from './types.js';
@@ -132,6 +133,12 @@ export interface SafetyInput {
   reloaded: boolean;
   /** How long a read of a primary that does not wait for this standby is trusted. */
   maxAgeMs: number;
+  /**
+   * Who copies the slots (SLOTSYNC_ENGINE): `sql`, slotsync's own copies (the registry says
+   * which are sync-ready); `builtin`, PostgreSQL's slot sync (the standby's synced slots say).
+   * Default `sql`.
+   */
+  engine?: EngineKind;
 }
 
 export interface Fact {
@@ -301,10 +308,16 @@ function verdictOf(
 ): SlotVerdict {
   const { now, primary } = input;
   const remote = primary?.positions?.get(name) ?? null;
-  const copy = copyFact(name, entry, input);
+  const standbyAge = now - (input.standby?.at ?? now);
+  const builtin = input.engine === 'builtin';
+  const copy = builtin
+    ? syncedCopyFact(name, slot, input, standbyAge)
+    : copyFact(name, entry, input);
   const unmoved = pastRemote(
     name,
-    unmovedFact(name, entry, slot, now - (input.standby?.at ?? now)),
+    builtin
+      ? syncedUnmovedFact(name, slot, standbyAge)
+      : unmovedFact(name, entry, slot, standbyAge),
     slot,
     remote?.confirmedFlushLsn ?? null,
   );
@@ -348,6 +361,74 @@ function copyFact(name: string, entry: RegistryEntry | undefined, input: SafetyI
     };
   }
   return { holds: true, age_ms: age, detail: `the copy of "${name}" is published and sync-ready` };
+}
+
+/**
+ * Fact 1 under SLOTSYNC_ENGINE=builtin: PostgreSQL's slot sync made the copy and keeps it
+ * (synced, persistent, failover on, not invalidated), as the standby shows it now. A
+ * temporary synced slot is dropped at promotion: never a copy to promote onto.
+ */
+export function syncedCopyFact(
+  name: string,
+  slot: LocalSlot | undefined,
+  input: Pick<SafetyInput, 'primary'>,
+  ageMs: number,
+): Fact {
+  const age = Math.max(0, ageMs);
+  const no = (detail: string): Fact => ({ holds: false, age_ms: age, detail });
+  if (slot === undefined) {
+    const known = input.primary?.facts.failoverSlots.includes(name) ?? false;
+    return no(
+      known
+        ? `replication slot "${name}" has no copy on this standby yet (PostgreSQL's slot sync has not made one)`
+        : `no failover slot "${name}" on the primary and no copy of it on this standby`,
+    );
+  }
+  if (slot.slotType !== 'logical' || !slot.synced) {
+    return no(
+      `the slot "${name}" on the standby is not synced by PostgreSQL (a same-name slot: PostgreSQL's slot sync stops at it)`,
+    );
+  }
+  if (slot.temporary) {
+    return no(
+      `the copy of "${name}" is not sync-ready yet (PostgreSQL's slot sync keeps it temporary until the remote slot catches up with it; it is dropped at promotion)`,
+    );
+  }
+  if (slot.invalidationReason !== null) {
+    return no(`the copy of "${name}" was invalidated on the standby (${slot.invalidationReason})`);
+  }
+  if (!slot.failover) {
+    return no(`the synced copy of "${name}" has failover off`);
+  }
+  return {
+    holds: true,
+    age_ms: age,
+    detail: `the copy of "${name}" is synced by PostgreSQL and persistent`,
+  };
+}
+
+/**
+ * Fact 2 under SLOTSYNC_ENGINE=builtin: nobody can move a synced slot on a standby
+ * (PostgreSQL refuses to decode from it or advance it there), so it is where PostgreSQL's
+ * slot sync left it unless a session holds it.
+ */
+export function syncedUnmovedFact(name: string, slot: LocalSlot | undefined, ageMs: number): Fact {
+  const age = Math.max(0, ageMs);
+  if (slot === undefined || !slot.synced) {
+    return { holds: false, age_ms: age, detail: `"${name}" has no synced copy` };
+  }
+  if (slot.active) {
+    return {
+      holds: false,
+      age_ms: age,
+      detail: `the copy of "${name}" is in use on the standby`,
+    };
+  }
+  return {
+    holds: true,
+    age_ms: age,
+    detail: `the copy of "${name}" is at ${formatLsn(slot.confirmedFlushLsn)}, where PostgreSQL's slot sync left it`,
+  };
 }
 
 /**

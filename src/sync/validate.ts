@@ -2,7 +2,9 @@
  * ValidateSlotSyncParams(), validate_remote_info() and CheckAndGetDbnameFromConninfo(),
  * over what one read of each side returned. Throws with slotsync.c's wording.
  */
+
 import { SlotSyncError, setupError } from '../errors.js';
+import type { EngineKind } from './builtin.js';
 
 export interface StandbyFacts {
   inRecovery: boolean;
@@ -25,7 +27,7 @@ export interface PrimaryFacts {
 export const MIN_VERSION_NUM = 170000;
 
 /** The standby's own settings: checked before anything is read from the primary. */
-export function validateStandby(standby: StandbyFacts): void {
+export function validateStandby(standby: StandbyFacts, engine: EngineKind = 'sql'): void {
   if (!standby.inRecovery) {
     throw new SlotSyncError(
       'SLOTSYNC_STANDBY_NOT_IN_RECOVERY',
@@ -38,6 +40,9 @@ export function validateStandby(standby: StandbyFacts): void {
       `slotsync needs PostgreSQL 17 or later on the standby (server_version_num ${standby.versionNum})`,
     );
   }
+  // Under SLOTSYNC_ENGINE=builtin the settings below are PostgreSQL's slot sync's to need:
+  // said as why it is stuck (sync/builtin.ts), never a reason to stop reading the facts.
+  if (engine === 'builtin') return;
   if (standby.syncReplicationSlots) {
     throw setupError(
       'the standby runs PostgreSQL\'s own slot synchronization worker ("sync_replication_slots" = on); slotsync and the worker must not both sync one standby',

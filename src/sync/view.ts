@@ -142,3 +142,35 @@ export function withSafety(views: readonly SlotView[], safety: Safety): SlotView
     };
   });
 }
+
+/**
+ * GET /slots under SLOTSYNC_ENGINE=builtin: every failover slot of the primary beside the
+ * slot PostgreSQL's slot sync keeps for it on the standby (or the same-name slot in its way).
+ */
+export function buildBuiltinViews(
+  remote: readonly RemoteSlot[],
+  local: readonly LocalSlot[],
+  reports: readonly SlotReport[],
+): SlotView[] {
+  const localByName = new Map(local.map((slot) => [slot.name, slot]));
+  const views: SlotView[] = [];
+  for (const report of reports) {
+    const slot = remote.find((r) => r.name === report.name);
+    if (slot === undefined) continue;
+    const copy = localByName.get(slot.name);
+    views.push({
+      name: slot.name,
+      plugin: slot.plugin,
+      database: slot.database,
+      two_phase: slot.twoPhase,
+      state: report.state,
+      sync_ready: report.state === 'sync_ready',
+      staging_name: null,
+      local: copy === undefined || report.state === 'absent' ? null : positions(copy),
+      remote: { ...positions(slot), invalidation_reason: slot.invalidationReason },
+      lag_bytes: copy?.synced ? lsnDistance(copy.confirmedFlushLsn, slot.confirmedFlushLsn) : null,
+      reason: report.reason,
+    });
+  }
+  return views.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}

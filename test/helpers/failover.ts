@@ -206,7 +206,7 @@ export class Scenario {
     return { status: response.status, body: await response.json() };
   }
 
-  async waitSafe(node: Node, slot: string): Promise<void> {
+  async waitSafe(node: Node, slot: string, timeoutMs = 60_000): Promise<void> {
     let last: Json;
     await waitFor(
       `"${slot}" safe to promote onto`,
@@ -215,9 +215,10 @@ export class Scenario {
         last = answer.body;
         return answer.status === 200;
       },
-      60_000,
+      timeoutMs,
     ).catch(async (error: Error) => {
       const slots = await this.get(node, '/slots').catch(() => ({ body: null }));
+      const health = await this.get(node, '/health').catch(() => ({ body: null }));
       // What the node's slotsync said about the slot: why it stayed not ready.
       const said = node.p
         .output()
@@ -226,7 +227,7 @@ export class Scenario {
         .slice(-40)
         .join('\n');
       throw new Error(
-        `${error.message} at ${node.p.base}: ${JSON.stringify(last)}\nits slots: ${JSON.stringify(slots.body)}\nits log:\n${said}`,
+        `${error.message} at ${node.p.base}: ${JSON.stringify(last)}\nits slots: ${JSON.stringify(slots.body)}\nits health: ${JSON.stringify(health.body)}\nits log:\n${said}`,
       );
     });
   }

@@ -1,0 +1,154 @@
+/**
+ * The cycle's work under SLOTSYNC_ENGINE=builtin, once the standby and the primary are read
+ * and the primary's facts recorded (the same steps as over SQL): PostgreSQL copies the
+ * slots; slotsync drives pg_sync_replication_slots() when the server's worker is off,
+ * clears what stops the server's sync (its own copies left from SLOTSYNC_ENGINE=sql, a
+ * provably stale same-name slot under SLOTSYNC_REPLACE_STALE), and says why a slot has no
+ * usable copy. It never creates, moves or drops a slot PostgreSQL syncs.
+ */
+import type { Logger } from 'pino';
+import { dropCopy, readStandby, type StandbyState } from '../db/standby.js';
+import type { StandbyPools } from '../db/standby-pools.js';
+import { messageOf } from '../errors.js';
+import type { Registry } from '../registry/registry.js';
+import { builtinSetupProblem, planBuiltin, workerProblem } from '../sync/builtin.js';
+import { isOwnedCopy, mayHavePublishedCopy } from '../sync/rules.js';
+import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
+
+/** What the built-in slot sync is doing on this standby, as the last cycle saw it. */
+export interface BuiltinStatus {
+  /** slotsync calls pg_sync_replication_slots() (sync_replication_slots = off). */
+  driven: boolean;
+  /** The worker is on but not running: slotsync called pg_sync_replication_slots() meanwhile. */
+  bridged: boolean;
+  /** A 'slotsync worker' backend runs on the standby (null: not known). */
+  workerRunning: boolean | null;
+  /** Why PostgreSQL's slot sync copies nothing or stops for every slot, else null. */
+  stuck: string | null;
+  /** sync_replication_slots = on and no worker runs now (PostgreSQL restarts it), else null. */
+  workerDown: string | null;
+  /** How many slots PostgreSQL's slot sync keeps for the primary's failover slots, persistent. */
+  synced: number;
+}
+
+export interface BuiltinDeps {
+  standby: StandbyPools;
+  registry: Registry;
+  logger: Logger;
+  replaceStale: boolean;
+}
+
+const WORKER_RUNNING = `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
+                        WHERE backend_type = 'slotsync worker') AS running`;
+
+export async function builtinStep(
+  deps: BuiltinDeps,
+  standby: StandbyState,
+  local: readonly LocalSlot[],
+  remote: readonly RemoteSlot[],
+): Promise<{ reports: SlotReport[]; local: LocalSlot[]; updated: boolean; status: BuiltinStatus }> {
+  const pool = deps.standby.main;
+  let changed = await dropOwnCopies(deps, standby.pid, local);
+  const plan = (slots: readonly LocalSlot[]) =>
+    planBuiltin({
+      remote,
+      local: slots,
+      standbyReplayLsn: standby.replayLsn ?? 0n,
+      replaceStale: deps.replaceStale,
+      standbyStartedAt: standby.startedAt.getTime(),
+    });
+  const first = plan(local);
+  for (const name of first.replace) {
+    await dropCopy(pool, standby.pid, name);
+    deps.logger.warn(
+      { slot: name },
+      first.reports.find((r) => r.name === name)?.reason ?? 'replaced',
+    );
+    changed = true;
+  }
+  const running = await pool
+    .query<{ running: boolean }>(WORKER_RUNNING)
+    .then((r) => r.rows[0]?.running ?? null)
+    .catch(() => null);
+  const settings = {
+    syncReplicationSlots: standby.syncReplicationSlots,
+    walLevel: standby.walLevel,
+    hotStandbyFeedback: standby.hotStandbyFeedback,
+    primarySlotName: standby.primarySlotName,
+    primaryConninfoSet: standby.primaryConninfoSet,
+    conninfoDbname: standby.conninfoDbname,
+  };
+  const setup = builtinSetupProblem(settings);
+  // slotsync drives the sync when the worker is off, and bridges the worker's restart wait
+  // when it is on but not running (after an error PostgreSQL starts it again only when its
+  // postmaster next wakes, up to about a minute later).
+  const driven = setup === null && (!standby.syncReplicationSlots || running === false);
+  let syncError: string | null = null;
+  if (driven) {
+    // One pass of synchronize_slots() in this session; a slot whose remote has not caught up
+    // stays temporary and is dropped as the call ends (made again by the next call).
+    await pool.query('SELECT pg_catalog.pg_sync_replication_slots()').catch((error: unknown) => {
+      const message = messageOf(error);
+      // The worker started meanwhile: it syncs, nothing is wrong.
+      if (!/concurrently|worker is running/i.test(message)) {
+        syncError = `pg_sync_replication_slots() failed: ${message}`;
+      }
+    });
+    changed = true;
+  }
+  const after = changed ? (await readStandby(pool)).slots : [...local];
+  const final = plan(after);
+  const reports = final.reports.map((report) =>
+    first.replace.includes(report.name) && report.action !== 'replaced'
+      ? { ...report, action: 'replaced' as const }
+      : report,
+  );
+  return {
+    reports,
+    local: after,
+    updated: changed,
+    status: {
+      driven: !standby.syncReplicationSlots,
+      bridged: driven && standby.syncReplicationSlots,
+      workerRunning: running,
+      stuck: setup ?? final.blocked ?? syncError,
+      workerDown: workerProblem(settings, running),
+      synced: reports.filter((r) => r.state === 'sync_ready').length,
+    },
+  };
+}
+
+/**
+ * Switching from SLOTSYNC_ENGINE=sql: slotsync's own copies are same-name slots that are
+ * not synced, and one of them stops PostgreSQL's slot sync for every slot. They are all
+ * dropped at once (the shortest "not safe" window: the server then copies every slot in
+ * the same pass) and forgotten. The gate says "not safe" until the server's copy is
+ * persistent: no copy is ever called safe in between.
+ */
+async function dropOwnCopies(
+  deps: BuiltinDeps,
+  lockPid: number,
+  local: readonly LocalSlot[],
+): Promise<boolean> {
+  const { registry } = deps;
+  if (registry.entries.size === 0) return false;
+  const byName = new Map(local.map((slot) => [slot.name, slot]));
+  const names: string[] = [];
+  for (const entry of registry.entries.values()) {
+    const published = byName.get(entry.name);
+    if (published && mayHavePublishedCopy(entry) && isOwnedCopy(published, entry)) {
+      names.push(entry.name);
+    }
+    const stage = byName.get(entry.stagingName);
+    if (stage && isOwnedCopy(stage, entry)) names.push(entry.stagingName);
+  }
+  // Dropped first: a kill in between leaves records of slots that are gone (forgotten by
+  // the next cycle), never an unrecorded copy in the way of PostgreSQL's slot sync.
+  for (const name of names) await dropCopy(deps.standby.main, lockPid, name);
+  await registry.write(new Map());
+  deps.logger.warn(
+    { dropped: names },
+    "SLOTSYNC_ENGINE=builtin: slotsync's own copies were dropped so that PostgreSQL's slot sync makes its own (not safe until they are persistent)",
+  );
+  return true;
+}
