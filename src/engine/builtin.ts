@@ -21,6 +21,8 @@ export interface BuiltinStatus {
   driven: boolean;
   /** The worker is on but not running: slotsync called pg_sync_replication_slots() meanwhile. */
   bridged: boolean;
+  /** When slotsync last called pg_sync_replication_slots() (ms since the epoch), else null. */
+  calledAt: number | null;
   /** A 'slotsync worker' backend runs on the standby (null: not known). */
   workerRunning: boolean | null;
   /** Why PostgreSQL's slot sync copies nothing or stops for every slot, else null. */
@@ -36,7 +38,18 @@ export interface BuiltinDeps {
   registry: Registry;
   logger: Logger;
   replaceStale: boolean;
+  /** When slotsync last called pg_sync_replication_slots() (kept across cycles). */
+  cache: { builtinCalledAt: number; builtinError: string | null };
 }
+
+/**
+ * pg_sync_replication_slots() at most this often. Each call connects to the primary, and
+ * while one runs PostgreSQL's worker cannot start (it stops with "cannot synchronize
+ * replication slots concurrently" and is started again only about a minute later): calls
+ * spaced out leave an operator who turns sync_replication_slots on little chance of meeting
+ * one.
+ */
+export const DRIVE_INTERVAL_MS = 1_000;
 
 const WORKER_RUNNING = `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
                         WHERE backend_type = 'slotsync worker') AS running`;
@@ -48,7 +61,8 @@ export async function builtinStep(
   remote: readonly RemoteSlot[],
 ): Promise<{ reports: SlotReport[]; local: LocalSlot[]; updated: boolean; status: BuiltinStatus }> {
   const pool = deps.standby.main;
-  let changed = await dropOwnCopies(deps, standby.pid, local);
+  let cleared = await dropOwnCopies(deps, standby.pid, local);
+  let changed = cleared;
   const plan = (slots: readonly LocalSlot[]) =>
     planBuiltin({
       remote,
@@ -65,6 +79,7 @@ export async function builtinStep(
       first.reports.find((r) => r.name === name)?.reason ?? 'replaced',
     );
     changed = true;
+    cleared = true;
   }
   const running = await pool
     .query<{ running: boolean }>(WORKER_RUNNING)
@@ -79,19 +94,24 @@ export async function builtinStep(
     conninfoDbname: standby.conninfoDbname,
   };
   const setup = builtinSetupProblem(settings);
-  // slotsync drives the sync when the worker is off, and bridges the worker's restart wait
-  // when it is on but not running (after an error PostgreSQL starts it again only when its
-  // postmaster next wakes, up to about a minute later).
-  const driven = setup === null && (!standby.syncReplicationSlots || running === false);
-  let syncError: string | null = null;
+  // slotsync drives the sync when the worker is off (at most every DRIVE_INTERVAL_MS). With
+  // the worker on, only once right after it removed what stopped the worker: the worker is
+  // then in its restart wait (PostgreSQL starts it again when its postmaster next wakes, up
+  // to about a minute later), and one call makes the copies of a quiet primary at once.
+  const due = Date.now() - deps.cache.builtinCalledAt >= DRIVE_INTERVAL_MS;
+  const driven =
+    setup === null &&
+    (standby.syncReplicationSlots ? running === false && cleared : due || cleared);
   if (driven) {
+    deps.cache.builtinCalledAt = Date.now();
+    deps.cache.builtinError = null;
     // One pass of synchronize_slots() in this session; a slot whose remote has not caught up
     // stays temporary and is dropped as the call ends (made again by the next call).
     await pool.query('SELECT pg_catalog.pg_sync_replication_slots()').catch((error: unknown) => {
       const message = messageOf(error);
       // The worker started meanwhile: it syncs, nothing is wrong.
       if (!/concurrently|worker is running/i.test(message)) {
-        syncError = `pg_sync_replication_slots() failed: ${message}`;
+        deps.cache.builtinError = `pg_sync_replication_slots() failed: ${message}`;
       }
     });
     changed = true;
@@ -110,8 +130,12 @@ export async function builtinStep(
     status: {
       driven: !standby.syncReplicationSlots,
       bridged: driven && standby.syncReplicationSlots,
+      calledAt: deps.cache.builtinCalledAt === 0 ? null : deps.cache.builtinCalledAt,
       workerRunning: running,
-      stuck: setup ?? final.blocked ?? syncError,
+      stuck:
+        setup ??
+        final.blocked ??
+        (standby.syncReplicationSlots && !driven ? null : deps.cache.builtinError),
       workerDown: workerProblem(settings, running),
       synced: reports.filter((r) => r.state === 'sync_ready').length,
     },

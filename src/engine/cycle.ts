@@ -128,6 +128,10 @@ const FULL_READ_INTERVAL_MS = 60_000;
 const UPSTREAM_INACTIVE_GRACE_MS = 60_000;
 
 export class CycleCache {
+  /** SLOTSYNC_ENGINE=builtin: when slotsync last called pg_sync_replication_slots() (ms). */
+  builtinCalledAt = 0;
+  /** ... and why that call failed, else null. */
+  builtinError: string | null = null;
   /**
    * What the last read of the primary said (promotion readiness: sync/safety.ts); starts
    * from the registry's record, so a start with the primary gone still knows it.
@@ -521,6 +525,7 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
           registry: deps.registry,
           logger: deps.logger,
           replaceStale: deps.replaceStale,
+          cache,
         },
         standby,
         local,
