@@ -1,6 +1,9 @@
 /**
  * npm run bench -- --load [--subs 10,50] [--wal-mb-s 2] [--seconds 60] [--pg 17|18]
- *                          [--slotsync-env K=V,K=V] [--out result.json]
+ *                          [--engine sql|builtin] [--slotsync-env K=V,K=V] [--out result.json]
+ *
+ * --engine builtin: the second run is PostgreSQL's worker again, with slotsync beside it
+ * (SLOTSYNC_ENGINE=builtin): what slotsync's control plane costs over the built-in.
  *
  * What production sees: a primary that writes all the time, each failover slot the slot of
  * a real subscription (pgoutput, failover = true) that confirms continuously, and
@@ -45,6 +48,8 @@ interface Options {
   out: string | undefined;
   /** --slotsync-env K=V,K=V: settings for slotsync's process (to compare choices). */
   slotsyncEnv: Record<string, string>;
+  /** --engine: who copies in slotsync's run (builtin: PostgreSQL's worker, slotsync beside). */
+  engine: 'sql' | 'builtin';
 }
 
 export interface LoadFigures {
@@ -252,11 +257,16 @@ async function runOne(
   const system: System & { pid?: number } =
     kind === 'builtin'
       ? new BuiltinSystem(cluster)
-      : new SlotsyncSystem(cluster, { env: options.slotsyncEnv });
+      : new SlotsyncSystem(cluster, {
+          env: { SLOTSYNC_ENGINE: options.engine, ...options.slotsyncEnv },
+        });
+  const worker =
+    kind === 'slotsync' && options.engine === 'builtin' ? new BuiltinSystem(cluster) : null;
   const writer = new WalWriter(cluster.primary, options.walMbS * 2 ** 20);
   try {
     await subscribe(cluster, names);
     await cluster.waitForReplay();
+    if (worker) await worker.startWorker();
     if (system instanceof SlotsyncSystem) await system.start(true);
     else await system.startWorker();
     writer.start();
@@ -271,6 +281,7 @@ async function runOne(
   } finally {
     await writer.stop().catch(() => undefined);
     await system.close().catch(() => undefined);
+    await worker?.close().catch(() => undefined);
     await cluster.stop();
   }
 }
@@ -487,6 +498,11 @@ function table(options: Options, pairs: [LoadFigures, LoadFigures][]): string {
   return lines.join('\n');
 }
 
+function engineOption(value: string | undefined): 'sql' | 'builtin' {
+  if (value === undefined || value === 'sql' || value === 'builtin') return value ?? 'sql';
+  throw new Error(`--engine: sql or builtin, not "${value}"`);
+}
+
 export async function runLoad(argv: string[]): Promise<void> {
   const options: Options = {
     major: Number(option(argv, 'pg') ?? 17) as Major,
@@ -494,6 +510,7 @@ export async function runLoad(argv: string[]): Promise<void> {
     walMbS: numberOption(argv, 'wal-mb-s') ?? 2,
     seconds: numberOption(argv, 'seconds') ?? 60,
     out: option(argv, 'out'),
+    engine: engineOption(option(argv, 'engine')),
     slotsyncEnv: Object.fromEntries(
       (option(argv, 'slotsync-env') ?? '')
         .split(',')
@@ -515,7 +532,7 @@ export async function runLoad(argv: string[]): Promise<void> {
       s.subs /
       (s.wal_mb_s * options.seconds);
     process.stdout.write(
-      `RESULT load pg=${options.major} subs=${s.subs} wal_mb_s=${round(s.wal_mb_s)} standby_cpu_ratio=${round(ratio, 3)} lag_p99_ms=${round(s.lag_p99_ms, 1)} builtin_lag_p99_ms=${round(b.lag_p99_ms, 1)} slotsync_cpu_s=${round(s.slotsync_cpu_s)} rss_mb=${round(s.rss_max_mb, 1)} extra_cpu_ms_per_sub_per_mb=${round(perSubMb * 1000, 3)} builtin_wal_mb_s=${round(b.wal_mb_s)} eventloop_p99_ms=${round(s.eventloop_p99_ms, 1)} ready_p99_ms=${round(s.ready_p99_ms, 1)} slots_p99_ms=${round(s.slots_p99_ms, 1)}\n`,
+      `RESULT load pg=${options.major} engine=${options.engine} subs=${s.subs} wal_mb_s=${round(s.wal_mb_s)} standby_cpu_ratio=${round(ratio, 3)} lag_p99_ms=${round(s.lag_p99_ms, 1)} builtin_lag_p99_ms=${round(b.lag_p99_ms, 1)} slotsync_cpu_s=${round(s.slotsync_cpu_s)} rss_mb=${round(s.rss_max_mb, 1)} extra_cpu_ms_per_sub_per_mb=${round(perSubMb * 1000, 3)} builtin_wal_mb_s=${round(b.wal_mb_s)} eventloop_p99_ms=${round(s.eventloop_p99_ms, 1)} ready_p99_ms=${round(s.ready_p99_ms, 1)} slots_p99_ms=${round(s.slots_p99_ms, 1)}\n`,
     );
   }
   if (options.out) {

@@ -237,3 +237,23 @@ export async function readFingerprint(pool: pg.Pool, copies: readonly string[]):
   });
   return result.rows[0]?.fingerprint ?? '';
 }
+
+/**
+ * SLOTSYNC_ENGINE=builtin's change probe: what the failover slots are (not where they are,
+ * which PostgreSQL's sync follows by itself) and synchronized_standby_slots. On a primary
+ * that writes all the time it stays the same, so the worker naps, and a new slot, a dropped
+ * one or an edit of the setting still wakes it within a poll.
+ */
+const SHAPE = `pg_catalog.md5(coalesce((SELECT string_agg(concat_ws('/', slot_name, plugin, database,
+    two_phase, failover, invalidation_reason), ',' ORDER BY slot_name)
+    FROM pg_catalog.pg_replication_slots
+   WHERE slot_type = 'logical' AND failover AND NOT temporary), '')
+  || '|' || coalesce(pg_catalog.current_setting('synchronized_standby_slots', true), ''))`;
+
+export async function readShapeFingerprint(pool: pg.Pool): Promise<string> {
+  const result = await pool.query<{ fingerprint: string }>({
+    name: 'slotsync-shape',
+    text: `SELECT ${SHAPE} AS fingerprint`,
+  });
+  return result.rows[0]?.fingerprint ?? '';
+}

@@ -6,12 +6,14 @@
  * provably stale same-name slot under SLOTSYNC_REPLACE_STALE), and says why a slot has no
  * usable copy. It never creates, moves or drops a slot PostgreSQL syncs.
  */
+import type pg from 'pg';
 import type { Logger } from 'pino';
 import { dropCopy, readStandby, type StandbyState } from '../db/standby.js';
 import type { StandbyPools } from '../db/standby-pools.js';
 import { messageOf } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { builtinSetupProblem, planBuiltin, workerProblem } from '../sync/builtin.js';
+import { type Lsn, parseLsn } from '../sync/lsn.js';
 import { isOwnedCopy, mayHavePublishedCopy } from '../sync/rules.js';
 import type { LocalSlot, RemoteSlot, SlotReport } from '../sync/types.js';
 
@@ -39,7 +41,12 @@ export interface BuiltinDeps {
   logger: Logger;
   replaceStale: boolean;
   /** When slotsync last called pg_sync_replication_slots() (kept across cycles). */
-  cache: { builtinCalledAt: number; builtinError: string | null };
+  cache: {
+    builtinCalledAt: number;
+    builtinError: string | null;
+    builtinPastRemote: ReadonlyMap<string, { copy: Lsn; remote: Lsn }>;
+  };
+  primary: pg.Pool;
 }
 
 /**
@@ -117,6 +124,16 @@ export async function builtinStep(
     changed = true;
   }
   const after = changed ? (await readStandby(pool)).slots : [...local];
+  // Something happened to the copies (not merely a call that changed nothing): the worker's
+  // naptime stays short while it does, and grows while nothing does.
+  const shape = (slots: readonly LocalSlot[]) =>
+    slots
+      .filter((slot) => slot.synced)
+      .map((slot) => `${slot.name}/${slot.temporary}/${slot.invalidationReason}`)
+      .sort()
+      .join(',');
+  const moved = cleared || shape(after) !== shape(local);
+  deps.cache.builtinPastRemote = await pastRemoteNow(deps.primary, after);
   const final = plan(after);
   const reports = final.reports.map((report) =>
     first.replace.includes(report.name) && report.action !== 'replaced'
@@ -126,7 +143,7 @@ export async function builtinStep(
   return {
     reports,
     local: after,
-    updated: changed,
+    updated: moved,
     status: {
       driven: !standby.syncReplicationSlots,
       bridged: driven && standby.syncReplicationSlots,
@@ -175,4 +192,35 @@ async function dropOwnCopies(
     "SLOTSYNC_ENGINE=builtin: slotsync's own copies were dropped so that PostgreSQL's slot sync makes its own (not safe until they are persistent)",
   );
   return true;
+}
+
+/**
+ * The synced copies whose remote slot is behind them, judged the right way round: the
+ * standby was read (`local`) before this read of the primary, and a remote slot's position
+ * only grows, so a remote behind the copy was made again behind it. A read of the primary
+ * that fails proves nothing: none is reported (the primary's absence is the consumers'
+ * fact's business).
+ */
+async function pastRemoteNow(
+  primary: pg.Pool,
+  local: readonly LocalSlot[],
+): Promise<Map<string, { copy: Lsn; remote: Lsn }>> {
+  const copies = local.filter((slot) => slot.synced && slot.confirmedFlushLsn !== null);
+  const out = new Map<string, { copy: Lsn; remote: Lsn }>();
+  if (copies.length === 0) return out;
+  const rows = await primary
+    .query<{ name: string; lsn: string | null }>(
+      `SELECT slot_name::text AS name, confirmed_flush_lsn::text AS lsn
+         FROM pg_catalog.pg_replication_slots WHERE slot_name = ANY($1::text[])`,
+      [copies.map((slot) => slot.name)],
+    )
+    .then((r) => r.rows)
+    .catch(() => []);
+  const remote = new Map(rows.map((row) => [row.name, parseLsn(row.lsn)]));
+  for (const slot of copies) {
+    const at = remote.get(slot.name);
+    const copy = slot.confirmedFlushLsn as Lsn;
+    if (at !== undefined && at !== null && copy > at) out.set(slot.name, { copy, remote: at });
+  }
+  return out;
 }

@@ -10,7 +10,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { isConnectionError, unreachable } from '../db/errors.js';
 import type { LockSession } from '../db/lock-session.js';
-import { type PrimaryState, readPrimary } from '../db/primary.js';
+import { type PrimaryState, readPrimary, readShapeFingerprint } from '../db/primary.js';
 import type { PrimaryTargets } from '../db/primary-targets.js';
 import { readReceived, type StandbyState } from '../db/standby.js';
 import type { StandbyPools } from '../db/standby-pools.js';
@@ -130,8 +130,15 @@ const UPSTREAM_INACTIVE_GRACE_MS = 60_000;
 export class CycleCache {
   /** SLOTSYNC_ENGINE=builtin: when slotsync last called pg_sync_replication_slots() (ms). */
   builtinCalledAt = 0;
+  /**
+   * The worker's change probe watches only what the failover slots are and the setting
+   * (readShapeFingerprint): PostgreSQL's own worker follows their positions.
+   */
+  shapeProbe = false;
   /** ... and why that call failed, else null. */
   builtinError: string | null = null;
+  /** Synced copies found past their remote slot at the last builtin cycle (safety.ts). */
+  builtinPastRemote: ReadonlyMap<string, { copy: Lsn; remote: Lsn }> = new Map();
   /**
    * What the last read of the primary said (promotion readiness: sync/safety.ts); starts
    * from the registry's record, so a start with the primary gone still knows it.
@@ -526,11 +533,13 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
           logger: deps.logger,
           replaceStale: deps.replaceStale,
           cache,
+          primary: deps.primary,
         },
         standby,
         local,
         remote,
       );
+      cache.shapeProbe = standby.syncReplicationSlots;
       if (step.updated) {
         cache.local = step.local;
         cache.standbyFingerprint = null;
@@ -554,7 +563,12 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
           remote,
           excluded: [...excluded].sort(),
           local: step.local,
-          fingerprint: primary.fingerprint,
+          // What the worker's change probe compares. With PostgreSQL's worker on, the failover
+          // slots' shape and the setting: it follows the positions, slotsync naps while only
+          // they move. Driving pg_sync_replication_slots() itself, every change, as over SQL.
+          fingerprint: cache.shapeProbe
+            ? await readShapeFingerprint(deps.primary)
+            : primary.fingerprint,
           waitingForReplay: 0,
           catchingUp: 0,
           builtin: step.status,

@@ -169,6 +169,7 @@ export class Readiness {
       reloaded: this.#reloaded,
       maxAgeMs: options.maxAgeMs,
       engine: this.engine.deps.engine,
+      pastRemote: cache.builtinPastRemote,
     });
   }
 

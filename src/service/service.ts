@@ -10,8 +10,9 @@ import { applySettings, createEngine, type Engine } from '../engine/engine.js';
 import { fenceCopies } from '../engine/fence.js';
 import { dropStagingSlots } from '../engine/promotion.js';
 import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
+import { planBuiltin } from '../sync/builtin.js';
 import type { Safety } from '../sync/safety.js';
-import { buildSlotViews, type SlotView, withSafety } from '../sync/view.js';
+import { buildBuiltinViews, buildSlotViews, type SlotView, withSafety } from '../sync/view.js';
 import { delay } from '../util.js';
 import { SyncContext } from './context.js';
 import { HealthProbes, ProbePools } from './health.js';
@@ -283,8 +284,21 @@ export class SlotSyncService {
     const remote = this.context.snapshot.lastResult?.remote ?? [];
     const { deps } = this.context.engine;
     const standby = this.context.readiness.standby;
+    const local = standby?.slots ?? [];
     const views = withSafety(
-      buildSlotViews(remote, standby?.slots ?? [], deps.registry.entries, []),
+      deps.engine === 'builtin'
+        ? buildBuiltinViews(
+            remote,
+            local,
+            planBuiltin({
+              remote,
+              local,
+              standbyReplayLsn: standby?.replayLsn ?? 0n,
+              replaceStale: false,
+              standbyStartedAt: null,
+            }).reports,
+          )
+        : buildSlotViews(remote, local, deps.registry.entries, []),
       this.context.readiness.verdict({ required: null, maxAgeMs: READY_MAX_AGE_MS }),
     );
     this.context.recordViews(views);

@@ -7,7 +7,7 @@
  * promotion started. start() and stop() are idempotent and clear every timer they set.
  */
 import type { Logger } from 'pino';
-import { readFingerprint } from '../db/primary.js';
+import { readFingerprint, readShapeFingerprint } from '../db/primary.js';
 import { messageOf, SlotSyncError } from '../errors.js';
 import { delay } from '../util.js';
 import type { SyncContext } from './context.js';
@@ -144,7 +144,10 @@ export class Worker {
       if (fingerprint === null || changed) continue;
       try {
         const probedAt = Date.now();
-        const now = await readFingerprint(deps.primary, [...deps.registry.entries.keys()]);
+        const now =
+          deps.engine === 'builtin' && deps.cache.shapeProbe
+            ? await readShapeFingerprint(deps.primary)
+            : await readFingerprint(deps.primary, [...deps.registry.entries.keys()]);
         if (now !== fingerprint) {
           if (Date.now() >= earliest) return true;
           changed = true;

@@ -139,6 +139,12 @@ export interface SafetyInput {
    * Default `sql`.
    */
   engine?: EngineKind;
+  /**
+   * SLOTSYNC_ENGINE=builtin: copies found past their remote slot by a read of the primary
+   * made after the read of the standby that saw the copy there (the remote made again
+   * behind it), by name.
+   */
+  pastRemote?: ReadonlyMap<string, { copy: Lsn; remote: Lsn }>;
 }
 
 export interface Fact {
@@ -313,14 +319,26 @@ function verdictOf(
   const copy = builtin
     ? syncedCopyFact(name, slot, input, standbyAge)
     : copyFact(name, entry, input);
-  const unmoved = pastRemote(
-    name,
-    builtin
-      ? syncedUnmovedFact(name, slot, standbyAge)
-      : unmovedFact(name, entry, slot, standbyAge),
-    slot,
-    remote?.confirmedFlushLsn ?? null,
-  );
+  // Over SQL the copy moves only to positions slotsync read, so the last read of the primary
+  // bounds it. PostgreSQL's sync reads the primary by itself and may be ahead of that read:
+  // under the builtin engine only a comparison made the right way round counts (the copy read
+  // first, the remote after: input.pastRemote).
+  const evidence = builtin ? input.pastRemote?.get(name) : undefined;
+  const unmoved = builtin
+    ? pastRemote(
+        name,
+        syncedUnmovedFact(name, slot, standbyAge),
+        evidence === undefined
+          ? undefined
+          : { ...(slot as LocalSlot), confirmedFlushLsn: evidence.copy },
+        evidence?.remote ?? null,
+      )
+    : pastRemote(
+        name,
+        unmovedFact(name, entry, slot, standbyAge),
+        slot,
+        remote?.confirmedFlushLsn ?? null,
+      );
   const { fact: consumers, ahead } = consumersFact(name, input, received);
   const failed = [copy, unmoved, consumers].find((fact) => !fact.holds);
   const confirmed = remote?.confirmedFlushLsn ?? null;

@@ -91,6 +91,19 @@ for (const major of MAJORS) {
         new RegExp(`${SUBSCRIPTION}: safe: .*synchronized_standby_slots names`),
       );
       assert.equal((await standalone()).code, 0);
+      // POST /shutdown: the final verdict over PostgreSQL's copy; nothing of it dropped.
+      const shut = await t.post(node, '/shutdown');
+      assert.equal(shut.status, 200, JSON.stringify(shut.body));
+      assert.equal(shut.body.readiness.ready, true, JSON.stringify(shut.body.readiness));
+      assert.deepEqual(
+        shut.body.slots.map((s: { name: string; state: string; sync_ready: boolean }) => [
+          s.name,
+          s.state,
+          s.sync_ready,
+        ]),
+        [[SUBSCRIPTION, 'sync_ready', true]],
+      );
+      assert.deepEqual(shut.body.dropped, []);
 
       await c.standby.promote();
       await pointSubscriptionAt(subscriber, c.standby);

@@ -12,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { after, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { CLI } from '../helpers/cli.js';
-import { type Node, Scenario } from '../helpers/failover.js';
+import { failoverOf, type Node, Scenario } from '../helpers/failover.js';
 import { advancePrimarySlot, replicationCommandOn, waitFor } from '../helpers/harness.js';
 import { MAJORS } from '../support/binaries.js';
 import type { PgServer } from '../support/server.js';
@@ -100,110 +100,126 @@ for (const major of MAJORS) {
       assert.deepEqual(stages, [], 'no copy staged afresh beside the kept one');
     });
 
-    it('three failovers in a row with a subscription written to all the time: candidates name the node, nothing restarts, every row exactly once', async () => {
-      const c = await t.cluster({ subscriber: true, synchronizedStandbySlots: true, standbys: 2 });
-      const subscriber = c.subscriber;
-      assert.ok(subscriber);
-      await setupSubscription(c.primary, subscriber);
-      const servers = [c.primary, ...c.standbys];
-      const everyNode = `postgres://postgres:cluster-pw@${servers.map((s) => `127.0.0.1:${s.port}`).join(',')}/postgres`;
-      // One environment for every node; only the local URL differs.
-      const nodeOf = new Map<PgServer, Node>();
-      for (const server of servers) {
-        nodeOf.set(
-          server,
-          await t.slotsync(
-            c,
-            { SLOTSYNC_REPLACE_STALE: 'on' },
-            { primaryUrl: everyNode, standby: server },
-          ),
-        );
-      }
-      const nodes = [...nodeOf.values()];
-      const writer = new Writer(5);
-      writer.start(c.primary);
-      const health = await t.get(nodeOf.get(c.primary) as Node, '/health');
-      assert.equal(health.status, 200, 'the primary’s slotsync is healthy');
-      assert.equal(health.body.role, 'primary');
-
-      for (let round = 1; round <= 3; round++) {
-        // Every standby's copy safe, the subscription streaming.
-        for (const standby of c.standbys) {
-          await t.waitSafe(nodeOf.get(standby) as Node, SUBSCRIPTION);
+    for (const engine of ['sql', 'builtin'] as const) {
+      it(`three failovers in a row with a subscription written to all the time (SLOTSYNC_ENGINE=${engine}): candidates name the node, nothing restarts, every row exactly once`, async () => {
+        const c = await t.cluster({
+          subscriber: true,
+          synchronizedStandbySlots: true,
+          standbys: 2,
+          // builtin: PostgreSQL's worker on every standby, a rejoining node included.
+          standbySettings: engine === 'builtin' ? { sync_replication_slots: 'on' } : {},
+        });
+        const subscriber = c.subscriber;
+        assert.ok(subscriber);
+        await setupSubscription(c.primary, subscriber);
+        const servers = [c.primary, ...c.standbys];
+        const everyNode = `postgres://postgres:cluster-pw@${servers.map((s) => `127.0.0.1:${s.port}`).join(',')}/postgres`;
+        // One environment for every node; only the local URL differs.
+        const nodeOf = new Map<PgServer, Node>();
+        for (const server of servers) {
+          nodeOf.set(
+            server,
+            await t.slotsync(
+              c,
+              { SLOTSYNC_REPLACE_STALE: 'on', SLOTSYNC_ENGINE: engine },
+              { primaryUrl: everyNode, standby: server },
+            ),
+          );
         }
-        const written = writer.lastCommitted;
-        await waitFor(
-          'the subscriber receives',
-          async () => (await countRows(subscriber)).count > written - 20,
-          30_000,
-        );
+        const nodes = [...nodeOf.values()];
+        const writer = new Writer(5);
+        writer.start(c.primary);
+        const health = await t.get(nodeOf.get(c.primary) as Node, '/health');
+        assert.equal(health.status, 200, 'the primary’s slotsync is healthy');
+        assert.equal(health.body.role, 'primary');
 
-        const old = c.primary;
-        await old.crash(); // kill -9 of every process of the primary, the writer still writing
-        await writer.stop();
-        const ranked = await candidates(nodes);
-        assert.equal(ranked.code, 0, ranked.text);
-        const best = [...nodeOf.entries()].find(([, node]) => node.p.base === ranked.best)?.[0];
-        assert.ok(best && c.standbys.includes(best), `a standby is named: ${ranked.text}`);
-        await c.failover(best);
-        await pointSubscriptionAt(subscriber, best);
-        await writer.resumeOn(best);
-        await waitFor(
-          'the promoted node’s slotsync re-armed the copy',
-          async () =>
-            (
-              await t.get(nodeOf.get(best) as Node, '/health')
-            ).body.checks.promotion?.detail?.includes(SUBSCRIPTION) === true,
-          20_000,
-        );
-        await c.rejoin(old);
-        process.stdout.write(
-          `# PostgreSQL ${major}: failover ${round} onto ${best.name}, ${writer.lastCommitted} rows so far\n`,
-        );
-      }
+        for (let round = 1; round <= 3; round++) {
+          // Every standby's copy safe, the subscription streaming.
+          for (const standby of c.standbys) {
+            await t.waitSafe(nodeOf.get(standby) as Node, SUBSCRIPTION);
+          }
+          const written = writer.lastCommitted;
+          await waitFor(
+            'the subscriber receives',
+            async () => (await countRows(subscriber)).count > written - 20,
+            30_000,
+          );
 
-      try {
-        for (const standby of c.standbys) {
-          await t.waitSafe(nodeOf.get(standby) as Node, SUBSCRIPTION);
-        }
-      } catch (error) {
-        if (process.env.SLOTSYNC_TEST_VERBOSE) {
-          for (const [server, node] of nodeOf) {
-            process.stdout.write(
-              `# ${server.name} ${node.p.base} slots ${JSON.stringify((await t.get(node, '/slots')).body)}\n`,
+          const old = c.primary;
+          await old.crash(); // kill -9 of every process of the primary, the writer still writing
+          await writer.stop();
+          const ranked = await candidates(nodes);
+          assert.equal(ranked.code, 0, ranked.text);
+          const best = [...nodeOf.entries()].find(([, node]) => node.p.base === ranked.best)?.[0];
+          assert.ok(best && c.standbys.includes(best), `a standby is named: ${ranked.text}`);
+          await c.failover(best);
+          await pointSubscriptionAt(subscriber, best);
+          await writer.resumeOn(best);
+          if (engine === 'sql') {
+            await waitFor(
+              'the promoted node’s slotsync re-armed the copy',
+              async () =>
+                (
+                  await t.get(nodeOf.get(best) as Node, '/health')
+                ).body.checks.promotion?.detail?.includes(SUBSCRIPTION) === true,
+              20_000,
             );
-            process.stdout.write(
-              `# ${server.name} log ${node.p
-                .output()
-                .split('\n')
-                .filter((l) => /warn|error|WARN|ERROR|"level":[45]/.test(l))
-                .slice(-15)
-                .join('\n# ')}\n`,
+          } else {
+            assert.equal(
+              await failoverOf(best, SUBSCRIPTION),
+              true,
+              "PostgreSQL's synced slot keeps failover through promotion: nothing to re-arm",
             );
           }
+          await c.rejoin(old);
           process.stdout.write(
-            `# primary ${c.primary.name} ${JSON.stringify(await c.primary.sql('SELECT slot_name, slot_type, active, confirmed_flush_lsn::text, restart_lsn::text, failover FROM pg_replication_slots'))}\n`,
-          );
-          process.stdout.write(
-            `# repl ${JSON.stringify(await c.primary.sql('SELECT application_name, state, flush_lsn::text FROM pg_stat_replication'))} sss ${JSON.stringify(await c.primary.sql('SHOW synchronized_standby_slots'))} writer ${writer.lastCommitted} errors ${writer.errors}\n`,
+            `# PostgreSQL ${major}: failover ${round} onto ${best.name}, ${writer.lastCommitted} rows so far\n`,
           );
         }
-        throw error;
-      }
-      const total = await writer.stop();
-      await waitFor(
-        'the subscriber has every row of the last primary',
-        async () => (await countRows(subscriber)).count >= total,
-        60_000,
-      );
-      const [rows] = await subscriber.sql<{ n: number; ids: number; max: number }>(
-        'SELECT count(*)::int AS n, count(DISTINCT id)::int AS ids, max(id)::int AS max FROM items',
-      );
-      const [primaryRows] = await c.primary.sql<{ n: number; max: number }>(
-        'SELECT count(*)::int AS n, max(id)::int AS max FROM items',
-      );
-      assert.deepEqual(rows, { n: primaryRows?.n, ids: primaryRows?.n, max: primaryRows?.max });
-      assert.equal(primaryRows?.n, primaryRows?.max, 'ids 1..n, none missing on the primary');
-    });
+
+        try {
+          for (const standby of c.standbys) {
+            await t.waitSafe(nodeOf.get(standby) as Node, SUBSCRIPTION);
+          }
+        } catch (error) {
+          if (process.env.SLOTSYNC_TEST_VERBOSE) {
+            for (const [server, node] of nodeOf) {
+              process.stdout.write(
+                `# ${server.name} ${node.p.base} slots ${JSON.stringify((await t.get(node, '/slots')).body)}\n`,
+              );
+              process.stdout.write(
+                `# ${server.name} log ${node.p
+                  .output()
+                  .split('\n')
+                  .filter((l) => /warn|error|WARN|ERROR|"level":[45]/.test(l))
+                  .slice(-15)
+                  .join('\n# ')}\n`,
+              );
+            }
+            process.stdout.write(
+              `# primary ${c.primary.name} ${JSON.stringify(await c.primary.sql('SELECT slot_name, slot_type, active, confirmed_flush_lsn::text, restart_lsn::text, failover FROM pg_replication_slots'))}\n`,
+            );
+            process.stdout.write(
+              `# repl ${JSON.stringify(await c.primary.sql('SELECT application_name, state, flush_lsn::text FROM pg_stat_replication'))} sss ${JSON.stringify(await c.primary.sql('SHOW synchronized_standby_slots'))} writer ${writer.lastCommitted} errors ${writer.errors}\n`,
+            );
+          }
+          throw error;
+        }
+        const total = await writer.stop();
+        await waitFor(
+          'the subscriber has every row of the last primary',
+          async () => (await countRows(subscriber)).count >= total,
+          60_000,
+        );
+        const [rows] = await subscriber.sql<{ n: number; ids: number; max: number }>(
+          'SELECT count(*)::int AS n, count(DISTINCT id)::int AS ids, max(id)::int AS max FROM items',
+        );
+        const [primaryRows] = await c.primary.sql<{ n: number; max: number }>(
+          'SELECT count(*)::int AS n, max(id)::int AS max FROM items',
+        );
+        assert.deepEqual(rows, { n: primaryRows?.n, ids: primaryRows?.n, max: primaryRows?.max });
+        assert.equal(primaryRows?.n, primaryRows?.max, 'ids 1..n, none missing on the primary');
+      });
+    }
   });
 }

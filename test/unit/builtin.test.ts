@@ -75,13 +75,24 @@ describe('safe to promote over PostgreSQL’s slot sync (SLOTSYNC_ENGINE=builtin
       [[synced('a', '0/2000', { failover: false })], /failover off/],
       [[local('a', '0/2000', { failover: true })], /not synced by PostgreSQL/],
       [[synced('a', '0/2000', { active: true })], /in use/],
-      [[synced('a', '0/3000')], /past its remote slot/],
     ];
     for (const [slots, reason] of cases) {
       const answer = assessSafety(input(slots));
       assert.equal(answer.ready, false, String(reason));
       assert.match(answer.not_ready[0]?.reason ?? '', reason);
     }
+  });
+
+  it('calls a copy past its remote only on a read of the primary made after the read of the copy (PostgreSQL syncs by itself, maybe after slotsync’s last read)', () => {
+    const ahead = [synced('a', '0/3000')];
+    assert.equal(assessSafety(input(ahead)).ready, true, 'a later sync, not a remote made again');
+    const evidence = new Map([['a', { copy: parseLsn('0/3000'), remote: parseLsn('0/2800') }]]);
+    const answer = assessSafety(input(ahead, { pastRemote: evidence }));
+    assert.equal(answer.ready, false);
+    assert.match(
+      answer.not_ready[0]?.reason ?? '',
+      /past its remote slot's confirmed_flush_lsn 0\/2800/,
+    );
   });
 
   it('keeps the SQL engine’s definition for a registry copy: a synced slot is never slotsync’s copy', () => {
