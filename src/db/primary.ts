@@ -26,6 +26,8 @@ export interface PrimaryState {
   others: RemoteSlot[] | null;
   /** Digest of what a cycle acts on: the failover slots, the others, the setting. */
   fingerprint: string;
+  /** The same digest without positions (readShapeFingerprint), read in the same statement. */
+  shape: string;
   /** The quorum manager announced it will remove this standby's slot from the setting. */
   removalPending: boolean;
   /** pg_current_wal_flush_lsn(): no walsender had sent WAL past it (null in recovery). */
@@ -47,6 +49,7 @@ interface PrimaryRow {
   slots: (string | number | boolean | null)[][] | null;
   others: (string | number | boolean | null)[][] | null;
   fingerprint: string;
+  shape: string;
   removal_pending: boolean;
   flush_lsn: string | null;
   timeline: number | null;
@@ -69,6 +72,18 @@ const OTHER_KEY = 'slot_name, plugin, database';
  * computes the same digest.
  */
 const FINGERPRINT = `pg_catalog.md5(${digestOf('s', REMOTE_COLUMNS)} || '|' || ${digestOf('o', OTHER_KEY)}
+  || '|' || coalesce(pg_catalog.current_setting('synchronized_standby_slots', true), ''))`;
+
+/**
+ * SLOTSYNC_ENGINE=builtin's change probe: what the failover slots are (not where they are,
+ * which PostgreSQL's sync follows by itself) and synchronized_standby_slots. On a primary
+ * that writes all the time it stays the same, so the worker naps, and a new slot, a dropped
+ * one or an edit of the setting still wakes it within a poll.
+ */
+const SHAPE = `pg_catalog.md5(coalesce((SELECT string_agg(concat_ws('/', slot_name, plugin, database,
+    two_phase, failover, invalidation_reason), ',' ORDER BY slot_name)
+    FROM pg_catalog.pg_replication_slots
+   WHERE slot_type = 'logical' AND failover AND NOT temporary), '')
   || '|' || coalesce(pg_catalog.current_setting('synchronized_standby_slots', true), ''))`;
 
 /**
@@ -102,6 +117,7 @@ SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
        (SELECT restart_lsn::text FROM a WHERE slot_type = 'physical' AND slot_name = $2::text)
          AS physical_restart_lsn,
        f.fingerprint,
+       ${SHAPE} AS shape,
        CASE WHEN f.fingerprint IS DISTINCT FROM $3::text THEN ${arraysOf('s', REMOTE_COLUMNS)} END AS slots,
        CASE WHEN f.fingerprint IS DISTINCT FROM $3::text THEN ${arraysOf('o', REMOTE_COLUMNS)} END AS others
   FROM f`;
@@ -135,6 +151,7 @@ export async function readPrimary(
     slots: row.slots === null ? null : row.slots.map(toRemoteSlot),
     others: row.others === null ? null : row.others.map(toRemoteSlot),
     fingerprint: row.fingerprint,
+    shape: row.shape,
     removalPending: row.removal_pending,
     flushLsn: parseLsn(row.flush_lsn),
     timeline: row.timeline,
@@ -237,18 +254,6 @@ export async function readFingerprint(pool: pg.Pool, copies: readonly string[]):
   });
   return result.rows[0]?.fingerprint ?? '';
 }
-
-/**
- * SLOTSYNC_ENGINE=builtin's change probe: what the failover slots are (not where they are,
- * which PostgreSQL's sync follows by itself) and synchronized_standby_slots. On a primary
- * that writes all the time it stays the same, so the worker naps, and a new slot, a dropped
- * one or an edit of the setting still wakes it within a poll.
- */
-const SHAPE = `pg_catalog.md5(coalesce((SELECT string_agg(concat_ws('/', slot_name, plugin, database,
-    two_phase, failover, invalidation_reason), ',' ORDER BY slot_name)
-    FROM pg_catalog.pg_replication_slots
-   WHERE slot_type = 'logical' AND failover AND NOT temporary), '')
-  || '|' || coalesce(pg_catalog.current_setting('synchronized_standby_slots', true), ''))`;
 
 export async function readShapeFingerprint(pool: pg.Pool): Promise<string> {
   const result = await pool.query<{ fingerprint: string }>({

@@ -68,7 +68,18 @@ export async function builtinStep(
   remote: readonly RemoteSlot[],
 ): Promise<{ reports: SlotReport[]; local: LocalSlot[]; updated: boolean; status: BuiltinStatus }> {
   const pool = deps.standby.main;
-  let cleared = await dropOwnCopies(deps, standby.pid, local);
+  const settings = {
+    syncReplicationSlots: standby.syncReplicationSlots,
+    walLevel: standby.walLevel,
+    hotStandbyFeedback: standby.hotStandbyFeedback,
+    primarySlotName: standby.primarySlotName,
+    primaryConninfoSet: standby.primaryConninfoSet,
+    conninfoDbname: standby.conninfoDbname,
+  };
+  const setup = builtinSetupProblem(settings);
+  // slotsync's own copies (SLOTSYNC_ENGINE=sql before) go only once PostgreSQL's sync can run:
+  // until then they are the only copies this standby has.
+  let cleared = setup === null ? await dropOwnCopies(deps, standby.pid, local) : false;
   let changed = cleared;
   const plan = (slots: readonly LocalSlot[]) =>
     planBuiltin({
@@ -92,15 +103,6 @@ export async function builtinStep(
     .query<{ running: boolean }>(WORKER_RUNNING)
     .then((r) => r.rows[0]?.running ?? null)
     .catch(() => null);
-  const settings = {
-    syncReplicationSlots: standby.syncReplicationSlots,
-    walLevel: standby.walLevel,
-    hotStandbyFeedback: standby.hotStandbyFeedback,
-    primarySlotName: standby.primarySlotName,
-    primaryConninfoSet: standby.primaryConninfoSet,
-    conninfoDbname: standby.conninfoDbname,
-  };
-  const setup = builtinSetupProblem(settings);
   // slotsync drives the sync when the worker is off (at most every DRIVE_INTERVAL_MS). With
   // the worker on, only once right after it removed what stopped the worker: the worker is
   // then in its restart wait (PostgreSQL starts it again when its postmaster next wakes, up
@@ -133,7 +135,8 @@ export async function builtinStep(
       .sort()
       .join(',');
   const moved = cleared || shape(after) !== shape(local);
-  deps.cache.builtinPastRemote = await pastRemoteNow(deps.primary, after);
+  deps.cache.builtinPastRemote =
+    (await pastRemoteNow(deps.primary, after)) ?? deps.cache.builtinPastRemote;
   const final = plan(after);
   const reports = final.reports.map((report) =>
     first.replace.includes(report.name) && report.action !== 'replaced'
@@ -204,7 +207,7 @@ async function dropOwnCopies(
 async function pastRemoteNow(
   primary: pg.Pool,
   local: readonly LocalSlot[],
-): Promise<Map<string, { copy: Lsn; remote: Lsn }>> {
+): Promise<Map<string, { copy: Lsn; remote: Lsn }> | null> {
   const copies = local.filter((slot) => slot.synced && slot.confirmedFlushLsn !== null);
   const out = new Map<string, { copy: Lsn; remote: Lsn }>();
   if (copies.length === 0) return out;
@@ -215,7 +218,9 @@ async function pastRemoteNow(
       [copies.map((slot) => slot.name)],
     )
     .then((r) => r.rows)
-    .catch(() => []);
+    .catch(() => null);
+  // No answer proves nothing either way: the last evidence stands.
+  if (rows === null) return null;
   const remote = new Map(rows.map((row) => [row.name, parseLsn(row.lsn)]));
   for (const slot of copies) {
     const at = remote.get(slot.name);

@@ -10,7 +10,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { isConnectionError, unreachable } from '../db/errors.js';
 import type { LockSession } from '../db/lock-session.js';
-import { type PrimaryState, readPrimary, readShapeFingerprint } from '../db/primary.js';
+import { type PrimaryState, readPrimary } from '../db/primary.js';
 import type { PrimaryTargets } from '../db/primary-targets.js';
 import { readReceived, type StandbyState } from '../db/standby.js';
 import type { StandbyPools } from '../db/standby-pools.js';
@@ -265,12 +265,16 @@ export class CycleCache {
     return this.#timeline;
   }
 
-  /** The worker's change probe found the primary's digest unchanged: its facts still hold. */
-  primaryConfirmed(at = Date.now()): void {
+  /**
+   * The worker's change probe found the primary's digest unchanged: its facts still hold.
+   * `refresh` false (the builtin engine's shape digest, which leaves out positions, the
+   * physical slot and the quorum's announcement): the primary answered, nothing more.
+   */
+  primaryConfirmed(at = Date.now(), refresh = true): void {
     // The digest covers the slots and the setting, not what the primary has flushed: a read
     // that rests on that (the primary not waiting for this standby) is not made fresher.
     const read = this.primaryRead;
-    if (read?.positions && read.facts.waitsForStandby && at > read.at) {
+    if (refresh && read?.positions && read.facts.waitsForStandby && at > read.at) {
       this.primaryRead = { ...read, at };
     }
     if (at >= this.primaryDownAt) this.primaryDown = null;
@@ -326,8 +330,11 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
   let succeeded = false;
   try {
     const standbyReadAt = Date.now();
+    // What this engine knew of the copies, taken before the read: a cache.forget() meanwhile
+    // (the quorum's, a move) must not leave a read that found them unchanged with none.
+    const knownLocal = cache.local;
     const standby = await deps.lock
-      .lockAndRead(cache.local ? cache.standbyFingerprint : null)
+      .lockAndRead(knownLocal ? cache.standbyFingerprint : null)
       .catch((error: unknown) => {
         throw isConnectionError(error)
           ? unreachable('SLOTSYNC_STANDBY_URL', deps.standbyUrl, error)
@@ -335,7 +342,7 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
       });
     locked = standby.locked;
     if (!locked) throw new SlotSyncError('SLOTSYNC_CONCURRENT', CONCURRENT_MESSAGE);
-    const localNow = standby.slots ?? cache.local ?? [];
+    const localNow = standby.slots ?? knownLocal ?? [];
     await deps.registry.refresh();
     await checkNode(
       {
@@ -566,9 +573,8 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
           // What the worker's change probe compares. With PostgreSQL's worker on, the failover
           // slots' shape and the setting: it follows the positions, slotsync naps while only
           // they move. Driving pg_sync_replication_slots() itself, every change, as over SQL.
-          fingerprint: cache.shapeProbe
-            ? await readShapeFingerprint(deps.primary)
-            : primary.fingerprint,
+          // Read in the same statement as the facts: an edit after it still wakes a cycle.
+          fingerprint: cache.shapeProbe ? primary.shape : primary.fingerprint,
           waitingForReplay: 0,
           catchingUp: 0,
           builtin: step.status,

@@ -31,7 +31,8 @@ export interface QuorumFacts {
 
 /** The standby as promotion readiness reads it (`at`: when the read began). */
 export function standbyReadOf(
-  standby: Pick<StandbyState, 'inRecovery' | 'receiveLsn' | 'replayLsn' | 'systemIdentifier'>,
+  standby: Pick<StandbyState, 'inRecovery' | 'receiveLsn' | 'replayLsn' | 'systemIdentifier'> &
+    Partial<Pick<StandbyState, 'versionNum'>>,
   slots: readonly LocalSlot[],
   at: number,
   /** The timeline of its WAL as this process knows it (CycleCache.timelineOf). */
@@ -44,6 +45,7 @@ export function standbyReadOf(
     replayLsn: standby.replayLsn,
     timeline,
     systemIdentifier: standby.systemIdentifier,
+    versionNum: standby.versionNum ?? null,
     slots,
   };
 }

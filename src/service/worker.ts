@@ -154,7 +154,10 @@ export class Worker {
           until = Math.min(until, earliest);
           continue;
         }
-        deps.cache.primaryConfirmed(probedAt);
+        deps.cache.primaryConfirmed(
+          probedAt,
+          !(deps.engine === 'builtin' && deps.cache.shapeProbe),
+        );
       } catch (error) {
         deps.cache.primaryFailed(`the primary does not answer: ${messageOf(error)}`);
         return true; // let a cycle meet the error and report it

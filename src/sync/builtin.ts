@@ -63,15 +63,60 @@ export function workerProblem(
     : null;
 }
 
-/** primary_conninfo names a database (keyword/value or URL form). */
+/**
+ * primary_conninfo names a database (keyword/value or URL form), as libpq reads it: the
+ * last non-empty `dbname` wins, quoted values are values (a `dbname=` inside another
+ * keyword's quoted value is not one), and in a URL a `dbname` parameter overrides the path.
+ */
 export function conninfoHasDbname(conninfo: string): boolean {
-  if (/^\s*postgres(ql)?:\/\//i.test(conninfo)) {
-    const url = conninfo.trim();
-    const path = url.replace(/^[a-z]+:\/\/[^/?]*/i, '').split('?')[0] ?? '';
-    if (path.length > 1) return true;
-    return /[?&]dbname=[^&]+/.test(url);
+  if (/^postgres(ql)?:\/\//i.test(conninfo)) {
+    let url: URL;
+    try {
+      url = new URL(conninfo);
+    } catch {
+      return false;
+    }
+    const params = url.searchParams.getAll('dbname');
+    if (params.length > 0) return (params.at(-1) ?? '') !== '';
+    return decodeURIComponent(url.pathname.replace(/^\//, '')) !== '';
   }
-  return /(^|\s)dbname\s*=\s*('[^']+'|[^\s']+)/.test(conninfo);
+  let dbname = '';
+  for (const [key, value] of conninfoPairs(conninfo)) if (key === 'dbname') dbname = value;
+  return dbname !== '';
+}
+
+/** The keyword = value pairs of a libpq connection string (values unquoted). */
+function conninfoPairs(conninfo: string): [string, string][] {
+  const pairs: [string, string][] = [];
+  let i = 0;
+  const n = conninfo.length;
+  const space = (c: string | undefined) => c !== undefined && /\s/.test(c);
+  while (i < n) {
+    while (space(conninfo[i])) i++;
+    if (i >= n) break;
+    let key = '';
+    while (i < n && conninfo[i] !== '=' && !space(conninfo[i])) key += conninfo[i++];
+    while (space(conninfo[i])) i++;
+    if (conninfo[i] !== '=') break; // malformed: libpq refuses it, PostgreSQL's sync too
+    i++;
+    while (space(conninfo[i])) i++;
+    let value = '';
+    if (conninfo[i] === "'") {
+      i++;
+      while (i < n && conninfo[i] !== "'") {
+        if (conninfo[i] === '\\' && i + 1 < n) i++;
+        value += conninfo[i++];
+      }
+      i++;
+    } else {
+      while (i < n && !space(conninfo[i])) {
+        if (conninfo[i] === '\\' && i + 1 < n) i++;
+        value += conninfo[i++];
+      }
+    }
+    pairs.push([key, value]);
+  }
+  return pairs;
 }
 
 export interface BuiltinInput {

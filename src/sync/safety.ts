@@ -111,6 +111,8 @@ export interface StandbyRead {
   replayLsn: Lsn | null;
   /** The timeline of the WAL it holds (StandbyState.walTimeline); null or absent: unknown. */
   timeline?: number | null;
+  /** server_version_num (null or absent: unknown). */
+  versionNum?: number | null;
   slots: readonly LocalSlot[];
 }
 
@@ -317,7 +319,7 @@ function verdictOf(
   const standbyAge = now - (input.standby?.at ?? now);
   const builtin = input.engine === 'builtin';
   const copy = builtin
-    ? syncedCopyFact(name, slot, input, standbyAge)
+    ? syncedCopyFact(name, slot, input, standbyAge, input.standby?.versionNum ?? null)
     : copyFact(name, entry, input);
   // Over SQL the copy moves only to positions slotsync read, so the last read of the primary
   // bounds it. PostgreSQL's sync reads the primary by itself and may be ahead of that read:
@@ -391,6 +393,8 @@ export function syncedCopyFact(
   slot: LocalSlot | undefined,
   input: Pick<SafetyInput, 'primary'>,
   ageMs: number,
+  /** The standby's server_version_num (null: unknown, judged as 17). */
+  versionNum: number | null = null,
 ): Fact {
   const age = Math.max(0, ageMs);
   const no = (detail: string): Fact => ({ holds: false, age_ms: age, detail });
@@ -417,6 +421,13 @@ export function syncedCopyFact(
   }
   if (!slot.failover) {
     return no(`the synced copy of "${name}" has failover off`);
+  }
+  // PostgreSQL 17's slot sync does not copy two_phase_at (18 does: slotsync.c): after
+  // promotion such a copy would send prepared transactions again at COMMIT PREPARED.
+  if (slot.twoPhase && (versionNum === null || versionNum < 180000)) {
+    return no(
+      `the synced copy of "${name}" has two_phase, whose two_phase_at PostgreSQL 17's slot sync does not copy: after promotion its consumer could get prepared transactions twice`,
+    );
   }
   return {
     holds: true,

@@ -35,7 +35,7 @@ interface Dashboard {
 describe('alerting rules (promtool)', () => {
   it('check rules and their unit tests pass', async () => {
     const check = await run('promtool', ['check', 'rules', RULES]);
-    assert.match(check.stdout, /SUCCESS: 11 rules found/);
+    assert.match(check.stdout, /SUCCESS: 12 rules found/);
     const tests = await run('promtool', ['test', 'rules', 'slotsync-rules.test.yml'], {
       cwd: join(DEPLOY, 'prometheus'),
     });
@@ -129,7 +129,7 @@ for (const major of MAJORS) {
           data: { groups: { rules: { health: string; lastEvaluation: string }[] }[] };
         };
         const all = rules.data.groups.flatMap((g) => g.rules);
-        return all.length === 11 && all.every((r) => r.health === 'ok');
+        return all.length === 12 && all.every((r) => r.health === 'ok');
       });
       const watched = await query('slotsync_slot_sync_ready{slot="watched"}');
       assert.equal(watched.data?.result.length, 1, 'the slot is scraped by name');

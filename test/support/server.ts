@@ -91,7 +91,23 @@ export class PgServer {
 
   async start(): Promise<void> {
     if (this.running) return;
-    if (this.port === 0) this.port = await freePort();
+    // A port found free can be taken by a server of another test process before this one
+    // binds it: then that server would answer for this one. Caught by #waitReady (it asks
+    // the server for its data folder); a first start tries another port.
+    const chosen = this.port === 0;
+    for (let attempt = 1; ; attempt++) {
+      if (this.port === 0) this.port = await freePort();
+      try {
+        await this.#startOnce();
+        return;
+      } catch (error) {
+        if (!(error instanceof PortTaken) || !chosen || attempt >= 3) throw error;
+        this.port = 0;
+      }
+    }
+  }
+
+  async #startOnce(): Promise<void> {
     await writeFile(this.logFile, '');
     if (this.runAs) await chown(this.logFile, this.runAs.uid, this.runAs.gid);
     const log = await import('node:fs').then((fs) => fs.openSync(this.logFile, 'a'));
@@ -122,6 +138,9 @@ export class PgServer {
     } catch (error) {
       const tail = await this.logTail();
       await this.stop('immediate');
+      if (error instanceof PortTaken || /could not bind|Address already in use/.test(tail)) {
+        throw new PortTaken(`${this.name}: port ${this.port} is another server's`);
+      }
       throw new Error(
         `${this.name} (PostgreSQL ${this.major}) did not start: ${(error as Error).message}\n--- log tail ---\n${tail}`,
       );
@@ -226,13 +245,19 @@ export class PgServer {
           `postgres exited with ${this.#process?.exitCode ?? this.#process?.signalCode}`,
         );
       }
+      let dir: string | undefined;
       try {
-        await this.sql('SELECT 1');
-        return;
+        const [row] = await this.sql<{ dir: string }>(
+          `SELECT current_setting('data_directory') AS dir`,
+        );
+        dir = row?.dir;
       } catch (error) {
         last = error;
         await delay(50);
+        continue;
       }
+      if (dir === this.dataDir) return;
+      throw new PortTaken(`port ${this.port} answers for ${dir}`);
     }
     throw new Error(`not ready after 60 s: ${(last as Error)?.message}`);
   }
@@ -274,6 +299,9 @@ function childrenOf(pid: number): number[] {
   }
   return children;
 }
+
+/** The port chosen for a server was bound by another (see PgServer.start). */
+class PortTaken extends Error {}
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -95,6 +95,16 @@ describe('safe to promote over PostgreSQL’s slot sync (SLOTSYNC_ENGINE=builtin
     );
   });
 
+  it('a two_phase copy is never safe on PostgreSQL 17, whose slot sync does not copy two_phase_at; on 18 it is', () => {
+    const copy = [synced('a', '0/2000', { twoPhase: true })];
+    const standby = input(copy).standby as NonNullable<SafetyInput['standby']>;
+    const on17 = assessSafety(input(copy, { standby: { ...standby, versionNum: 170010 } }));
+    assert.equal(on17.ready, false);
+    assert.match(on17.not_ready[0]?.reason ?? '', /two_phase_at/);
+    const on18 = assessSafety(input(copy, { standby: { ...standby, versionNum: 180004 } }));
+    assert.equal(on18.ready, true, JSON.stringify(on18.not_ready));
+  });
+
   it('keeps the SQL engine’s definition for a registry copy: a synced slot is never slotsync’s copy', () => {
     const sql = assessSafety(
       input([synced('a', '0/2000')], {
@@ -250,5 +260,10 @@ describe('why PostgreSQL’s slot sync cannot run', () => {
     assert.equal(conninfoHasDbname('postgres://u@h:5432/postgres'), true);
     assert.equal(conninfoHasDbname('postgresql://u@h:5432?dbname=x'), true);
     assert.equal(conninfoHasDbname('postgres://u@h:5432'), false);
+    // As libpq reads it: the last dbname wins, a quoted value is a value.
+    assert.equal(conninfoHasDbname("host=a dbname=x dbname=''"), false);
+    assert.equal(conninfoHasDbname("host=a application_name='x dbname=y'"), false);
+    assert.equal(conninfoHasDbname("host=a dbname = 'it\\'s'"), true);
+    assert.equal(conninfoHasDbname('postgres://u@h/db?dbname='), false);
   });
 });
