@@ -138,13 +138,15 @@ const ORPHANED = `(SELECT count(*)::int FROM pg_catalog.pg_stat_activity WHERE $
 
 /**
  * `active` means in use by someone else: a slot slotsync's own sessions hold for a moment
- * (an advance, a copy) is not a consumer connected to the wrong server.
+ * (an advance, a copy) is not a consumer connected to the wrong server, nor is a synced slot
+ * PostgreSQL's slot sync worker holds while it moves it (SLOTSYNC_ENGINE=builtin).
  */
 const SLOTS = `SELECT ${LOCAL_COLUMNS.split(', ')
   .map((column) =>
     column === 'active'
       ? `(active AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity sa
-           WHERE sa.pid = active_pid AND sa.application_name = '${APPLICATION_NAME.standby}'))
+           WHERE sa.pid = active_pid AND (sa.application_name = '${APPLICATION_NAME.standby}'
+                                          OR (synced AND sa.backend_type = 'slotsync worker'))))
          AS active`
       : column,
   )

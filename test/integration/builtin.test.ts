@@ -38,6 +38,12 @@ async function logicalSlots(server: PgServer): Promise<SlotRow[]> {
   );
 }
 
+/**
+ * How long a copy may take to be safe: PostgreSQL's worker makes it persistent once the
+ * remote slot passed it (a running-xacts record or two), longer on 2 busy cores.
+ */
+const SAFE_MS = 120_000;
+
 async function turnWorkerOn(standby: PgServer): Promise<void> {
   await standby.sql(`ALTER SYSTEM SET sync_replication_slots = on`);
   await standby.sql('SELECT pg_reload_conf()');
@@ -61,7 +67,7 @@ for (const major of MAJORS) {
       const node = await t.slotsync(c, { SLOTSYNC_ENGINE: 'builtin' });
       const writer = new Writer(5);
       writer.start(c.primary);
-      await t.waitSafe(node, SUBSCRIPTION);
+      await t.waitSafe(node, SUBSCRIPTION, SAFE_MS);
       // The copy is PostgreSQL's own; slotsync made no slot.
       assert.deepEqual(await logicalSlots(c.standby), [
         { slot_name: SUBSCRIPTION, synced: true, temporary: false },
@@ -72,7 +78,7 @@ for (const major of MAJORS) {
       assert.equal((await health(node))?.status, 'pass');
       const slots = (await t.get(node, '/slots')).body.slots;
       assert.equal(slots[0]?.state, 'sync_ready', JSON.stringify(slots));
-      assert.equal(slots[0]?.sync_ready, true);
+      assert.equal(slots[0]?.sync_ready, true, JSON.stringify(slots));
 
       const last = await stopAndSettle(writer, subscriber, c);
       await c.primary.stop('immediate');
@@ -122,7 +128,7 @@ for (const major of MAJORS) {
       const node = await t.slotsync(c, { SLOTSYNC_ENGINE: 'builtin' });
       const writer = new Writer(5);
       writer.start(c.primary);
-      await t.waitSafe(node, SUBSCRIPTION);
+      await t.waitSafe(node, SUBSCRIPTION, SAFE_MS);
       await waitFor('the worker seen running', async () =>
         /worker running/.test((await health(node))?.detail ?? ''),
       );
@@ -145,7 +151,7 @@ for (const major of MAJORS) {
       const stuck = await health(node);
       assert.equal(stuck?.status, 'fail', 'primary_conninfo cleared: the worker cannot run');
       await resume();
-      await t.waitSafe(node, SUBSCRIPTION);
+      await t.waitSafe(node, SUBSCRIPTION, SAFE_MS);
       await writer.stop();
     });
 
@@ -155,7 +161,7 @@ for (const major of MAJORS) {
       assert.ok(subscriber);
       await setupSubscription(c.primary, subscriber);
       const first = await t.slotsync(c, { SLOTSYNC_ENGINE: 'builtin' });
-      await t.waitSafe(first, SUBSCRIPTION);
+      await t.waitSafe(first, SUBSCRIPTION, SAFE_MS);
       const [oldPrimary, newPrimary] = [c.primary, c.standby];
       await c.switchover({
         // The subscriber follows the new primary before the old one starts as a standby
@@ -203,7 +209,7 @@ for (const major of MAJORS) {
       assert.ok(subscriber);
       await setupSubscription(c.primary, subscriber);
       const node = await t.slotsync(c, { SLOTSYNC_ENGINE: 'builtin' });
-      await t.waitSafe(node, SUBSCRIPTION);
+      await t.waitSafe(node, SUBSCRIPTION, SAFE_MS);
       assert.deepEqual(await logicalSlots(c.standby), [
         { slot_name: SUBSCRIPTION, synced: true, temporary: false },
       ]);
@@ -224,7 +230,7 @@ for (const major of MAJORS) {
         );
         return copy?.at === true;
       });
-      await t.waitSafe(node, SUBSCRIPTION);
+      await t.waitSafe(node, SUBSCRIPTION, SAFE_MS);
     });
 
     it(`PostgreSQL ${major}: switching a live standby from sql to builtin never answers yes without PostgreSQL's persistent copy, and back to sql is refused with the synced slots named`, async () => {
@@ -235,7 +241,7 @@ for (const major of MAJORS) {
       const sql = await t.slotsync(c);
       const writer = new Writer(5);
       writer.start(c.primary);
-      await t.waitSafe(sql, SUBSCRIPTION);
+      await t.waitSafe(sql, SUBSCRIPTION, SAFE_MS);
       assert.deepEqual(await logicalSlots(c.standby), [
         { slot_name: SUBSCRIPTION, synced: false, temporary: false },
       ]);
