@@ -184,11 +184,18 @@ for (const major of MAJORS) {
       );
       const fencedMs = Date.now() - moved;
       assert.ok(fencedMs < 1_000, `fenced within a second (${fencedMs} ms)`);
-      const health = await t.get(node, '/health');
-      assert.match(
-        health.body.checks.fencing?.detail ?? '',
-        /moved: .*moved on the standby by someone else/,
+      // The fence records what it did once its registry write after the drop is done: the
+      // slot can be seen gone a moment before /health says why.
+      let detail = '';
+      await waitFor(
+        '/health says why the copy was dropped',
+        async () => {
+          detail = (await t.get(node, '/health')).body.checks.fencing?.detail ?? '';
+          return detail !== '';
+        },
+        5_000,
       );
+      assert.match(detail, /moved: .*moved on the standby by someone else/);
       const metrics = await (await fetch(`${node.p.base}/metrics`)).text();
       assert.match(metrics, /^slotsync_fenced_total 1$/m);
       process.stdout.write(
