@@ -76,9 +76,15 @@ for (const major of MAJORS) {
         /worker running/.test((await health(node))?.detail ?? ''),
       );
       assert.equal((await health(node))?.status, 'pass');
-      const slots = (await t.get(node, '/slots')).body.slots;
+      // /slots answers from the last reads in memory; it follows /ready within a read.
+      let slots: { state: string; sync_ready: boolean }[] = [];
+      await waitFor('/slots says sync_ready', async () => {
+        slots = (await t.get(node, '/slots')).body.slots;
+        return slots[0]?.sync_ready === true;
+      }).catch((error: Error) => {
+        throw new Error(`${error.message}: ${JSON.stringify(slots)}`);
+      });
       assert.equal(slots[0]?.state, 'sync_ready', JSON.stringify(slots));
-      assert.equal(slots[0]?.sync_ready, true, JSON.stringify(slots));
 
       const last = await stopAndSettle(writer, subscriber, c);
       await c.primary.stop('immediate');
