@@ -172,6 +172,30 @@ export function holdNextCycle(deps: EngineDeps): { reached: () => boolean; open:
   return { reached: () => reached, open };
 }
 
+/**
+ * Runs `step` again and again, `pauseMs` apart, one at a time (a timer that fires while the
+ * last step still runs would pile connections up on a busy machine). A failed step is
+ * ignored; `stop()` resolves once the step in flight ended.
+ */
+export function repeatUntilStopped(
+  step: () => Promise<unknown>,
+  pauseMs: number,
+): { stop: () => Promise<void> } {
+  let running = true;
+  const done = (async () => {
+    while (running) {
+      await step().catch(() => undefined);
+      if (running) await delay(pauseMs);
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+}
+
 /** Polls `condition` until it holds (never a fixed sleep as synchronization). */
 export async function waitFor(
   what: string,

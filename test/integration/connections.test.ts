@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { StandbyPools } from '../../src/db/standby-pools.js';
 import { runCycle } from '../../src/engine/cycle.js';
 import { createEngine, standbyBudget } from '../../src/engine/engine.js';
@@ -49,35 +50,46 @@ for (const major of MAJORS) {
         testLogger(),
       );
       const budget = standbyBudget(1);
+      // One session of its own, one query at a time: a sampler that opened a connection
+      // every 20 ms piled them up on a busy machine (CI) until the standby refused slotsync.
       let most = 0;
-      const sample = setInterval(() => {
-        h.cluster.standby
-          .sql<{ n: number }>(
+      let samples = 0;
+      let sampling = true;
+      const sampler = h.cluster.standby.client();
+      await sampler.connect();
+      const sample = (async () => {
+        while (sampling) {
+          const { rows } = await sampler.query<{ n: number }>(
             `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'slotsync-standby'`,
-          )
-          .then(
-            ([row]) => {
-              most = Math.max(most, row?.n ?? 0);
-            },
-            () => undefined,
           );
-      }, 20);
+          most = Math.max(most, rows[0]?.n ?? 0);
+          samples += 1;
+          await delay(20);
+        }
+      })().catch(() => {
+        sampling = false;
+      });
       try {
-        await waitFor('nine copies sync-ready', async () => {
-          const result = await runCycle(engine.deps);
-          if (result.report.slots.filter((s) => s.state === 'sync_ready').length === 9) return true;
-          // The subscribers move on: a copy is ready once its remote passes where it began.
-          for (const database of DATABASES) {
-            await h.cluster.primary.sql(
-              `SELECT pg_replication_slot_advance(slot_name, pg_current_wal_lsn())
+        await waitFor(
+          'nine copies sync-ready',
+          async () => {
+            const result = await runCycle(engine.deps);
+            if (result.report.slots.filter((s) => s.state === 'sync_ready').length === 9)
+              return true;
+            // The subscribers move on: a copy is ready once its remote passes where it began.
+            for (const database of DATABASES) {
+              await h.cluster.primary.sql(
+                `SELECT pg_replication_slot_advance(slot_name, pg_current_wal_lsn())
                  FROM pg_replication_slots WHERE database = current_database()`,
-              [],
-              database,
-            );
-          }
-          await h.cluster.waitForReplay();
-          return false;
-        });
+                [],
+                database,
+              );
+            }
+            await h.cluster.waitForReplay();
+            return false;
+          },
+          90_000,
+        );
         const { open, peak } = engine.deps.standby.size;
         assert.ok(peak <= budget, `at most ${budget} open at once, saw ${peak}`);
         assert.ok(open <= budget);
@@ -86,9 +98,12 @@ for (const major of MAJORS) {
           `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'slotsync-standby'`,
         );
         assert.ok((row?.n ?? 0) <= budget, `the standby sees ${row?.n} sessions`);
+        assert.ok(samples > 0, 'the sessions were sampled during the sync');
         assert.ok(most <= budget, `sampled during the sync: ${most} sessions, budget ${budget}`);
       } finally {
-        clearInterval(sample);
+        sampling = false;
+        await sample;
+        await sampler.end().catch(() => undefined);
         await engine.close();
         await rm(stateDir, { recursive: true, force: true });
         await dropEverySlot(h.cluster);
@@ -101,17 +116,20 @@ for (const major of MAJORS) {
         budget: 1,
         statementTimeoutMs: 10_000,
         createTimeoutMs: 10_000,
-        connectTimeoutMs: 1_000,
+        connectTimeoutMs: 2_000,
         logger: testLogger(),
       });
       try {
-        const busy = pools.main.query('SELECT pg_sleep(1.5)');
-        // Waits 1 s for the only connection, then gives up.
+        // The only connection is opened first, so the times below do not include a login
+        // (slow on a busy machine).
+        await pools.main.query('SELECT 1');
+        const busy = pools.main.query('SELECT pg_sleep(3)');
+        // Waits 2 s for the only connection, then gives up.
         await assert.rejects(
           pools.main.query('SELECT 1'),
           /timeout exceeded when trying to connect/,
         );
-        // Waits too; the connection frees at 1.5 s, before this one's deadline (2 s).
+        // Waits too; the connection frees at 3 s, before this one's deadline (4 s).
         const served = await pools.main.query<{ n: number }>('SELECT 2 AS n');
         assert.equal(served.rows[0]?.n, 2);
         await busy;

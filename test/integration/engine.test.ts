@@ -15,6 +15,7 @@ import {
   dropRemotesAndSync,
   type Harness,
   holdConsistentPoint,
+  repeatUntilStopped,
   replicationCommand,
   slotRow,
   startHarness,
@@ -325,10 +326,11 @@ for (const major of MAJORS) {
       const made = h.cluster.standby.sql(
         `SELECT pg_create_logical_replication_slot('users_own', 'test_decoding')`,
       );
-      const nudge = setInterval(() => {
-        h.cluster.primary.sql('SELECT pg_log_standby_snapshot()').catch(() => undefined);
-      }, 100);
-      await made.finally(() => clearInterval(nudge));
+      const nudge = repeatUntilStopped(
+        () => h.cluster.primary.sql('SELECT pg_log_standby_snapshot()'),
+        100,
+      );
+      await made.finally(() => nudge.stop());
       const userSlot = await slotRow(h.cluster.standby, 'users_own');
       await consume(h.cluster.primary, 'users_own');
       await writeRows(h.cluster, 50);

@@ -17,6 +17,7 @@ import {
   createPrimarySlot,
   dropEverySlot,
   type Harness,
+  repeatUntilStopped,
   startHarness,
   waitFor,
   writeRows,
@@ -347,9 +348,7 @@ for (const major of MAJORS) {
         'the worker ran a cycle',
         async () => service.context.snapshot.lastSuccessAt !== undefined,
       );
-      const traffic = setInterval(() => {
-        writeRows(h.cluster, 5).catch(() => undefined);
-      }, 10);
+      const traffic = repeatUntilStopped(() => writeRows(h.cluster, 5), 10);
       try {
         const answers = await Promise.all(
           Array.from({ length: 20 }, (_, i) =>
@@ -363,7 +362,7 @@ for (const major of MAJORS) {
           else assert.ok(status === 200 || status === 409, `request ${i}: ${status}`);
         }
       } finally {
-        clearInterval(traffic);
+        await traffic.stop();
       }
       assert.equal(service.context.maxInFlight, 1, 'never more than one cycle in flight');
       const metrics = await request(server()).get('/metrics').expect(200);
