@@ -37,13 +37,15 @@ function mismatch(dir: string, detail: string): SlotSyncError {
  * Checks the binding, every cycle (cheap: the marker is in the slot list already read).
  * Binds a new registry to this standby, creating its marker, when the standby is in
  * recovery. Throws SLOTSYNC_NODE_MISMATCH, naming SLOTSYNC_STATE_DIR, when the folder
- * describes another node.
+ * describes another node. Returns `local` as the standby now holds it (a marker made or
+ * dropped here): a cycle that records the list it read before the binding would leave the
+ * answers from memory (/slots) saying the marker is missing until its next read.
  */
 export async function checkNode(
   deps: NodeDeps,
   standby: Pick<StandbyState, 'pid' | 'systemIdentifier' | 'timeline' | 'inRecovery'>,
-  local: readonly LocalSlot[],
-): Promise<void> {
+  local: LocalSlot[],
+): Promise<LocalSlot[]> {
   const { registry } = deps;
   const dir = registry.path.replace(/\/[^/]*$/, '');
   const markers = local
@@ -59,9 +61,9 @@ export async function checkNode(
       );
     }
     if (node.systemIdentifier === standby.systemIdentifier) {
-      if (!standby.inRecovery) return;
+      if (!standby.inRecovery) return local;
       await completeBinding(deps, standby, node, markers.includes(node.marker));
-      return;
+      return withMarker(local, node.marker);
     }
     await registry.reset();
   } else if (node !== null) {
@@ -79,7 +81,7 @@ export async function checkNode(
         );
         await registry.write(registry.entries, { node: { ...node, timeline: standby.timeline } });
       }
-      return;
+      return local;
     }
     if (registry.entries.size === 0) {
       // It owns no copy: binding afresh loses nothing (the node was rebuilt from a fresh
@@ -97,8 +99,10 @@ export async function checkNode(
       `it holds no registry, but the standby holds slotsync's node marker ${markers.map((m) => `"${m}"`).join(', ')}: the registry of this standby vanished or lives in another state folder`,
     );
   }
-  if (!standby.inRecovery) return; // bound on a standby only; a promoted server is left alone
+  if (!standby.inRecovery) return local; // bound on a standby only; a promoted server is left alone
+  let now = local;
   if (deps.resetState) {
+    now = local.filter((s) => !markers.includes(s.name));
     for (const marker of markers) {
       await dropCopy(deps.standbyMain, standby.pid, marker);
       deps.logger.warn({ marker }, 'dropped the node marker of a state folder moved aside');
@@ -114,6 +118,28 @@ export async function checkNode(
   };
   await registry.write(registry.entries, { node: intent });
   await completeBinding(deps, standby, intent, false);
+  return withMarker(now, intent.marker);
+}
+
+/** `local` with the node marker `name` in it (a physical slot, as the standby lists it). */
+function withMarker(local: LocalSlot[], name: string): LocalSlot[] {
+  if (local.some((s) => s.name === name)) return local;
+  const marker: LocalSlot = {
+    name,
+    slotType: 'physical',
+    plugin: null,
+    database: null,
+    temporary: false,
+    active: false,
+    confirmedFlushLsn: null,
+    restartLsn: null,
+    catalogXmin: null,
+    twoPhase: false,
+    synced: false,
+    invalidationReason: null,
+    failover: false,
+  };
+  return [...local, marker];
 }
 
 async function completeBinding(

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { runCycle } from '../../src/engine/cycle.js';
+import { bindingProblem } from '../../src/engine/facts.js';
 import type { SlotSyncError } from '../../src/errors.js';
 import { stagingNameOf } from '../../src/sync/names.js';
 import {
@@ -122,6 +123,26 @@ for (const major of MAJORS) {
       assert.deepEqual(await slotRow(h.cluster.standby, 'bound'), before, 'still not touched');
       await h.cluster.standby.sql(`SELECT pg_drop_replication_slot('bound')`);
       await dropRemotesAndSync(h);
+    });
+
+    it('the cycle that binds a new state folder records the marker it made: answers from memory see the node bound at once', async () => {
+      const stateDir = await tempDir('binding');
+      const engine = await openEngine(h.cluster, stateDir);
+      try {
+        const result = await runCycle(engine.deps);
+        const marker = engine.deps.registry.node?.marker;
+        assert.ok(marker, 'the first cycle bound the folder');
+        assert.ok(
+          result.local.some((s) => s.name === marker) &&
+            result.standby.slots.some((s) => s.name === marker),
+          'the marker is in the slot list the cycle recorded',
+        );
+        // What /slots and the metrics compute from that record (no fresh read).
+        assert.equal(bindingProblem(engine.deps.registry, result.standby), null);
+      } finally {
+        await engine.close();
+        await rm(stateDir, { recursive: true, force: true });
+      }
     });
 
     it("a primary URL that is not this standby's upstream is refused, naming SLOTSYNC_PRIMARY_URL", async () => {
