@@ -26,8 +26,11 @@ export interface PrimaryState {
   others: RemoteSlot[] | null;
   /** Digest of what a cycle acts on: the failover slots, the others, the setting. */
   fingerprint: string;
-  /** The same digest without positions (readShapeFingerprint), read in the same statement. */
-  shape: string;
+  /**
+   * The same digest without positions (readShapeFingerprint), read in the same statement;
+   * null unless asked for (only SLOTSYNC_ENGINE=builtin probes it: one scan less otherwise).
+   */
+  shape: string | null;
   /** The quorum manager announced it will remove this standby's slot from the setting. */
   removalPending: boolean;
   /** pg_current_wal_flush_lsn(): no walsender had sent WAL past it (null in recovery). */
@@ -49,7 +52,7 @@ interface PrimaryRow {
   slots: (string | number | boolean | null)[][] | null;
   others: (string | number | boolean | null)[][] | null;
   fingerprint: string;
-  shape: string;
+  shape: string | null;
   removal_pending: boolean;
   flush_lsn: string | null;
   timeline: number | null;
@@ -117,26 +120,27 @@ SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
        (SELECT restart_lsn::text FROM a WHERE slot_type = 'physical' AND slot_name = $2::text)
          AS physical_restart_lsn,
        f.fingerprint,
-       ${SHAPE} AS shape,
+       CASE WHEN $4::boolean THEN ${SHAPE} END AS shape,
        CASE WHEN f.fingerprint IS DISTINCT FROM $3::text THEN ${arraysOf('s', REMOTE_COLUMNS)} END AS slots,
        CASE WHEN f.fingerprint IS DISTINCT FROM $3::text THEN ${arraysOf('o', REMOTE_COLUMNS)} END AS others
   FROM f`;
 
 /**
  * `copies`: the names of the copies slotsync owns, whose remote slots are read even when
- * they are not failover slots (PrimaryState.others).
+ * they are not failover slots (PrimaryState.others). `withShape`: read the shape digest too.
  */
 export async function readPrimary(
   pool: pg.Pool,
   primarySlotName: string,
   copies: readonly string[],
   knownFingerprint: string | null = null,
+  withShape = false,
 ): Promise<PrimaryState> {
   // A named (prepared) statement: planned once per connection, not every cycle.
   const result = await pool.query<PrimaryRow>({
     name: 'slotsync-read-primary',
     text: READ_PRIMARY,
-    values: [copies, primarySlotName, knownFingerprint],
+    values: [copies, primarySlotName, knownFingerprint, withShape],
   });
   const row = result.rows[0];
   if (row === undefined) throw noRowError('primary');

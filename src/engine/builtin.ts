@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { dropCopy, readStandby, type StandbyState } from '../db/standby.js';
 import type { StandbyPools } from '../db/standby-pools.js';
 import { messageOf } from '../errors.js';
+import { type PastRemote, samePastRemote } from '../registry/primary-facts.js';
 import type { Registry } from '../registry/registry.js';
 import { builtinSetupProblem, planBuiltin, workerProblem } from '../sync/builtin.js';
 import { type Lsn, parseLsn } from '../sync/lsn.js';
@@ -44,7 +45,7 @@ export interface BuiltinDeps {
   cache: {
     builtinCalledAt: number;
     builtinError: string | null;
-    builtinPastRemote: ReadonlyMap<string, { copy: Lsn; remote: Lsn }>;
+    builtinPastRemote: PastRemote;
   };
   primary: pg.Pool;
 }
@@ -135,8 +136,8 @@ export async function builtinStep(
       .sort()
       .join(',');
   const moved = cleared || shape(after) !== shape(local);
-  deps.cache.builtinPastRemote =
-    (await pastRemoteNow(deps.primary, after)) ?? deps.cache.builtinPastRemote;
+  const evidence = await pastRemoteNow(deps.primary, after);
+  if (evidence !== null) await keepPastRemote(deps, evidence);
   const final = plan(after);
   const reports = final.reports.map((report) =>
     first.replace.includes(report.name) && report.action !== 'replaced'
@@ -195,6 +196,24 @@ async function dropOwnCopies(
     "SLOTSYNC_ENGINE=builtin: slotsync's own copies were dropped so that PostgreSQL's slot sync makes its own (not safe until they are persistent)",
   );
   return true;
+}
+
+/**
+ * The evidence of pastRemoteNow(), kept in memory and with the primary's facts on disk: a
+ * restart with the primary gone still knows it. What it takes away counts at once, in
+ * memory; what it gives back only once written.
+ */
+async function keepPastRemote(deps: BuiltinDeps, next: PastRemote): Promise<void> {
+  const before = deps.cache.builtinPastRemote;
+  if ([...next.keys()].some((name) => !before.has(name))) {
+    deps.cache.builtinPastRemote = new Map([...before, ...next]);
+  }
+  await deps.registry.writePrimary((recorded) =>
+    recorded === null || samePastRemote(recorded.pastRemote, next)
+      ? undefined
+      : { ...recorded, pastRemote: next },
+  );
+  deps.cache.builtinPastRemote = next;
 }
 
 /**

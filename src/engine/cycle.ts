@@ -16,6 +16,7 @@ import { readReceived, type StandbyState } from '../db/standby.js';
 import type { StandbyPools } from '../db/standby-pools.js';
 import { CONCURRENT_MESSAGE, messageOf, SlotSyncError } from '../errors.js';
 import { redactUrl } from '../redact.js';
+import type { PastRemote } from '../registry/primary-facts.js';
 import type { Registry } from '../registry/registry.js';
 import type { EngineKind } from '../sync/builtin.js';
 import { formatLsn, type Lsn } from '../sync/lsn.js';
@@ -138,7 +139,7 @@ export class CycleCache {
   /** ... and why that call failed, else null. */
   builtinError: string | null = null;
   /** Synced copies found past their remote slot at the last builtin cycle (safety.ts). */
-  builtinPastRemote: ReadonlyMap<string, { copy: Lsn; remote: Lsn }> = new Map();
+  builtinPastRemote: PastRemote = new Map();
   /**
    * What the last read of the primary said (promotion readiness: sync/safety.ts); starts
    * from the registry's record, so a start with the primary gone still knows it.
@@ -320,6 +321,7 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
       slotName,
       copies,
       cache.remote ? cache.primaryFingerprint : null,
+      deps.engine === 'builtin',
     );
     return { ...state, startedAt, endedAt: Date.now() };
   };
@@ -342,9 +344,9 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
       });
     locked = standby.locked;
     if (!locked) throw new SlotSyncError('SLOTSYNC_CONCURRENT', CONCURRENT_MESSAGE);
-    const localNow = standby.slots ?? knownLocal ?? [];
+    const localRead = standby.slots ?? knownLocal ?? [];
     await deps.registry.refresh();
-    await checkNode(
+    const localNow = await checkNode(
       {
         registry: deps.registry,
         logger: deps.logger,
@@ -353,7 +355,7 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
         pauseAt: deps.pauseAt,
       },
       standby,
-      localNow,
+      localRead,
     );
     if (!standby.inRecovery) {
       // Promoted, with or without POST /shutdown: staging slots go before anything else.
@@ -574,7 +576,7 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
           // slots' shape and the setting: it follows the positions, slotsync naps while only
           // they move. Driving pg_sync_replication_slots() itself, every change, as over SQL.
           // Read in the same statement as the facts: an edit after it still wakes a cycle.
-          fingerprint: cache.shapeProbe ? primary.shape : primary.fingerprint,
+          fingerprint: cache.shapeProbe ? (primary.shape ?? '') : primary.fingerprint,
           waitingForReplay: 0,
           catchingUp: 0,
           builtin: step.status,

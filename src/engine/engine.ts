@@ -126,6 +126,7 @@ export async function createEngine(config: Config, logger: Logger): Promise<Engi
   };
   // Readiness knows the primary's last facts from the start, also when it is gone.
   deps.cache.primaryRead = recordedPrimaryRead(registry);
+  deps.cache.builtinPastRemote = registry.primary?.pastRemote ?? new Map();
   deps.cache.timelineOf(null, registry.primary?.facts.standbyTimeline ?? null);
   return {
     deps,

@@ -159,12 +159,12 @@ export function nextRecord(
 ): RecordedPrimary | undefined {
   if (recorded !== null && read.at < recorded.since) {
     return narrows(recorded.facts, read.facts)
-      ? { facts: narrowerFacts(recorded.facts, read.facts), since: recorded.since }
+      ? { ...recorded, facts: narrowerFacts(recorded.facts, read.facts) }
       : undefined;
   }
   return sameFacts(recorded?.facts ?? null, read.facts)
     ? undefined
-    : { facts: read.facts, since: read.at };
+    : { ...recorded, facts: read.facts, since: read.at };
 }
 
 /**
@@ -185,7 +185,7 @@ export async function recordNarrowing(
   await registry.writePrimary((recorded) =>
     recorded === null || !narrows(recorded.facts, masked.facts)
       ? undefined
-      : { facts: narrowerFacts(recorded.facts, masked.facts), since: recorded.since },
+      : { ...recorded, facts: narrowerFacts(recorded.facts, masked.facts) },
   );
 }
 

@@ -9,6 +9,7 @@
 import { readFile } from 'node:fs/promises';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { formatLsn, type Lsn, parseLsn } from '../sync/lsn.js';
 import type { PrimaryFacts } from '../sync/safety.js';
 
 export const PRIMARY_FILE = 'primary.json';
@@ -29,6 +30,9 @@ export const StoredPrimary = Type.Object({
   standbyTimeline: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])),
   standbySlots: Type.Optional(Type.Union([Type.Array(Type.String()), Type.Null()])),
   since: Type.String(),
+  pastRemote: Type.Optional(
+    Type.Array(Type.Object({ name: Type.String(), copy: Type.String(), remote: Type.String() })),
+  ),
 });
 export type StoredPrimary = Static<typeof StoredPrimary>;
 
@@ -40,15 +44,48 @@ const StoredFile = Type.Object({
   primary: Type.Union([StoredPrimary, Type.Null()]),
 });
 
+/**
+ * SLOTSYNC_ENGINE=builtin: the synced copies found past their remote slot (the remote made
+ * again behind them), each with both positions, from a read of the primary made after the
+ * read of the copy (engine/builtin.ts). Kept on disk: a restart with the primary gone must
+ * not forget it (nobody else can move a synced copy back while the primary is away).
+ */
+export type PastRemote = ReadonlyMap<string, { copy: Lsn; remote: Lsn }>;
+
 /** The primary's facts as kept: written when they change. */
 export interface RecordedPrimary {
   facts: PrimaryFacts;
   /** When these facts were first read in this form (ms since the epoch). */
   since: number;
+  /** Kept across every change of the facts; replaced only by a new comparison. */
+  pastRemote?: PastRemote;
 }
 
 export function toStoredPrimary(recorded: RecordedPrimary): StoredPrimary {
-  return { ...recorded.facts, since: new Date(recorded.since).toISOString() };
+  const stored: StoredPrimary = {
+    ...recorded.facts,
+    since: new Date(recorded.since).toISOString(),
+  };
+  if (recorded.pastRemote !== undefined && recorded.pastRemote.size > 0) {
+    stored.pastRemote = [...recorded.pastRemote].map(([name, { copy, remote }]) => ({
+      name,
+      copy: formatLsn(copy),
+      remote: formatLsn(remote),
+    }));
+  }
+  return stored;
+}
+
+/** Whether two sets of evidence say the same. */
+export function samePastRemote(a: PastRemote | undefined, b: PastRemote | undefined): boolean {
+  const left = a ?? new Map();
+  const right = b ?? new Map();
+  if (left.size !== right.size) return false;
+  for (const [name, { copy, remote }] of left) {
+    const other = right.get(name);
+    if (other === undefined || other.copy !== copy || other.remote !== remote) return false;
+  }
+  return true;
 }
 
 export function fromStoredPrimary(stored: StoredPrimary): RecordedPrimary {
@@ -66,6 +103,16 @@ export function fromStoredPrimary(stored: StoredPrimary): RecordedPrimary {
       standbySlots: stored.standbySlots ?? null,
     },
     since: Date.parse(stored.since),
+    ...(stored.pastRemote === undefined
+      ? {}
+      : {
+          pastRemote: new Map(
+            stored.pastRemote.map((p) => [
+              p.name,
+              { copy: parseLsn(p.copy), remote: parseLsn(p.remote) },
+            ]),
+          ),
+        }),
   };
 }
 

@@ -181,7 +181,7 @@ export class QuorumAgent {
       // Computed from the record as it is when the write runs (a read may be queued before).
       await registry.writePrimary((recorded) =>
         recorded?.facts.waitsForStandby
-          ? { facts: { ...recorded.facts, waitsForStandby: false }, since: Date.now() }
+          ? { ...recorded, facts: { ...recorded.facts, waitsForStandby: false }, since: Date.now() }
           : undefined,
       );
     });

@@ -14,6 +14,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { nextRecord } from '../../src/engine/facts.js';
 import type { SlotSyncError } from '../../src/errors.js';
 import { Registry } from '../../src/registry/registry.js';
 import { parseLsn } from '../../src/sync/lsn.js';
@@ -272,5 +273,28 @@ describe('the primary’s facts (primary.json)', () => {
     await unbound.writePrimary(() => ({ facts: facts(true), since: 1 }));
     assert.equal(unbound.primary?.facts.waitsForStandby, true);
     assert.equal(unbound.exists, false, 'nothing written for a folder bound to no node');
+  });
+
+  it('keeps the builtin engine’s past-remote evidence with the facts: a restart still knows it, a new read of the facts keeps it', async () => {
+    const dir = await freshDir();
+    const one = await Registry.open(dir);
+    await one.write(new Map(), { node });
+    const pastRemote = new Map([
+      ['sub', { copy: parseLsn('1/00000200'), remote: parseLsn('1/00000100') }],
+    ]);
+    await one.writePrimary(() => ({ facts: facts(true), since: 1_000, pastRemote }));
+    const restarted = await Registry.open(dir);
+    assert.deepEqual(restarted.primary?.pastRemote, pastRemote);
+    // A later read whose facts differ is recorded as facts alone: the evidence stays.
+    await restarted.writePrimary((recorded) =>
+      nextRecord(recorded, {
+        facts: facts(false),
+        at: 2_000,
+        positions: null,
+      }),
+    );
+    const again = await Registry.open(dir);
+    assert.equal(again.primary?.facts.waitsForStandby, false);
+    assert.deepEqual(again.primary?.pastRemote, pastRemote);
   });
 });
