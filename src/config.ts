@@ -14,6 +14,14 @@ import { expandHosts } from './urls.js';
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
 
+/**
+ * SLOTSYNC_CHANGE_POLL_MS when unset. Over SQL the poll fences a moved copy and wakes the
+ * next advance; under builtin there is nothing to fence or advance (PostgreSQL follows the
+ * positions), only a new, dropped or edited slot or setting to notice: a poll a second
+ * costs a fifth (measured in docs/performance.md, "The builtin engine").
+ */
+export const CHANGE_POLL_DEFAULT_MS = { sql: 200, builtin: 1_000 } as const;
+
 const OnOff = (def: 'on' | 'off', description: string) =>
   Type.Union([Type.Literal('on'), Type.Literal('off')], { default: def, description });
 
@@ -132,12 +140,14 @@ const VARIABLES = {
   ),
   changePollMs: variable(
     'SLOTSYNC_CHANGE_POLL_MS',
-    Int(
-      0,
-      3_600_000,
-      200,
-      'while the worker naps, how often it checks the primary for a slot change (0: never)',
+    Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 3_600_000,
+        description: `while the worker naps, how often it checks the primary for a slot change (0: never); default ${CHANGE_POLL_DEFAULT_MS.sql}, ${CHANGE_POLL_DEFAULT_MS.builtin} with SLOTSYNC_ENGINE=builtin`,
+      }),
     ),
+    (value: number | undefined) => value,
   ),
   restartIntervalMs: variable(
     'SLOTSYNC_RESTART_INTERVAL_MS',
@@ -255,8 +265,13 @@ const VARIABLES = {
 
 type Variables = typeof VARIABLES;
 
-/** The configuration, field by field as VARIABLES maps each variable. */
-export type Config = { [K in keyof Variables]: ReturnType<Variables[K]['map']> };
+type Mapped = { [K in keyof Variables]: ReturnType<Variables[K]['map']> };
+
+/**
+ * The configuration, field by field as VARIABLES maps each variable; a default that depends
+ * on another variable (the change poll, on the engine) is resolved by loadConfig.
+ */
+export type Config = Omit<Mapped, 'changePollMs'> & { changePollMs: number };
 
 /** The environment's schema (validation, defaults, the README's table). */
 export const EnvSchema = Type.Object(
@@ -287,12 +302,16 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     const shown = key.endsWith('_URL') || key.endsWith('_TOKEN') ? '' : `: ${firstError.message}`;
     throw configError(key, firstError.value === undefined ? 'is required' : `is invalid${shown}`);
   }
-  const config = Object.fromEntries(
+  const mapped = Object.fromEntries(
     Object.entries(VARIABLES).map(([field, v]) => [
       field,
       (v.map as (value: unknown) => unknown)(env[v.env]),
     ]),
-  ) as Config;
+  ) as Mapped;
+  const config: Config = {
+    ...mapped,
+    changePollMs: mapped.changePollMs ?? CHANGE_POLL_DEFAULT_MS[mapped.engine],
+  };
   for (const url of expandHosts(config.primaryUrl)) {
     checkPostgresUrl(VARIABLES.primaryUrl.env, url, true);
   }

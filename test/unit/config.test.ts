@@ -19,6 +19,18 @@ describe('configuration', () => {
     assert.equal(config.apiToken, undefined);
     assert.equal(config.naptimeMinMs, 200);
     assert.equal(config.naptimeMaxMs, 30000);
+    assert.equal(config.changePollMs, 200);
+  });
+
+  it('polls for changes once a second under SLOTSYNC_ENGINE=builtin unless told otherwise', () => {
+    assert.equal(loadConfig({ ...base, SLOTSYNC_ENGINE: 'builtin' }).changePollMs, 1000);
+    const set = { ...base, SLOTSYNC_ENGINE: 'builtin', SLOTSYNC_CHANGE_POLL_MS: '200' };
+    assert.equal(loadConfig(set).changePollMs, 200);
+    assert.equal(loadConfig({ ...base, SLOTSYNC_CHANGE_POLL_MS: '0' }).changePollMs, 0);
+    assert.throws(
+      () => loadConfig({ ...base, SLOTSYNC_CHANGE_POLL_MS: '-1' }),
+      /SLOTSYNC_CHANGE_POLL_MS is invalid/,
+    );
   });
 
   it('names the variable that is wrong, and never shows the password', () => {
