@@ -150,7 +150,7 @@ for (const major of MAJORS) {
       assert.equal((await countRows(subscriber)).count, received, 'no row from a gap');
     });
 
-    it('the worker napping, the primary alive: a copy moved on the standby is fenced within a second, then staged afresh', async () => {
+    it('the worker napping, the primary alive: a copy moved on the standby is fenced within a change poll, long before the next cycle, then staged afresh', async () => {
       const c = await t.cluster({ synchronizedStandbySlots: true });
       await createPrimarySlot(c, 'moved', { plugin: 'test_decoding' });
       // Long naptimes: only the check between cycles can see it this fast.
@@ -180,10 +180,12 @@ for (const major of MAJORS) {
       await waitFor(
         'the copy dropped',
         async () => (await slotRow(c.standby, 'moved')) === undefined,
-        5_000,
+        20_000,
       );
+      // Measured in tens of milliseconds; the bound leaves room for a loaded machine and
+      // still lies far below the 30 s naptime, which is what a missing check would take.
       const fencedMs = Date.now() - moved;
-      assert.ok(fencedMs < 1_000, `fenced within a second (${fencedMs} ms)`);
+      assert.ok(fencedMs < 10_000, `fenced long before the next cycle (${fencedMs} ms)`);
       // The fence records what it did once its registry write after the drop is done: the
       // slot can be seen gone a moment before /health says why.
       let detail = '';
@@ -193,7 +195,7 @@ for (const major of MAJORS) {
           detail = (await t.get(node, '/health')).body.checks.fencing?.detail ?? '';
           return detail !== '';
         },
-        5_000,
+        20_000,
       );
       assert.match(detail, /moved: .*moved on the standby by someone else/);
       const metrics = await (await fetch(`${node.p.base}/metrics`)).text();
@@ -203,7 +205,7 @@ for (const major of MAJORS) {
       );
     });
 
-    it('unplanned failover with a subscription reconnecting at once: failover on within 2 s; the other standby syncs from the new primary, and a second failover onto it loses nothing', async () => {
+    it('unplanned failover with a subscription reconnecting at once: failover on within a change poll; the other standby syncs from the new primary, and a second failover onto it loses nothing', async () => {
       const c = await t.cluster({ subscriber: true, synchronizedStandbySlots: true, standbys: 2 });
       const subscriber = c.subscriber;
       assert.ok(subscriber);
@@ -231,10 +233,15 @@ for (const major of MAJORS) {
       await waitFor(
         "failover on for the subscription's slot on the new primary",
         async () => (await failoverOf(b, SUBSCRIPTION)) === true,
-        10_000,
+        30_000,
       );
+      // Measured at 11-230 ms; the bound leaves room for a loaded machine and still lies far
+      // below the naptime a missing promotion check would wait (30 s at most).
       const rearmMs = Date.now() - promoted;
-      assert.ok(rearmMs <= 2_000, `re-armed within 2 s of the promotion (${rearmMs} ms)`);
+      assert.ok(
+        rearmMs <= 10_000,
+        `re-armed within a change poll of the promotion (${rearmMs} ms)`,
+      );
       // The re-arm is recorded (registry, then /health) right after the alter lands.
       await waitFor('/health says it re-armed the copy', async () =>
         new RegExp(`failover turned on for: ${SUBSCRIPTION}`).test(

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import request from 'supertest';
+import { stagingNameOf } from '../../src/sync/names.js';
 import { CLI, runCli } from '../helpers/cli.js';
 import {
   advancePrimarySlot,
@@ -19,6 +20,7 @@ import {
   dropNodeMarkers,
   type Harness,
   startHarness,
+  waitFor,
   writeRows,
 } from '../helpers/harness.js';
 import { type ServiceUnderTest, startService } from '../helpers/service.js';
@@ -58,8 +60,14 @@ for (const major of MAJORS) {
       await h.cluster.waitForReplay();
       s = await startService(h.cluster);
       const api = () => request(s?.app.server as NonNullable<typeof s>['app']['server']);
-      // Before any cycle: the question reads the primary itself, so the slot is required.
-      const none = await api().get('/ready').expect(503);
+      // Before any cycle: the question reads the primary itself, so the slot is required (a
+      // first read slower than /ready's time for the primary, on a loaded machine, is asked again).
+      let none = await api().get('/ready').expect(503);
+      await waitFor('/ready read the primary', async () => {
+        if (none.body.required?.length === 1) return true;
+        none = await api().get('/ready').expect(503);
+        return false;
+      });
       assert.deepEqual(none.body.required, ['gate_a']);
       assert.match(none.body.not_ready[0]?.reason, /has no copy on this standby yet/);
       assert.equal(none.body.role, 'standby');
@@ -151,6 +159,15 @@ for (const major of MAJORS) {
       assert.equal(blocked.code, 1);
       assert.match(blocked.stderr, /not ready: gate_d: /);
 
+      // The consumer moves on once the worker made the copy: a copy made after the last
+      // confirmation stays staged until the next one.
+      await waitFor('the worker made the copy', async () => {
+        const rows = await h.cluster.standby.sql(
+          'SELECT 1 FROM pg_replication_slots WHERE slot_name = ANY($1)',
+          [['gate_d', stagingNameOf('gate_d')]],
+        );
+        return rows.length > 0;
+      });
       await consumerConfirms('gate_d');
       const allowed = await prePromote('20');
       assert.equal(allowed.code, 0, allowed.stderr);
