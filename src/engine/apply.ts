@@ -26,15 +26,16 @@ import { messageOf, type SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { formatLsn, type Lsn } from '../sync/lsn.js';
 import { planSlot } from '../sync/plan.js';
-import type {
-  Action,
-  LocalSlot,
-  PlanInput,
-  RegistryEntry,
-  RemoteSlot,
-  ReportAction,
-  ReportState,
-  SlotReport,
+import {
+  type Action,
+  type LocalSlot,
+  madeSlot,
+  type PlanInput,
+  type RegistryEntry,
+  type RemoteSlot,
+  type ReportAction,
+  type ReportState,
+  type SlotReport,
 } from '../sync/types.js';
 import { mapLimit } from '../util.js';
 import { type AdvancePacer, MIN_STEP_BYTES, windowOf } from './pacer.js';
@@ -335,21 +336,12 @@ export function copySlot(
   entry: Pick<RegistryEntry, 'plugin' | 'database' | 'twoPhase'>,
   confirmedFlushLsn: Lsn | null,
 ): LocalSlot {
-  return {
-    name,
+  return madeSlot(name, {
     slotType: 'logical',
     plugin: entry.plugin,
     database: entry.database,
-    temporary: false,
-    active: false,
     confirmedFlushLsn,
-    restartLsn: null,
-    catalogXmin: null,
-    twoPhase: false,
-    synced: false,
-    invalidationReason: null,
-    failover: false,
-  };
+  });
 }
 
 /**

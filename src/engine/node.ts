@@ -11,7 +11,7 @@ import type { Queryable } from '../db/standby-pools.js';
 import { SlotSyncError } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { isNodeMarkerName, newNodeMarkerName } from '../sync/names.js';
-import type { LocalSlot, NodeBinding } from '../sync/types.js';
+import { type LocalSlot, madeSlot, type NodeBinding } from '../sync/types.js';
 import type { CyclePoint } from './apply.js';
 
 export interface NodeDeps {
@@ -124,21 +124,12 @@ export async function checkNode(
 /** `local` with the node marker `name` in it (a physical slot, as the standby lists it). */
 function withMarker(local: LocalSlot[], name: string): LocalSlot[] {
   if (local.some((s) => s.name === name)) return local;
-  const marker: LocalSlot = {
-    name,
+  const marker = madeSlot(name, {
     slotType: 'physical',
     plugin: null,
     database: null,
-    temporary: false,
-    active: false,
     confirmedFlushLsn: null,
-    restartLsn: null,
-    catalogXmin: null,
-    twoPhase: false,
-    synced: false,
-    invalidationReason: null,
-    failover: false,
-  };
+  });
   return [...local, marker];
 }
 

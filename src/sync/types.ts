@@ -42,6 +42,28 @@ export interface LocalSlot {
 }
 
 /**
+ * A slot as slotsync just made it, without reading it again: nobody uses it yet, no
+ * position is known but the one given.
+ */
+export function madeSlot(
+  name: string,
+  fields: Pick<LocalSlot, 'slotType' | 'plugin' | 'database' | 'confirmedFlushLsn'>,
+): LocalSlot {
+  return {
+    name,
+    ...fields,
+    temporary: false,
+    active: false,
+    restartLsn: null,
+    catalogXmin: null,
+    twoPhase: false,
+    synced: false,
+    invalidationReason: null,
+    failover: false,
+  };
+}
+
+/**
  * Lifecycle of a copy slotsync owns (DESIGN.md, "Staging"). slotsync.c's RS_TEMPORARY is
  * `staging`: the copy lives under its staging name, which no subscriber asks for.
  * - `creating`: write-ahead intent; the staging slot may or may not exist yet.

@@ -126,6 +126,11 @@ for (const major of MAJORS) {
     });
 
     it('the cycle that binds a new state folder records the marker it made: answers from memory see the node bound at once', async () => {
+      // The harness's own folder is bound to this standby: its marker is set aside meanwhile
+      // (a second folder beside a marker is refused), and put back after.
+      const theirs = h.deps.registry.node?.marker;
+      assert.ok(theirs);
+      await h.cluster.standby.sql('SELECT pg_drop_replication_slot($1)', [theirs]);
       const stateDir = await tempDir('binding');
       const engine = await openEngine(h.cluster, stateDir);
       try {
@@ -139,9 +144,11 @@ for (const major of MAJORS) {
         );
         // What /slots and the metrics compute from that record (no fresh read).
         assert.equal(bindingProblem(engine.deps.registry, result.standby), null);
+        await h.cluster.standby.sql('SELECT pg_drop_replication_slot($1)', [marker]);
       } finally {
         await engine.close();
         await rm(stateDir, { recursive: true, force: true });
+        await h.cluster.standby.sql('SELECT pg_create_physical_replication_slot($1)', [theirs]);
       }
     });
 
