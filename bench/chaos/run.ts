@@ -34,6 +34,11 @@ export interface ChaosOptions {
   minutes: number;
   major: Major;
   log: (line: string) => void;
+  /**
+   * SLOTSYNC_ENGINE of every slotsync (default sql). builtin: every standby, rejoined ones
+   * too, runs PostgreSQL's slot sync worker (sync_replication_slots = on).
+   */
+  engine?: 'sql' | 'builtin';
 }
 
 export interface ChaosResult {
@@ -157,6 +162,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     subscriber: true,
     synchronizedStandbySlots: true,
     primarySettings: { wal_keep_size: '256MB' },
+    standbySettings: options.engine === 'builtin' ? { sync_replication_slots: 'on' } : {},
   });
   const nodes = new Map<string, Node>();
   const writer = new Writer(20);
@@ -202,6 +208,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         SLOTSYNC_STANDBY_URL: node.server.url('postgres', PASSWORD),
         SLOTSYNC_STATE_DIR: node.stateDir,
         SLOTSYNC_LOG_LEVEL: 'warn',
+        SLOTSYNC_ENGINE: options.engine ?? 'sql',
+        // A rejoined old primary keeps its own same-name slots, which stop PostgreSQL's sync
+        // for every slot: under builtin slotsync replaces them when provably stale.
+        ...(options.engine === 'builtin' ? { SLOTSYNC_REPLACE_STALE: 'on' } : {}),
       };
       node.slotsync = await startProcess(node.env);
     }
