@@ -13,7 +13,7 @@ import {
   stopAndSettle,
   stopStreaming,
 } from '../helpers/failover.js';
-import { waitFor } from '../helpers/harness.js';
+import { replicationCommandOn, waitFor } from '../helpers/harness.js';
 import { MAJORS } from '../support/binaries.js';
 import type { PgServer } from '../support/server.js';
 import {
@@ -237,6 +237,55 @@ for (const major of MAJORS) {
         return copy?.at === true;
       });
       await t.waitSafe(node, SUBSCRIPTION, SAFE_MS);
+    });
+
+    it(`PostgreSQL ${major}: a copy past its remote (the remote made again behind it) stays not safe after slotsync restarts with the primary gone`, async () => {
+      const c = await t.cluster({ synchronizedStandbySlots: true });
+      // A slot left behind, then the failover slot, made and moved later.
+      await c.primary.sql(`SELECT pg_create_logical_replication_slot('behind', 'test_decoding')`);
+      await c.primary.sql('CREATE TABLE moved_on (x int)');
+      await c.primary.sql(
+        `SELECT pg_create_logical_replication_slot('remade', 'test_decoding', false, false, true)`,
+      );
+      await c.primary.sql('INSERT INTO moved_on VALUES (1)');
+      await c.primary.sql(`SELECT pg_replication_slot_advance('remade', pg_current_wal_lsn())`);
+      await c.waitForReplay();
+      // No worker of either kind: PostgreSQL's sync runs only in the cycles asked for here,
+      // never between the drop below and the failover flag of the slot made again.
+      const node = await t.slotsync(c, { SLOTSYNC_ENGINE: 'builtin', SLOTSYNC_WORKER: 'off' });
+      const ready = async () => (await t.get(node, '/ready?slots=remade')).status === 200;
+      await waitFor(
+        "PostgreSQL's persistent copy, safe",
+        async () => (await t.post(node, '/sync')) && ready(),
+        SAFE_MS,
+      );
+      // The remote dropped and made again behind the copy (a copy of the slot left behind).
+      await c.primary.sql(`SELECT pg_drop_replication_slot('remade')`);
+      await c.primary.sql(`SELECT pg_copy_logical_replication_slot('behind', 'remade')`);
+      await replicationCommandOn(c.primary, 'ALTER_REPLICATION_SLOT remade ( FAILOVER true )');
+      await c.waitForReplay();
+      const pastRemote = /the copy of "remade" is at .*, past its remote slot/;
+      await waitFor('not safe: the copy is past its remote', async () => {
+        await t.post(node, '/sync');
+        const answer = await t.get(node, '/ready?slots=remade');
+        return answer.status === 503 && pastRemote.test(JSON.stringify(answer.body));
+      });
+      const [copy] = await c.standby.sql<{ synced: boolean; temporary: boolean }>(
+        `SELECT synced, temporary FROM pg_replication_slots WHERE slot_name = 'remade'`,
+      );
+      assert.deepEqual(
+        copy,
+        { synced: true, temporary: false },
+        "PostgreSQL's copy is still there",
+      );
+
+      // The primary dies; slotsync restarts: what it found is not forgotten.
+      await c.primary.stop('immediate');
+      await node.p.stop();
+      const again = await t.restart(node);
+      const answer = await t.get(again, '/ready?slots=remade');
+      assert.equal(answer.status, 503, JSON.stringify(answer.body));
+      assert.match(JSON.stringify(answer.body), pastRemote);
     });
 
     it(`PostgreSQL ${major}: switching a live standby from sql to builtin never answers yes without PostgreSQL's persistent copy, and back to sql is refused with the synced slots named`, async () => {
