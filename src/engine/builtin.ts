@@ -136,8 +136,10 @@ export async function builtinStep(
       .sort()
       .join(',');
   const moved = cleared || shape(after) !== shape(local);
+  // No new comparison (the primary did not answer): what memory holds is still written if
+  // the disk lacks it (a failed write, a record started afresh).
   const evidence = await pastRemoteNow(deps.primary, after);
-  if (evidence !== null) await keepPastRemote(deps, evidence);
+  await keepPastRemote(deps, evidence ?? deps.cache.builtinPastRemote);
   const final = plan(after);
   const reports = final.reports.map((report) =>
     first.replace.includes(report.name) && report.action !== 'replaced'
@@ -230,17 +232,22 @@ async function pastRemoteNow(
   const copies = local.filter((slot) => slot.synced && slot.confirmedFlushLsn !== null);
   const out = new Map<string, { copy: Lsn; remote: Lsn }>();
   if (copies.length === 0) return out;
-  const rows = await primary
-    .query<{ name: string; lsn: string | null }>(
-      `SELECT slot_name::text AS name, confirmed_flush_lsn::text AS lsn
-         FROM pg_catalog.pg_replication_slots WHERE slot_name = ANY($1::text[])`,
+  const row = await primary
+    .query<{ in_recovery: boolean; slots: Record<string, string | null> | null }>(
+      `SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
+              (SELECT pg_catalog.json_object_agg(slot_name, confirmed_flush_lsn::text)
+                 FROM pg_catalog.pg_replication_slots
+                WHERE slot_name = ANY($1::text[])) AS slots`,
       [copies.map((slot) => slot.name)],
     )
-    .then((r) => r.rows)
+    .then((r) => r.rows[0] ?? null)
     .catch(() => null);
-  // No answer proves nothing either way: the last evidence stands.
-  if (rows === null) return null;
-  const remote = new Map(rows.map((row) => [row.name, parseLsn(row.lsn)]));
+  // No answer, or a server that is not a primary (a connection that landed on a standby),
+  // proves nothing either way: the last evidence stands.
+  if (row === null || row.in_recovery) return null;
+  const remote = new Map(
+    Object.entries(row.slots ?? {}).map(([name, lsn]) => [name, parseLsn(lsn)]),
+  );
   for (const slot of copies) {
     const at = remote.get(slot.name);
     const copy = slot.confirmedFlushLsn as Lsn;

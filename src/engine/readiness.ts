@@ -9,6 +9,7 @@ import type pg from 'pg';
 import { pollStandby, readReceived, type StandbyState } from '../db/standby.js';
 import type { Queryable } from '../db/standby-pools.js';
 import { messageOf } from '../errors.js';
+import { mergePastRemote } from '../registry/primary-facts.js';
 import { assessSafety, type Safety, type StandbyRead } from '../sync/safety.js';
 import type { CycleResult } from './cycle.js';
 import type { Engine } from './engine.js';
@@ -169,7 +170,9 @@ export class Readiness {
       reloaded: this.#reloaded,
       maxAgeMs: options.maxAgeMs,
       engine: this.engine.deps.engine,
-      pastRemote: cache.builtinPastRemote,
+      // Every comparison known, in memory or on disk (another engine of this process, a
+      // reload, a write that failed): each takes the yes away until a newer one clears it.
+      pastRemote: mergePastRemote(cache.builtinPastRemote, registry.primary?.pastRemote),
     });
   }
 

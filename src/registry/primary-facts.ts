@@ -76,6 +76,12 @@ export function toStoredPrimary(recorded: RecordedPrimary): StoredPrimary {
   return stored;
 }
 
+/** Both sets of evidence in one (the first one's positions where both name a copy). */
+export function mergePastRemote(a: PastRemote, b: PastRemote | undefined): PastRemote {
+  if (b === undefined || b.size === 0) return a;
+  return new Map([...b, ...a]);
+}
+
 /** Whether two sets of evidence say the same. */
 export function samePastRemote(a: PastRemote | undefined, b: PastRemote | undefined): boolean {
   const left = a ?? new Map();
