@@ -1,5 +1,5 @@
 /**
- * npm run chaos -- --seed N --minutes M --pg 17|18 [--engine sql|builtin]
+ * npm run chaos -- --seed N --minutes M --pg 17|18 [--engine sql|builtin] [--logs DIR]
  *
  * The randomized fault schedule and its checker (bench/chaos/run.ts). Prints the schedule as
  * it runs, then one line:
@@ -25,7 +25,8 @@ if (engine !== 'sql' && engine !== 'builtin') {
 }
 const log = (line: string) => process.stderr.write(`${line}\n`);
 log(`chaos: seed ${seed}, ${minutes} min, PostgreSQL ${pg}, SLOTSYNC_ENGINE=${engine}`);
-const result = await runChaos({ seed, minutes, major: Number(pg) as Major, log, engine });
+const logs = option(argv, 'logs');
+const result = await runChaos({ seed, minutes, major: Number(pg) as Major, log, engine, logs });
 const no = Object.values(result.no).reduce((a, b) => a + b, 0);
 for (const [reason, count] of Object.entries(result.no)) log(`no (${count}×): ${reason}`);
 for (const error of result.errors) log(`clear error: ${error}`);

@@ -9,7 +9,7 @@
  * only then. After each promotion the checker (checker.ts) holds every consumer to the new
  * primary's rows: nothing ahead, nothing missing, nothing twice, or a clear error.
  */
-import { readFile, rm, stat } from 'node:fs/promises';
+import { appendFile, readFile, rm, stat } from 'node:fs/promises';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import { parseLsn } from '../../src/sync/lsn.js';
 import { delay } from '../../src/util.js';
@@ -39,6 +39,8 @@ export interface ChaosOptions {
    * too, runs PostgreSQL's slot sync worker (sync_replication_slots = on).
    */
   engine?: 'sql' | 'builtin';
+  /** A folder for each slotsync's log (info level), one file a node; default: not kept. */
+  logs?: string;
 }
 
 export interface ChaosResult {
@@ -184,6 +186,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     settingEdited: world.settingEdited,
   });
   const server = (name: string) => nodes.get(name)?.server as PgServer;
+  /** The log of a slotsync process that ended, appended to its node's file (--logs). */
+  const keepLog = async (node: Node) => {
+    if (options.logs === undefined || node.slotsync === null) return;
+    const path = `${options.logs}/${node.server.name}.log`;
+    await appendFile(
+      path,
+      `${node.slotsync.output()}\n--- process ended ${new Date().toISOString()}\n`,
+    );
+  };
   const allSlots = () =>
     cluster.standbys
       .filter((s) => !world.out.has(s.name))
@@ -207,7 +218,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         SLOTSYNC_PRIMARY_URL: `postgres://postgres:${PASSWORD}@${everyNode}/postgres`,
         SLOTSYNC_STANDBY_URL: node.server.url('postgres', PASSWORD),
         SLOTSYNC_STATE_DIR: node.stateDir,
-        SLOTSYNC_LOG_LEVEL: 'warn',
+        SLOTSYNC_LOG_LEVEL: options.logs === undefined ? 'warn' : 'info',
         SLOTSYNC_ENGINE: options.engine ?? 'sql',
         // A rejoined old primary keeps its own same-name slots, which stop PostgreSQL's sync
         // for every slot: under builtin slotsync replaces them when provably stale.
@@ -235,6 +246,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       if (node.slotsync) {
         node.slotsync.child.kill('SIGKILL');
         await node.slotsync.exited;
+        await keepLog(node);
       }
       node.slotsync = await startProcess(node.env);
     };
@@ -533,6 +545,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
             if (beside.slotsync) {
               beside.slotsync.child.kill('SIGKILL');
               await beside.slotsync.exited;
+              await keepLog(beside);
             }
             beside.slotsync = await startProcess({ ...beside.env, SLOTSYNC_RESET_STATE: 'on' });
           }
@@ -571,6 +584,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     await cdc.stop();
     for (const node of nodes.values()) {
       await node.slotsync?.stop().catch(() => undefined);
+      await keepLog(node);
       await node.proxy.close().catch(() => undefined);
       if (node.stateDir) await rm(node.stateDir, { recursive: true, force: true });
     }

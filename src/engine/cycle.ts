@@ -510,7 +510,7 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
       deps.selectSlot(slot.name),
     );
     const facts = await factsOf(primary, remote, others);
-    await recordPrimaryRead(cache, deps.registry, facts.read);
+    await recordPrimaryRead(cache, deps.registry, facts.read, deps.logger);
     // The standby as readiness compares it with that read: its WAL position read after it.
     const standbyRead = (slots: readonly LocalSlot[]) =>
       facts.received === null

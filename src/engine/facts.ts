@@ -4,6 +4,7 @@
  * (GET /ready, the gate, POST /shutdown) reads at the moment it is asked.
  */
 import type pg from 'pg';
+import type { Logger } from 'pino';
 import { type PrimaryState, readForkPoint, readPrimary } from '../db/primary.js';
 import type { Received, StandbyState } from '../db/standby.js';
 import { messageOf } from '../errors.js';
@@ -137,15 +138,36 @@ export async function recordPrimaryRead(
   cache: CycleCache,
   registry: Registry,
   read: PrimaryRead,
+  logger?: Logger,
 ): Promise<void> {
   const kept = cache.maskQuorum(read);
+  let written: RecordedPrimary | undefined;
   try {
-    await registry.writePrimary((recorded) => nextRecord(recorded, kept));
+    await registry.writePrimary((recorded) => {
+      written = nextRecord(recorded, kept);
+      return written;
+    });
   } catch (error) {
     cache.narrowRead(kept);
     throw error;
   }
   cache.keepNewerRead(kept);
+  if (written !== undefined) {
+    // What promotion readiness rests on once the primary is gone: an operator (and a chaos
+    // run's log) can tell when each "yes" or "no" of the primary began.
+    const { facts } = written;
+    logger?.info(
+      {
+        waitsForStandby: facts.waitsForStandby,
+        standbySlots: facts.standbySlots ?? null,
+        unprotected: facts.unprotected ?? null,
+        ahead: facts.ahead,
+        otherTimeline: facts.otherTimeline ?? null,
+        readAt: new Date(kept.at).toISOString(),
+      },
+      "the primary's facts about this standby changed",
+    );
+  }
 }
 
 /**
