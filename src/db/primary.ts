@@ -245,24 +245,43 @@ export async function probePrimary(pool: pg.Pool, primarySlotName: string): Prom
   };
 }
 
-/**
- * The cheap change probe the worker runs while it naps (one digest, no rows): the same
- * digest as readPrimary() for the same `copies`.
- */
-export async function readFingerprint(pool: pg.Pool, copies: readonly string[]): Promise<string> {
-  const result = await pool.query<{ fingerprint: string }>({
-    name: 'slotsync-fingerprint',
-    text: `WITH s AS MATERIALIZED (${FAILOVER_SLOTS}), o AS MATERIALIZED (${OTHER_SLOTS})
-           SELECT ${FINGERPRINT} AS fingerprint`,
-    values: [copies],
-  });
-  return result.rows[0]?.fingerprint ?? '';
+/** What the worker's change probe reads (ChangeProbe). */
+export interface ChangeProbe {
+  /** The digest the cycle compares: readPrimary()'s fingerprint, or its shape (builtin). */
+  fingerprint: string;
+  /**
+   * The standby's physical slot here: its restart_lsn (null: none, or never reserved). The
+   * primary waits for that position, whoever moves it: past what the standby received, the
+   * consumers may get WAL the standby lacks, and the digest would not show it.
+   */
+  physicalSlotRestartLsn: Lsn | null;
 }
 
-export async function readShapeFingerprint(pool: pg.Pool): Promise<string> {
-  const result = await pool.query<{ fingerprint: string }>({
-    name: 'slotsync-shape',
-    text: `SELECT ${SHAPE} AS fingerprint`,
+/**
+ * The cheap change probe the worker runs while it naps (one digest, no rows): the same
+ * digest as readPrimary() for the same `copies` (`shape`: the builtin engine's digest, as
+ * readPrimary(…, withShape)), and the standby's physical slot.
+ */
+export async function readChangeProbe(
+  pool: pg.Pool,
+  copies: readonly string[],
+  primarySlotName: string,
+  shape: boolean,
+): Promise<ChangeProbe> {
+  const result = await pool.query<{ fingerprint: string; physical_restart_lsn: string | null }>({
+    name: shape ? 'slotsync-shape' : 'slotsync-fingerprint',
+    text: shape
+      ? `SELECT ${SHAPE} AS fingerprint, (SELECT restart_lsn::text FROM pg_catalog.pg_replication_slots
+                  WHERE slot_type = 'physical' AND slot_name = $1::text) AS physical_restart_lsn`
+      : `WITH s AS MATERIALIZED (${FAILOVER_SLOTS}), o AS MATERIALIZED (${OTHER_SLOTS})
+         SELECT ${FINGERPRINT} AS fingerprint,
+                (SELECT restart_lsn::text FROM pg_catalog.pg_replication_slots
+                  WHERE slot_type = 'physical' AND slot_name = $2::text) AS physical_restart_lsn`,
+    values: shape ? [primarySlotName] : [copies, primarySlotName],
   });
-  return result.rows[0]?.fingerprint ?? '';
+  const row = result.rows[0];
+  return {
+    fingerprint: row?.fingerprint ?? '',
+    physicalSlotRestartLsn: parseLsn(row?.physical_restart_lsn ?? null),
+  };
 }

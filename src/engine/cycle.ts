@@ -387,26 +387,6 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
       }
       deps.onPromotion?.(cleanup);
     }
-    validateStandby(standby, deps.engine);
-    if (deps.engine === 'sql') refuseSyncedSlots(localNow);
-    // Fencing needs the standby alone: done before the primary is waited for, so a primary
-    // that is gone never leaves a moved copy under a subscriber's name. (Under the builtin
-    // engine there is nothing to fence: nobody can move a synced slot on a standby.)
-    const fenced: Fenced =
-      deps.engine === 'sql'
-        ? await fenceCopies(
-            { registry: deps.registry, logger: deps.logger, standbyMain: deps.standby.main },
-            standby.pid,
-            localNow,
-          )
-        : { dropped: [], failed: [] };
-    if (fenced.dropped.length > 0) deps.onFenced?.(fenced);
-    const localFenced =
-      fenced.dropped.length === 0
-        ? localNow
-        : localNow.filter((slot) => !fenced.dropped.some((f) => f.name === slot.name));
-    const first = early ? await early : null;
-    const known = standby.primarySlotName === cache.primarySlotName ? first : null;
     // The facts of a read, with the standby's WAL position read again after it when they
     // rest on it (received only grows; the lock-and-read above may be older).
     const factsOf = async (
@@ -433,6 +413,49 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
         received: { ...now, at },
       };
     };
+    const recordWhileUnsyncable = async (slotName: string | null) => {
+      if (!slotName || !standby.inRecovery) return;
+      const settled = early && slotName === cache.primarySlotName ? await early : null;
+      const state = settled?.ok ? settled.value : await readRemote(slotName).catch(() => null);
+      if (state === null || state.inRecovery) return;
+      if (state.systemIdentifier !== standby.systemIdentifier) return;
+      const slots = (state.slots ?? cache.remote ?? []).filter((s) => deps.selectSlot(s.name));
+      const others = (state.others ?? cache.others ?? []).filter((s) => deps.selectSlot(s.name));
+      await factsOf(state, slots, others)
+        .then((facts) => recordNarrowing(cache, deps.registry, facts.read))
+        .catch((e: unknown) =>
+          deps.logger.warn({ err: messageOf(e) }, 'could not record what the primary said'),
+        );
+    };
+    try {
+      validateStandby(standby, deps.engine);
+    } catch (error) {
+      // The standby cannot sync as set up (primary_conninfo cleared, a setting changed), but
+      // what the primary says of it still counts: what a read takes away (the setting no
+      // longer names it, its slot moved past what it received) is recorded before the cycle
+      // stops, or a failover during the restart interval would rest on older facts.
+      await recordWhileUnsyncable(standby.primarySlotName || cache.primarySlotName);
+      throw error;
+    }
+    if (deps.engine === 'sql') refuseSyncedSlots(localNow);
+    // Fencing needs the standby alone: done before the primary is waited for, so a primary
+    // that is gone never leaves a moved copy under a subscriber's name. (Under the builtin
+    // engine there is nothing to fence: nobody can move a synced slot on a standby.)
+    const fenced: Fenced =
+      deps.engine === 'sql'
+        ? await fenceCopies(
+            { registry: deps.registry, logger: deps.logger, standbyMain: deps.standby.main },
+            standby.pid,
+            localNow,
+          )
+        : { dropped: [], failed: [] };
+    if (fenced.dropped.length > 0) deps.onFenced?.(fenced);
+    const localFenced =
+      fenced.dropped.length === 0
+        ? localNow
+        : localNow.filter((slot) => !fenced.dropped.some((f) => f.name === slot.name));
+    const first = early ? await early : null;
+    const known = standby.primarySlotName === cache.primarySlotName ? first : null;
     const readUpstream = async (settled: typeof first): Promise<TimedPrimaryState> => {
       if (settled && !settled.ok) throw primaryError(settled.error);
       const state: TimedPrimaryState = settled

@@ -7,8 +7,11 @@
  * promotion started. start() and stop() are idempotent and clear every timer they set.
  */
 import type { Logger } from 'pino';
-import { readFingerprint, readShapeFingerprint } from '../db/primary.js';
+import { readChangeProbe } from '../db/primary.js';
+import { readReceived } from '../db/standby.js';
 import { messageOf, SlotSyncError } from '../errors.js';
+import { formatLsn, type Lsn } from '../sync/lsn.js';
+import { receivedLsn } from '../sync/safety.js';
 import { delay } from '../util.js';
 import type { SyncContext } from './context.js';
 import type { Metrics } from './metrics.js';
@@ -141,29 +144,61 @@ export class Worker {
         );
         return true;
       }
-      if (fingerprint === null || changed) continue;
+      // While the last facts say the primary waits for this standby, its slot there is
+      // watched at every poll, also between the retries of a failed cycle (fingerprint null).
+      const claimsProtection = deps.cache.primaryRead?.facts.waitsForStandby === true;
+      if ((fingerprint === null || changed) && !claimsProtection) continue;
       try {
         const probedAt = Date.now();
-        const now =
-          deps.engine === 'builtin' && deps.cache.shapeProbe
-            ? await readShapeFingerprint(deps.primary)
-            : await readFingerprint(deps.primary, [...deps.registry.entries.keys()]);
+        const shape = deps.engine === 'builtin' && deps.cache.shapeProbe;
+        const probe = await readChangeProbe(
+          deps.primary,
+          [...deps.registry.entries.keys()],
+          deps.cache.primarySlotName ?? '',
+          shape,
+        );
+        if (claimsProtection && (await this.#slotPastStandby(probe.physicalSlotRestartLsn))) {
+          this.logger.info(
+            { restartLsn: formatLsn(probe.physicalSlotRestartLsn) },
+            "the standby's slot on the primary is past what the standby received: a cycle runs now to record that the primary no longer protects it",
+          );
+          return true;
+        }
+        if (fingerprint === null || changed) continue;
+        const now = probe.fingerprint;
         if (now !== fingerprint) {
           if (Date.now() >= earliest) return true;
           changed = true;
           until = Math.min(until, earliest);
           continue;
         }
-        deps.cache.primaryConfirmed(
-          probedAt,
-          !(deps.engine === 'builtin' && deps.cache.shapeProbe),
-        );
+        deps.cache.primaryConfirmed(probedAt, !shape);
       } catch (error) {
         deps.cache.primaryFailed(`the primary does not answer: ${messageOf(error)}`);
-        return true; // let a cycle meet the error and report it
+        // Let a cycle meet the error and report it; between the retries of a failed cycle
+        // the restart interval stands.
+        if (fingerprint === null) continue;
+        return true;
       }
     }
     return false;
+  }
+
+  /**
+   * Whether the standby's physical slot on the primary is past what the standby received
+   * (an operator or another server moved it: the primary then lets consumers get WAL this
+   * standby lacks, and no slot digest shows it). The standby is read again after the probe
+   * before saying so: it may have received more since the poll read it.
+   */
+  async #slotPastStandby(restartLsn: Lsn | null): Promise<boolean> {
+    if (restartLsn === null) return false;
+    const seen = this.context.readiness.standby;
+    const before = seen === null ? null : receivedLsn(seen);
+    if (before !== null && restartLsn <= before) return false;
+    const now = await readReceived(this.context.engine.deps.standby.main).catch(() => null);
+    if (now === null) return false; // the standby does not answer: the next poll sees it
+    const received = receivedLsn(now);
+    return received === null || restartLsn > received;
   }
 
   /**

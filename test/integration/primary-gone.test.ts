@@ -8,11 +8,14 @@
  * The four cases (two faults, PostgreSQL 17 and 18) wait side by side.
  */
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { assertExactlyOnce, prePromoteHook, Scenario, stopAndSettle } from '../helpers/failover.js';
 import { waitFor } from '../helpers/harness.js';
 import { TcpProxy } from '../helpers/proxy.js';
 import { MAJORS } from '../support/binaries.js';
+import { slotOf } from '../support/cluster.js';
 import {
   pointSubscriptionAt,
   SUBSCRIPTION,
@@ -98,5 +101,62 @@ describe('the primary gone for a while', { concurrency: true }, () => {
         await assertExactlyOnce(c, await writer.stop());
       });
     }
+
+    it(`PostgreSQL ${major}: its slot for this standby moved past what the standby received while the stream was cut, then slotsync cut off from the primary: recorded within a poll, never called safe after the primary died`, async () => {
+      const c = await t.cluster({ subscriber: true, synchronizedStandbySlots: true });
+      const subscriber = c.subscriber;
+      assert.ok(subscriber);
+      await setupSubscription(c.primary, subscriber);
+      // Only slotsync's SQL path crosses the proxy; the standby streams directly.
+      const proxy = await TcpProxy.start('127.0.0.1', c.primary.port);
+      t.defer(() => proxy.close());
+      const primaryUrl = `postgres://postgres:moved-pw@127.0.0.1:${proxy.port}/postgres`;
+      const node = await t.slotsync(c, {}, { primaryUrl });
+      const writer = new Writer(5);
+      writer.start(c.primary);
+      await t.waitSafe(node, SUBSCRIPTION);
+
+      // The stream cut (primary_conninfo cleared: slotsync's cycles now fail on the setup),
+      // then the standby's slot on the primary moved past it, as an operator or a clone would.
+      const slot = slotOf(c.standby);
+      await c.standby.sql(`ALTER SYSTEM SET primary_conninfo = ''`);
+      await c.standby.sql('SELECT pg_reload_conf()');
+      await waitFor('the standby no longer streams', async () => {
+        const [row] = await c.primary.sql<{ active: boolean }>(
+          'SELECT active FROM pg_replication_slots WHERE slot_name = $1',
+          [slot],
+        );
+        return row?.active === false;
+      });
+      await c.primary.sql('SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())', [slot]);
+      // Recorded on disk by slotsync's own reads (nothing here reads the primary for it).
+      await waitFor(
+        'slotsync recorded that the primary no longer protects this standby',
+        async () => {
+          const text = await readFile(join(node.stateDir, 'primary.json'), 'utf8').catch(() => '');
+          return (
+            /"waitsForStandby": false/.test(text) && /past what this standby received/.test(text)
+          );
+        },
+        5_000,
+      );
+      proxy.cut();
+      // The consumers now get WAL the standby lacks.
+      const [received] = await c.standby.sql<{ lsn: string }>(
+        'SELECT pg_last_wal_receive_lsn()::text AS lsn',
+      );
+      await waitFor('the subscription confirmed past what the standby received', async () => {
+        const [row] = await c.primary.sql<{ past: boolean }>(
+          'SELECT confirmed_flush_lsn > $1::pg_lsn AS past FROM pg_replication_slots WHERE slot_name = $2',
+          [received?.lsn, SUBSCRIPTION],
+        );
+        return row?.past === true;
+      });
+      await writer.stop();
+      await c.primary.stop('immediate');
+      const answer = await t.get(node, `/ready?slots=${SUBSCRIPTION}`);
+      assert.equal(answer.status, 503, JSON.stringify(answer.body));
+      assert.match(answer.body.not_ready[0]?.reason ?? '', /past what this standby received/);
+    });
   }
 });
