@@ -127,6 +127,7 @@ export class Worker {
     let until = Date.now() + ms;
     // A change seen before `earliest`: the nap ends then, the standby still checked meanwhile.
     let changed = false;
+    let watchSlot = true;
     while (!signal.aborted) {
       const left = until - Date.now();
       if (left <= 0) return changed;
@@ -146,7 +147,7 @@ export class Worker {
       }
       // While the last facts say the primary waits for this standby, its slot there is
       // watched at every poll, also between the retries of a failed cycle (fingerprint null).
-      const claimsProtection = deps.cache.primaryRead?.facts.waitsForStandby === true;
+      const claimsProtection = watchSlot && deps.cache.primaryRead?.facts.waitsForStandby === true;
       if ((fingerprint === null || changed) && !claimsProtection) continue;
       try {
         const probedAt = Date.now();
@@ -176,8 +177,12 @@ export class Worker {
       } catch (error) {
         deps.cache.primaryFailed(`the primary does not answer: ${messageOf(error)}`);
         // Let a cycle meet the error and report it; between the retries of a failed cycle
-        // the restart interval stands.
-        if (fingerprint === null) continue;
+        // the restart interval stands, and a primary that does not answer is not asked again
+        // in it (each try may wait a connect timeout: the standby's checks come first).
+        if (fingerprint === null) {
+          watchSlot = false;
+          continue;
+        }
         return true;
       }
     }
