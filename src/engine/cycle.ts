@@ -413,12 +413,10 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
         received: { ...now, at },
       };
     };
-    const recordWhileUnsyncable = async (slotName: string | null) => {
-      if (!slotName || !standby.inRecovery) return;
-      const settled = early && slotName === cache.primarySlotName ? await early : null;
-      const state = settled?.ok ? settled.value : await readRemote(slotName).catch(() => null);
-      if (state === null || state.inRecovery) return;
-      if (state.systemIdentifier !== standby.systemIdentifier) return;
+    // A read that cannot be taken as the upstream's, of the same cluster's primary: what it
+    // takes away is recorded all the same, never in place of the error that stops the cycle.
+    const recordTakenAway = async (state: TimedPrimaryState) => {
+      if (state.inRecovery || state.systemIdentifier !== standby.systemIdentifier) return;
       const slots = (state.slots ?? cache.remote ?? []).filter((s) => deps.selectSlot(s.name));
       const others = (state.others ?? cache.others ?? []).filter((s) => deps.selectSlot(s.name));
       await factsOf(state, slots, others)
@@ -426,6 +424,12 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
         .catch((e: unknown) =>
           deps.logger.warn({ err: messageOf(e) }, 'could not record what the primary said'),
         );
+    };
+    const recordWhileUnsyncable = async (slotName: string | null) => {
+      if (!slotName || !standby.inRecovery) return;
+      const settled = early && slotName === cache.primarySlotName ? await early : null;
+      const state = settled?.ok ? settled.value : await readRemote(slotName).catch(() => null);
+      if (state !== null) await recordTakenAway(state);
     };
     try {
       validateStandby(standby, deps.engine);
@@ -476,20 +480,9 @@ export async function runCycle(deps: EngineDeps, options: CycleOptions = {}): Pr
         checkUpstream(state, standby, deps.primaryUrl, cache);
       } catch (error) {
         cache.primaryFailed(`the primary is not this standby's upstream: ${messageOf(error)}`);
-        // Not the upstream (or not streaming to this standby now), but the same cluster's
-        // primary: what it takes away from "safe" is recorded all the same.
-        if (!state.inRecovery && state.systemIdentifier === standby.systemIdentifier) {
-          const slots = (state.slots ?? cache.remote ?? []).filter((s) => deps.selectSlot(s.name));
-          const others = (state.others ?? cache.others ?? []).filter((s) =>
-            deps.selectSlot(s.name),
-          );
-          // Never in place of the error that stopped the cycle.
-          await factsOf(state, slots, others)
-            .then((facts) => recordNarrowing(cache, deps.registry, facts.read))
-            .catch((e: unknown) =>
-              deps.logger.warn({ err: messageOf(e) }, 'could not record what the primary said'),
-            );
-        }
+        // Not the upstream (or not streaming to this standby now), but maybe the same
+        // cluster's primary: what it takes away from "safe" is recorded all the same.
+        await recordTakenAway(state);
         throw error;
       }
       return state;
